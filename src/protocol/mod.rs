@@ -1,0 +1,199 @@
+//! The wire protocol: frames exchanged on streams and datagrams.
+//!
+//! Frames are serde enums encoded with postcard. **Variant order is wire format**:
+//! new variants are only ever appended, and `Hello.version` guards any other change.
+//! `docs/PROTOCOL.md` is the normative description; `tests/vectors/` pins the bytes.
+
+mod codec;
+mod error;
+
+pub use codec::{
+    decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError,
+};
+pub use error::ErrorCode;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Protocol version a client announces in [`ClientFrame::Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default upper bound on one encoded frame body (the length prefix excluded).
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// Frames a client sends on its control stream (the first bidirectional stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// First frame of every session: protocol version and auth token.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        version: u16,
+        /// HS256 JWT.
+        token: String,
+    },
+    /// Join a room; `since` asks for the messages after that `seq` to be replayed.
+    Join {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Last `seq` the client saw in this room, when it is rejoining.
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// Room name.
+        room: String,
+    },
+    /// Publish a message to a joined room; answered with [`ServerFrame::Ack`].
+    Publish {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Opaque application payload.
+        body: Bytes,
+    },
+    /// Ask who is online in the namespace; answered with [`ServerFrame::Online`].
+    Online {
+        /// Request id echoed in the reply.
+        req: u32,
+    },
+}
+
+/// Frames the server sends: replies and namespace events on the control stream,
+/// room traffic on each room's unidirectional stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// Accepts a `Hello`.
+    Welcome {
+        /// Server-assigned session id (unique per server process).
+        session: u64,
+        /// The user id taken from the token's `sub`.
+        user: String,
+        /// Largest frame body the server accepts.
+        max_frame: u32,
+        /// Users online in the namespace, when namespace presence is enabled.
+        online: Option<Vec<String>>,
+    },
+    /// A request succeeded; for `Publish`, `seq` is the message's sequence number.
+    Ack {
+        /// Request id.
+        req: u32,
+        /// Assigned sequence number (0 where none applies).
+        seq: u64,
+    },
+    /// Reply to `Join`.
+    Joined {
+        /// Request id.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Room handle used by datagrams and the room stream header.
+        handle: u32,
+        /// Last sequence number of the room when joined.
+        seq: u64,
+        /// With `since`: whether every missed message is replayed on the room stream.
+        recovered: bool,
+        /// Users currently in the room (the joiner included).
+        members: Vec<String>,
+    },
+    /// Reply to `Leave`.
+    Left {
+        /// Request id.
+        req: u32,
+        /// Room name.
+        room: String,
+    },
+    /// A request failed, or (with `req` 0) the session is about to be closed.
+    Error {
+        /// Request id, or 0 when not tied to a request.
+        req: u32,
+        /// Machine-readable reason; also used as the session close code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// First frame on a room stream: which room the stream carries.
+    RoomStream {
+        /// Room name.
+        room: String,
+        /// Room handle, as in `Joined`.
+        handle: u32,
+    },
+    /// A room message (on the room stream).
+    Message {
+        /// Per-room sequence number, strictly increasing.
+        seq: u64,
+        /// Publisher's user id (`"server"` for server-side publishes).
+        from: String,
+        /// Opaque payload.
+        body: Bytes,
+        /// Server time at publish, milliseconds since the Unix epoch.
+        ts: u64,
+    },
+    /// A user entered the room (their first session in it).
+    PresenceJoin {
+        /// User id.
+        user: String,
+    },
+    /// A user left the room (their last session in it).
+    PresenceLeave {
+        /// User id.
+        user: String,
+    },
+    /// Reply to `Online`.
+    Online {
+        /// Request id.
+        req: u32,
+        /// Users online in the namespace.
+        users: Vec<String>,
+    },
+    /// A user came online in the namespace (namespace presence).
+    OnlineJoin {
+        /// User id.
+        user: String,
+    },
+    /// A user went offline in the namespace (namespace presence).
+    OnlineLeave {
+        /// User id.
+        user: String,
+    },
+    /// A namespace-wide broadcast (server push, e.g. announcements).
+    Broadcast {
+        /// Sender (`"server"` for pushes through the server).
+        from: String,
+        /// Opaque payload.
+        body: Bytes,
+        /// Server time, milliseconds since the Unix epoch.
+        ts: u64,
+    },
+    /// The server is shutting down or moving the client away; reconnect later.
+    GoAway {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// Volatile frames, one per QUIC datagram; never retransmitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// Client → server: deliver `body` to the other members of the room.
+    Send {
+        /// Room handle from `Joined`.
+        handle: u32,
+        /// Opaque payload.
+        body: Bytes,
+    },
+    /// Server → client: a volatile event from another member of the room.
+    Recv {
+        /// Room handle from `Joined`.
+        handle: u32,
+        /// Sender's user id.
+        from: String,
+        /// Opaque payload.
+        body: Bytes,
+    },
+}
