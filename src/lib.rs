@@ -4,4 +4,16 @@
 //!
 //! # Layout
 //! - [`protocol`]: frames and the codec (sans-IO).
+//! - [`auth`]: HS256 tokens and their claims.
+//! - [`certs`]: self-signed development certificates.
+//! - [`config`]: namespaces, limits and server settings.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod auth;
+pub mod broker;
+pub mod certs;
+pub mod config;
+pub mod hub;
 pub mod protocol;
+pub mod server;
+pub mod transport;

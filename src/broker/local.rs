@@ -1,0 +1,149 @@
+//! The single-process broker: sequence numbers and history in memory, delivery
+//! straight into this node's hub.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{now_millis, Broker, BrokerError};
+use crate::hub::{History, Hub, Recovery, SessionId};
+use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
+
+/// In-process broker for one node.
+#[derive(Debug)]
+pub struct Local {
+    hub: Arc<Hub>,
+    history_sizes: HashMap<String, usize>,
+    // std mutex: publish holds it while queueing into the hub (synchronous), which
+    // is what keeps delivery order equal to seq order.
+    logs: Mutex<HashMap<(String, String), Log>>,
+}
+
+#[derive(Debug)]
+struct Log {
+    history: History,
+    touched: Instant,
+}
+
+impl Local {
+    /// A broker over `hub`; `history_sizes` maps namespace path → messages kept per room.
+    pub fn new(hub: Arc<Hub>, history_sizes: HashMap<String, usize>) -> Self {
+        Local {
+            hub,
+            history_sizes,
+            logs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets rooms nobody on this node is in and nobody published to for `ttl`, so
+    /// memory follows the live rooms. Returns how many were dropped.
+    pub fn sweep(&self, now: Instant, ttl: Duration) -> usize {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let before = logs.len();
+        logs.retain(|(ns, room), log| {
+            now.saturating_duration_since(log.touched) < ttl
+                || self.hub.room_handle(ns, room).is_some()
+        });
+        before - logs.len()
+    }
+
+    /// Rooms with a history in memory.
+    pub fn room_count(&self) -> usize {
+        self.logs.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Broker for Local {
+    async fn publish(
+        &self,
+        ns: &str,
+        room: &str,
+        from: &str,
+        body: Bytes,
+    ) -> Result<u64, BrokerError> {
+        let cap = self.history_sizes.get(ns).copied().unwrap_or(0);
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let log = logs
+            .entry((ns.to_owned(), room.to_owned()))
+            .or_insert_with(|| Log {
+                history: History::new(cap),
+                touched: Instant::now(),
+            });
+        let seq = log.history.next_seq();
+        let frame = frame_bytes(&ServerFrame::Message {
+            seq,
+            from: from.to_owned(),
+            body,
+            ts: now_millis(),
+        });
+        log.history.push(frame.clone());
+        log.touched = Instant::now();
+        self.hub.deliver_message(ns, room, seq, &frame);
+        Ok(seq)
+    }
+
+    async fn recover(
+        &self,
+        ns: &str,
+        room: &str,
+        since: Option<u64>,
+    ) -> Result<Recovery, BrokerError> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match logs.get(&(ns.to_owned(), room.to_owned())) {
+            Some(log) => log.history.recover(since),
+            None => History::new(0).recover(since),
+        })
+    }
+
+    fn volatile(&self, ns: &str, room: &str, except: SessionId, from: &str, body: Bytes) {
+        self.hub
+            .deliver_volatile(ns, room, Some(except), from, &body);
+    }
+
+    async fn broadcast(&self, ns: &str, from: &str, body: Bytes) -> Result<(), BrokerError> {
+        let frame = frame_bytes(&ServerFrame::Broadcast {
+            from: from.to_owned(),
+            body,
+            ts: now_millis(),
+        });
+        self.hub.deliver_broadcast(ns, &frame);
+        Ok(())
+    }
+
+    async fn room_presence(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+        joined: bool,
+    ) -> Result<(), BrokerError> {
+        self.hub.deliver_presence(ns, room, user, joined);
+        Ok(())
+    }
+
+    async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hub.room_users(ns, room))
+    }
+
+    async fn online_presence(
+        &self,
+        ns: &str,
+        user: &str,
+        joined: bool,
+    ) -> Result<(), BrokerError> {
+        self.hub.deliver_online(ns, user, joined);
+        Ok(())
+    }
+
+    async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hub.online_users(ns))
+    }
+
+    async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError> {
+        Ok(self.hub.close_user(user, code))
+    }
+}

@@ -1,0 +1,89 @@
+//! Fan-out between nodes, sequence numbers, history and presence.
+//!
+//! Sessions talk to the [`Broker`] trait only; the hub stays local. [`Local`] serves a
+//! single process; a Redis broker implements the same trait for clusters, calling the
+//! hub's `deliver_*` methods on each node when a message arrives.
+
+mod local;
+
+pub use local::Local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::hub::{Recovery, SessionId};
+use crate::protocol::ErrorCode;
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// The shared backend cannot be reached.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BrokerError {
+    /// The wire error code for a request that failed with this error.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
+
+/// What every node needs from the others.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Assigns the room's next seq, stores the message in history and delivers it to
+    /// every member on every node, in seq order. Returns the seq.
+    async fn publish(
+        &self,
+        ns: &str,
+        room: &str,
+        from: &str,
+        body: Bytes,
+    ) -> Result<u64, BrokerError>;
+
+    /// The room's last seq, and the messages after `since` when history still has them.
+    async fn recover(&self, ns: &str, room: &str, since: Option<u64>)
+        -> Result<Recovery, BrokerError>;
+
+    /// Delivers a volatile event to the room's members except session `except`.
+    /// Best effort: never waits, never fails loudly.
+    fn volatile(&self, ns: &str, room: &str, except: SessionId, from: &str, body: Bytes);
+
+    /// Sends a namespace-wide broadcast to every session of the namespace.
+    async fn broadcast(&self, ns: &str, from: &str, body: Bytes) -> Result<(), BrokerError>;
+
+    /// A user's first session entered (`joined`) or last session left a room on this
+    /// node; the broker tells the room's other users when that changes cluster presence.
+    async fn room_presence(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+        joined: bool,
+    ) -> Result<(), BrokerError>;
+
+    /// Users in a room, cluster-wide.
+    async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// A user's first session opened (`joined`) or last session closed in a namespace
+    /// on this node.
+    async fn online_presence(&self, ns: &str, user: &str, joined: bool)
+        -> Result<(), BrokerError>;
+
+    /// Users online in a namespace, cluster-wide.
+    async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// Closes every session of `user` on every node with `code`; returns how many
+    /// sessions this node closed.
+    async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError>;
+}
+
+/// Milliseconds since the Unix epoch, the `ts` of messages.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,139 @@
+//! Per-room sequence numbers and the bounded history used to recover missed messages.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// What a rejoining client can get back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The room's last sequence number.
+    pub last_seq: u64,
+    /// Encoded `Message` frames after `since`, oldest first; `None` when history no
+    /// longer reaches back that far (or `since` is from another life of the room).
+    pub replay: Option<Vec<(u64, Bytes)>>,
+}
+
+/// Sequence counter and ring of the last `cap` encoded messages of one room.
+#[derive(Debug)]
+pub struct History {
+    cap: usize,
+    last_seq: u64,
+    frames: VecDeque<(u64, Bytes)>,
+}
+
+impl History {
+    /// Empty history keeping at most `cap` messages.
+    pub fn new(cap: usize) -> Self {
+        History {
+            cap,
+            last_seq: 0,
+            frames: VecDeque::with_capacity(cap.min(16)),
+        }
+    }
+
+    /// The sequence number the next message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq + 1
+    }
+
+    /// Stores the encoded message `frame`, which must carry [`Self::next_seq`].
+    pub fn push(&mut self, frame: Bytes) -> u64 {
+        self.last_seq += 1;
+        if self.cap > 0 {
+            if self.frames.len() == self.cap {
+                self.frames.pop_front();
+            }
+            self.frames.push_back((self.last_seq, frame));
+        }
+        self.last_seq
+    }
+
+    /// The room's last sequence number (0 before the first message).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Messages after `since`, if they are all still held.
+    pub fn recover(&self, since: Option<u64>) -> Recovery {
+        let replay = since.and_then(|since| self.since(since));
+        Recovery {
+            last_seq: self.last_seq,
+            replay,
+        }
+    }
+
+    fn since(&self, since: u64) -> Option<Vec<(u64, Bytes)>> {
+        if since > self.last_seq {
+            return None;
+        }
+        if since == self.last_seq {
+            return Some(Vec::new());
+        }
+        let oldest = self.frames.front()?.0;
+        if since + 1 < oldest {
+            return None;
+        }
+        Some(
+            self.frames
+                .iter()
+                .filter(|(seq, _)| *seq > since)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(cap: usize, n: u64) -> History {
+        let mut h = History::new(cap);
+        for i in 1..=n {
+            assert_eq!(h.next_seq(), i);
+            assert_eq!(h.push(Bytes::from(i.to_string())), i);
+        }
+        h
+    }
+
+    fn seqs(r: &Recovery) -> Option<Vec<u64>> {
+        r.replay
+            .as_ref()
+            .map(|v| v.iter().map(|(s, _)| *s).collect())
+    }
+
+    #[test]
+    fn replays_what_was_missed() {
+        let h = filled(3, 5);
+        assert_eq!(h.last_seq(), 5);
+        assert_eq!(seqs(&h.recover(Some(2))), Some(vec![3, 4, 5]));
+        assert_eq!(seqs(&h.recover(Some(4))), Some(vec![5]));
+        assert_eq!(seqs(&h.recover(Some(5))), Some(vec![]));
+    }
+
+    #[test]
+    fn says_when_history_is_gone() {
+        let h = filled(3, 5);
+        assert_eq!(seqs(&h.recover(Some(1))), None, "seq 2 fell out");
+        assert_eq!(seqs(&h.recover(Some(9))), None, "from another life");
+        assert_eq!(seqs(&h.recover(None)), None);
+        assert_eq!(h.recover(None).last_seq, 5);
+    }
+
+    #[test]
+    fn zero_capacity_keeps_counting() {
+        let h = filled(0, 3);
+        assert_eq!(h.last_seq(), 3);
+        assert_eq!(seqs(&h.recover(Some(3))), Some(vec![]));
+        assert_eq!(seqs(&h.recover(Some(2))), None);
+    }
+
+    #[test]
+    fn a_new_room_recovers_from_zero() {
+        let h = History::new(10);
+        assert_eq!(seqs(&h.recover(Some(0))), Some(vec![]));
+        let h = filled(10, 2);
+        assert_eq!(seqs(&h.recover(Some(0))), Some(vec![1, 2]));
+    }
+}

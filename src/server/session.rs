@@ -1,0 +1,655 @@
+//! One task per session: reads the client's frames, writes the hub's, owns its state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::time::timeout_at;
+use tracing::{debug, info, warn};
+use wtransport::error::{ConnectionError, StreamWriteError};
+use wtransport::{Connection, RecvStream, SendStream, VarInt};
+
+use super::{Gateway, TokenBucket};
+use crate::auth::Claims;
+use crate::config::NamespaceConfig;
+use crate::hub::{session_queues, validate_room_name, Closer, Outbound, SessionId, SessionRx};
+use crate::protocol::{
+    decode_datagram, frame_bytes, ClientFrame, CodecError, Datagram, ErrorCode, ServerFrame,
+    PROTOCOL_VERSION,
+};
+use crate::transport::{FrameReader, ReadError};
+
+/// Frames written in one go before the loop looks at its other inputs again.
+const WRITE_BATCH: usize = 64;
+/// How long a fatal error frame may take to reach the client before the close.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+/// How long opening a room stream may wait for the client's stream credit.
+const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a session ended.
+#[derive(Debug, Error)]
+pub(super) enum SessionError {
+    /// The server closed it with this code.
+    #[error("closed by the server: {0}")]
+    Closed(ErrorCode),
+    /// The connection failed or the client closed it.
+    #[error("connection: {0}")]
+    Connection(#[from] ConnectionError),
+}
+
+/// A session accepted on a namespace, before `Hello`.
+pub(super) struct Session {
+    id: SessionId,
+    ns: String,
+    ns_config: NamespaceConfig,
+    conn: Connection,
+    gateway: Arc<Gateway>,
+}
+
+/// The state of a session after `Welcome`.
+struct Live {
+    user: String,
+    claims: Claims,
+    control: SendStream,
+    reader: FrameReader<RecvStream>,
+    rx: SessionRx,
+    closer: Closer,
+    /// Joined rooms by name → handle.
+    rooms: HashMap<String, u32>,
+    /// Room streams by handle.
+    streams: HashMap<u32, RoomOut>,
+    publish_bucket: TokenBucket,
+}
+
+struct RoomOut {
+    room: String,
+    stream: SendStream,
+    /// Highest message seq written, to drop live copies of replayed messages.
+    last_seq: u64,
+}
+
+/// A request that failed without ending the session.
+struct Refusal(ErrorCode, String);
+
+fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(code, message.into()))
+}
+
+impl Session {
+    pub(super) fn new(
+        id: SessionId,
+        ns: String,
+        ns_config: NamespaceConfig,
+        conn: Connection,
+        gateway: Arc<Gateway>,
+    ) -> Self {
+        Session {
+            id,
+            ns,
+            ns_config,
+            conn,
+            gateway,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub(super) async fn run(self) -> Result<(), SessionError> {
+        let limits = &self.gateway.config.limits;
+        let deadline = tokio::time::Instant::now() + limits.hello_timeout;
+        let opened = tokio::select! {
+            r = timeout_at(deadline, self.conn.accept_bi()) => r,
+            _ = self.gateway.shutdown.cancelled() => {
+                return Err(self.close(ErrorCode::GoingAway, "server shutting down"));
+            }
+        };
+        let (mut control, recv) = match opened {
+            Ok(streams) => streams?,
+            Err(_) => return Err(self.close(ErrorCode::HelloTimeout, "no control stream")),
+        };
+        let mut reader = FrameReader::new(recv, limits.max_frame);
+        let hello = tokio::select! {
+            r = timeout_at(deadline, reader.next::<ClientFrame>()) => r,
+            _ = self.gateway.shutdown.cancelled() => Ok(Ok(None)),
+        };
+        let claims = match hello {
+            Err(_) => {
+                let msg = format!("no Hello within {:?}", limits.hello_timeout);
+                return Err(self
+                    .fatal(&mut control, ErrorCode::HelloTimeout, &msg)
+                    .await);
+            }
+            Ok(Ok(Some(ClientFrame::Hello { version, token }))) => {
+                match self.check_hello(version, &token) {
+                    Ok(claims) => claims,
+                    Err(Refusal(code, msg)) => {
+                        return Err(self.fatal(&mut control, code, &msg).await)
+                    }
+                }
+            }
+            Ok(Ok(Some(_))) => {
+                let msg = "the first frame must be Hello";
+                return Err(self.fatal(&mut control, ErrorCode::Protocol, msg).await);
+            }
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                let (code, msg) = read_error_code(&e);
+                return Err(self.fatal(&mut control, code, &msg).await);
+            }
+        };
+        let user = claims.sub.clone();
+        let (tx, rx) = session_queues(self.id, &user, limits.outbound_queue, 256);
+        let closer = tx.closer().clone();
+        let registered = match self.gateway.hub.register(&self.ns, tx) {
+            Ok(r) => r,
+            Err(e) => return Err(self.fatal(&mut control, e.code(), &e.to_string()).await),
+        };
+        info!(user, "session open");
+        let mut live = Live {
+            user,
+            claims,
+            control,
+            reader,
+            rx,
+            closer,
+            rooms: HashMap::new(),
+            streams: HashMap::new(),
+            publish_bucket: TokenBucket::new(
+                limits.publish_rate,
+                limits.publish_burst,
+                Instant::now(),
+            ),
+        };
+        let result = match self.welcome(&mut live, registered.first_for_user).await {
+            Ok(()) => self.serve(&mut live).await,
+            Err(e) => Err(e),
+        };
+        self.leave_everything(&live.user).await;
+        info!(user = live.user, "session closed");
+        result
+    }
+
+    fn check_hello(&self, version: u16, token: &str) -> Result<Claims, Refusal> {
+        if version != PROTOCOL_VERSION {
+            return refuse(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+            );
+        }
+        let claims = match self.gateway.verifier.verify(token, unix_now()) {
+            Ok(claims) => claims,
+            Err(e) => return refuse(ErrorCode::Unauthorized, e.to_string()),
+        };
+        if !claims.allows_namespace(&self.ns) {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("the token does not allow namespace {}", self.ns),
+            );
+        }
+        Ok(claims)
+    }
+
+    async fn welcome(&self, live: &mut Live, first_for_user: bool) -> Result<(), SessionError> {
+        let broker = &self.gateway.broker;
+        let online = if self.ns_config.online {
+            if first_for_user {
+                let _ = broker.online_presence(&self.ns, &live.user, true).await;
+            }
+            Some(broker.online_users(&self.ns).await.unwrap_or_default())
+        } else {
+            None
+        };
+        let welcome = ServerFrame::Welcome {
+            session: self.id,
+            user: live.user.clone(),
+            max_frame: self.gateway.config.limits.max_frame as u32,
+            online,
+        };
+        self.write_control(live, &welcome).await
+    }
+
+    async fn serve(&self, live: &mut Live) -> Result<(), SessionError> {
+        let shutdown = self.gateway.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = live.closer.requested() => {
+                    let code = live.closer.code().unwrap_or(ErrorCode::GoingAway);
+                    return Err(self.fatal(&mut live.control, code, close_message(code)).await);
+                }
+                _ = shutdown.cancelled() => {
+                    let code = ErrorCode::GoingAway;
+                    return Err(self.fatal(&mut live.control, code, close_message(code)).await);
+                }
+                item = live.rx.frames.recv() => {
+                    let Some(item) = item else { return Ok(()) };
+                    self.write_out(live, item).await?;
+                    for _ in 1..WRITE_BATCH {
+                        match live.rx.frames.try_recv() {
+                            Ok(item) => self.write_out(live, item).await?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(datagram) = live.rx.datagrams.recv() => {
+                    // Volatile: a datagram that does not fit or finds no room is dropped.
+                    let _ = self.conn.send_datagram(datagram);
+                }
+                frame = live.reader.next::<ClientFrame>() => match frame {
+                    Ok(Some(frame)) => self.handle(live, frame).await?,
+                    Ok(None) => {
+                        self.conn.close(VarInt::from_u32(0), b"bye");
+                        return Ok(());
+                    }
+                    Err(ReadError::Codec(CodecError::UnknownVariant(tag))) => {
+                        let msg = format!("unknown command type {tag}");
+                        self.reply_error(live, 0, ErrorCode::UnknownCommand, msg).await?;
+                    }
+                    Err(ReadError::Io(e)) => {
+                        debug!("control stream failed: {e}");
+                        return Err(self.conn.closed().await.into());
+                    }
+                    Err(e) => {
+                        let (code, msg) = read_error_code(&e);
+                        return Err(self.fatal(&mut live.control, code, &msg).await);
+                    }
+                },
+                datagram = self.conn.receive_datagram() => {
+                    let datagram = datagram?;
+                    if let Err(Refusal(code, msg)) = self.on_datagram(live, &datagram.payload()) {
+                        return Err(self.fatal(&mut live.control, code, &msg).await);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, live: &mut Live, frame: ClientFrame) -> Result<(), SessionError> {
+        let (req, outcome) = match frame {
+            ClientFrame::Hello { .. } => {
+                let msg = "Hello was already received";
+                return Err(self.fatal(&mut live.control, ErrorCode::Protocol, msg).await);
+            }
+            ClientFrame::Join { req, room, since } => {
+                (req, self.join(live, req, room, since).await)
+            }
+            ClientFrame::Leave { req, room } => (req, self.leave(live, req, room).await),
+            ClientFrame::Publish { req, room, body } => {
+                (req, self.publish(live, req, &room, body).await)
+            }
+            ClientFrame::Online { req } => (req, self.online(req).await),
+        };
+        match outcome {
+            Ok(reply) => self.write_control(live, &reply).await,
+            Err(Refusal(code, msg)) => self.reply_error(live, req, code, msg).await,
+        }
+    }
+
+    async fn join(
+        &self,
+        live: &mut Live,
+        req: u32,
+        room: String,
+        since: Option<u64>,
+    ) -> Result<ServerFrame, Refusal> {
+        let limits = &self.gateway.config.limits;
+        if let Err(e) = validate_room_name(&room, limits.max_room_name) {
+            return refuse(ErrorCode::InvalidRoom, e.to_string());
+        }
+        if !live.claims.allows_room(&room) {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("the token does not allow room {room}"),
+            );
+        }
+        if live.rooms.contains_key(&room) {
+            return refuse(ErrorCode::AlreadyJoined, format!("already in room {room}"));
+        }
+        if live.rooms.len() >= limits.max_rooms_per_session {
+            return refuse(
+                ErrorCode::TooManyRooms,
+                format!("a session may join at most {} rooms", limits.max_rooms_per_session),
+            );
+        }
+        let hub = &self.gateway.hub;
+        let broker = &self.gateway.broker;
+        let joined = hub
+            .join(&self.ns, &room, self.id)
+            .map_err(|e| Refusal(e.code(), e.to_string()))?;
+        // From here the hub queues the room's live frames for us; history fills in
+        // what came before, and seq numbers drop the overlap.
+        let opened = async {
+            let stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, async {
+                self.conn
+                    .open_uni()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| "timed out opening the room stream".to_owned())??;
+            let recovery = broker
+                .recover(&self.ns, &room, since)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((stream, recovery))
+        }
+        .await;
+        let (mut stream, recovery) = match opened {
+            Ok(ok) => ok,
+            Err(msg) => {
+                let _ = hub.leave(&self.ns, &room, self.id);
+                return refuse(ErrorCode::Internal, msg);
+            }
+        };
+        if joined.first_for_user && self.ns_config.presence {
+            let _ = broker
+                .room_presence(&self.ns, &room, &live.user, true)
+                .await;
+        }
+        let members = if self.ns_config.presence {
+            broker
+                .room_members(&self.ns, &room)
+                .await
+                .unwrap_or_else(|_| hub.room_users(&self.ns, &room))
+        } else {
+            Vec::new()
+        };
+        let mut head = bytes::BytesMut::new();
+        crate::protocol::encode_frame(
+            &ServerFrame::RoomStream {
+                room: room.clone(),
+                handle: joined.handle,
+            },
+            &mut head,
+        );
+        let mut last_seq = 0;
+        let recovered = since.is_some() && recovery.replay.is_some();
+        for (seq, frame) in recovery.replay.into_iter().flatten() {
+            head.extend_from_slice(&frame);
+            last_seq = seq;
+        }
+        if let Err(e) = stream.write_all(&head).await {
+            let _ = hub.leave(&self.ns, &room, self.id);
+            return refuse(ErrorCode::Internal, format!("room stream: {e}"));
+        }
+        live.rooms.insert(room.clone(), joined.handle);
+        live.streams.insert(
+            joined.handle,
+            RoomOut {
+                room: room.clone(),
+                stream,
+                last_seq,
+            },
+        );
+        debug!(room, handle = joined.handle, recovered, "joined");
+        Ok(ServerFrame::Joined {
+            req,
+            room,
+            handle: joined.handle,
+            seq: recovery.last_seq,
+            recovered,
+            members,
+        })
+    }
+
+    async fn leave(&self, live: &mut Live, req: u32, room: String) -> Result<ServerFrame, Refusal> {
+        let Some(handle) = live.rooms.remove(&room) else {
+            return refuse(ErrorCode::NotJoined, format!("not in room {room}"));
+        };
+        if let Some(mut out) = live.streams.remove(&handle) {
+            // quinn's synchronous finish: the remaining data is still delivered.
+            let _ = out.stream.quic_stream_mut().finish();
+        }
+        self.leave_room(&live.user, &room).await;
+        Ok(ServerFrame::Left { req, room })
+    }
+
+    async fn leave_room(&self, user: &str, room: &str) {
+        if let Ok(true) = self.gateway.hub.leave(&self.ns, room, self.id) {
+            if self.ns_config.presence {
+                let _ = self
+                    .gateway
+                    .broker
+                    .room_presence(&self.ns, room, user, false)
+                    .await;
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        live: &mut Live,
+        req: u32,
+        room: &str,
+        body: Bytes,
+    ) -> Result<ServerFrame, Refusal> {
+        if !live.rooms.contains_key(room) {
+            return refuse(ErrorCode::NotJoined, format!("join room {room} before publishing"));
+        }
+        if !self.ns_config.client_publish {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("clients may not publish in {}", self.ns),
+            );
+        }
+        if !live.publish_bucket.try_take(Instant::now()) {
+            let limits = &self.gateway.config.limits;
+            return refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} publishes per second (burst {})",
+                    limits.publish_rate, limits.publish_burst
+                ),
+            );
+        }
+        match self
+            .gateway
+            .broker
+            .publish(&self.ns, room, &live.user, body)
+            .await
+        {
+            Ok(seq) => Ok(ServerFrame::Ack { req, seq }),
+            Err(e) => refuse(e.code(), e.to_string()),
+        }
+    }
+
+    async fn online(&self, req: u32) -> Result<ServerFrame, Refusal> {
+        if !self.ns_config.online {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("namespace presence is disabled in {}", self.ns),
+            );
+        }
+        match self.gateway.broker.online_users(&self.ns).await {
+            Ok(users) => Ok(ServerFrame::Online { req, users }),
+            Err(e) => refuse(e.code(), e.to_string()),
+        }
+    }
+
+    fn on_datagram(&self, live: &Live, payload: &[u8]) -> Result<(), Refusal> {
+        let (handle, body) = match decode_datagram(payload) {
+            Ok(Datagram::Send { handle, body }) => (handle, body),
+            Ok(Datagram::Recv { .. }) => {
+                return refuse(ErrorCode::Protocol, "clients send Datagram::Send only")
+            }
+            Err(e) => return refuse(ErrorCode::Protocol, format!("malformed datagram: {e}")),
+        };
+        let limits = &self.gateway.config.limits;
+        let Some(out) = live.streams.get(&handle) else {
+            debug!(handle, "datagram for a room not joined; dropped");
+            return Ok(());
+        };
+        if !self.ns_config.datagrams || body.len() > limits.max_datagram_body {
+            debug!(handle, len = body.len(), "datagram not allowed here; dropped");
+            return Ok(());
+        }
+        self.gateway
+            .broker
+            .volatile(&self.ns, &out.room, self.id, &live.user, body);
+        Ok(())
+    }
+
+    /// Writes one queued frame; a room stream the client stopped means it left the room.
+    async fn write_out(&self, live: &mut Live, item: Outbound) -> Result<(), SessionError> {
+        match item {
+            Outbound::Control(frame) => self.write_control_bytes(live, &frame).await,
+            Outbound::Room { handle, seq, frame } => {
+                let Some(out) = live.streams.get_mut(&handle) else {
+                    return Ok(());
+                };
+                if seq != 0 && seq <= out.last_seq {
+                    return Ok(());
+                }
+                match guarded_write(&mut out.stream, &frame, &live.closer).await {
+                    Ok(()) => {
+                        out.last_seq = out.last_seq.max(seq);
+                        Ok(())
+                    }
+                    Err(WriteStop::Closed) => Ok(()), // the loop sees the close request
+                    Err(WriteStop::Failed(e)) => {
+                        if let Some(e) = connection_gone(&self.conn, &e).await {
+                            return Err(e);
+                        }
+                        debug!(room = out.room, "client stopped the room stream: {e}");
+                        let room = out.room.clone();
+                        live.streams.remove(&handle);
+                        live.rooms.remove(&room);
+                        self.leave_room(&live.user, &room).await;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply_error(
+        &self,
+        live: &mut Live,
+        req: u32,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), SessionError> {
+        debug!(req, %code, message, "request refused");
+        self.write_control(live, &ServerFrame::Error { req, code, message })
+            .await
+    }
+
+    async fn write_control(&self, live: &mut Live, frame: &ServerFrame) -> Result<(), SessionError> {
+        self.write_control_bytes(live, &frame_bytes(frame)).await
+    }
+
+    async fn write_control_bytes(&self, live: &mut Live, bytes: &[u8]) -> Result<(), SessionError> {
+        match guarded_write(&mut live.control, bytes, &live.closer).await {
+            Ok(()) | Err(WriteStop::Closed) => Ok(()),
+            Err(WriteStop::Failed(e)) => match connection_gone(&self.conn, &e).await {
+                Some(e) => Err(e),
+                None => {
+                    let code = ErrorCode::Protocol;
+                    Err(self.close(code, "the control stream was stopped"))
+                }
+            },
+        }
+    }
+
+    /// Leaves every room and the namespace, telling the others.
+    async fn leave_everything(&self, user: &str) {
+        let gone = self.gateway.hub.unregister(&self.ns, self.id);
+        let broker = &self.gateway.broker;
+        if self.ns_config.presence {
+            for (room, last) in gone.rooms {
+                if last {
+                    let _ = broker.room_presence(&self.ns, &room, user, false).await;
+                }
+            }
+        }
+        if self.ns_config.online && gone.last_for_user {
+            let _ = broker.online_presence(&self.ns, user, false).await;
+        }
+    }
+
+    /// Sends the reason (an `Error`, or `GoAway` on shutdown), lets it reach the client
+    /// briefly, then closes the session with the code.
+    async fn fatal(&self, control: &mut SendStream, code: ErrorCode, message: &str) -> SessionError {
+        if code == ErrorCode::SlowConsumer || code == ErrorCode::Protocol {
+            warn!(%code, message, "closing session");
+        } else {
+            debug!(%code, message, "closing session");
+        }
+        let frame = if code == ErrorCode::GoingAway {
+            ServerFrame::GoAway {
+                message: message.to_owned(),
+            }
+        } else {
+            ServerFrame::Error {
+                req: 0,
+                code,
+                message: message.to_owned(),
+            }
+        };
+        let bytes = frame_bytes(&frame);
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            control.write_all(&bytes).await?;
+            control.finish().await
+        })
+        .await;
+        self.close(code, message)
+    }
+
+    fn close(&self, code: ErrorCode, message: &str) -> SessionError {
+        let reason = &message.as_bytes()[..message.len().min(256)];
+        self.conn.close(VarInt::from_u32(code.to_code()), reason);
+        SessionError::Closed(code)
+    }
+}
+
+enum WriteStop {
+    /// The session was asked to close while the write waited.
+    Closed,
+    /// The stream failed.
+    Failed(StreamWriteError),
+}
+
+/// A write that gives up when the session is asked to close, so a client that
+/// stopped reading cannot pin the task.
+async fn guarded_write(stream: &mut SendStream, bytes: &[u8], closer: &Closer) -> Result<(), WriteStop> {
+    tokio::select! {
+        r = stream.write_all(bytes) => r.map_err(WriteStop::Failed),
+        _ = closer.requested() => Err(WriteStop::Closed),
+    }
+}
+
+/// If a stream write failed because the whole connection is gone, that error.
+async fn connection_gone(conn: &Connection, e: &StreamWriteError) -> Option<SessionError> {
+    match e {
+        StreamWriteError::NotConnected => Some(conn.closed().await.into()),
+        _ => None,
+    }
+}
+
+fn read_error_code(e: &ReadError) -> (ErrorCode, String) {
+    match e {
+        ReadError::Codec(CodecError::TooLarge { .. }) => (ErrorCode::FrameTooLarge, e.to_string()),
+        ReadError::Codec(CodecError::UnknownVariant(_)) => {
+            (ErrorCode::UnknownCommand, e.to_string())
+        }
+        _ => (ErrorCode::Protocol, e.to_string()),
+    }
+}
+
+fn close_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::SlowConsumer => "outbound queue full: the client does not read fast enough",
+        ErrorCode::GoingAway => "server shutting down",
+        _ => "closed by the server",
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
