@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod client;
 pub mod certs;
 pub mod config;
 pub mod hub;

@@ -1,1 +1,63 @@
-fn main() {}
+//! The `wtgate` command: see [`cli`].
+
+mod cli;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, ServeArgs};
+use tokio_util::sync::CancellationToken;
+use wtgate::server::Server;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // `{:#}` prints the cause chain on one line, without a backtrace.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Certs(args) => cli::run_certs(args),
+        Command::Token(args) => cli::run_token(args),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (settings, generated_secret) = args.into_settings()?;
+    let server = Server::bind(settings).await?;
+    let addr = server.local_addr();
+    println!("wtgate listening on https://{addr} (UDP, WebTransport)");
+    println!("certificate sha-256: {}", server.cert_hash());
+    if let Some(secret) = generated_secret {
+        println!("dev token secret (random, this run only): {secret}");
+        println!("mint a token: WTGATE_SECRET={secret} wtgate token --user alice");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.run(shutdown).await;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received, shutting down");
+    shutdown.cancel();
+}

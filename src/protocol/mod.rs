@@ -8,7 +8,7 @@ mod codec;
 mod error;
 
 pub use codec::{
-    decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError,
+    decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError, Frame,
 };
 pub use error::ErrorCode;
 

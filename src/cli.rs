@@ -1,0 +1,467 @@
+//! The command line: `wtgate serve | certs | token`.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use wtgate::auth::{self, Claims};
+use wtgate::certs;
+use wtgate::config::{Config, Settings, TlsSource};
+
+/// Default WebTransport port.
+const DEFAULT_PORT: u16 = 4433;
+
+/// wtgate: a realtime gateway over WebTransport.
+#[derive(Debug, Parser)]
+#[command(name = "wtgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `wtgate=trace,info`.
+    #[arg(long, global = true, default_value = "info", env = "WTGATE_LOG")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Generate a self-signed development certificate and print its hash.
+    Certs(CertsArgs),
+    /// Mint an access token.
+    Token(TokenArgs),
+}
+
+/// `wtgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// UDP address for WebTransport [default: [::]:4433, with --dev [::1]:4433].
+    #[arg(long, env = "WTGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain of a real certificate (with --key).
+    #[arg(long, env = "WTGATE_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "WTGATE_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Where the self-signed development certificate is kept (without --cert).
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// TOML file with namespaces and limits.
+    #[arg(long, env = "WTGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HS256 token secret.
+    #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Development mode: loopback only, a random secret unless one is given,
+    /// loopback browser origins allowed.
+    #[arg(long)]
+    pub dev: bool,
+    /// A browser origin allowed to connect (repeatable), e.g. https://app.example.com.
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        env = "WTGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Override limits.max_frame (bytes).
+    #[arg(long)]
+    pub max_frame: Option<usize>,
+    /// Override limits.max_rooms_per_session.
+    #[arg(long)]
+    pub max_rooms: Option<usize>,
+    /// Override limits.publish_rate (publishes per second per session).
+    #[arg(long)]
+    pub publish_rate: Option<f64>,
+    /// Override the history size of every namespace (messages per room).
+    #[arg(long)]
+    pub history: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Loads the config file, applies the overrides and checks the result.
+    /// Returns the settings and, in dev mode without a given secret, the
+    /// generated secret (for the caller to print).
+    pub fn into_settings(self) -> anyhow::Result<(Settings, Option<String>)> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.max_frame {
+            config.limits.max_frame = v;
+        }
+        if let Some(v) = self.max_rooms {
+            config.limits.max_rooms_per_session = v;
+        }
+        if let Some(v) = self.publish_rate {
+            config.limits.publish_rate = v;
+        }
+        if let Some(v) = self.history {
+            for ns in config.namespaces.values_mut() {
+                ns.history = v;
+            }
+        }
+        config.validate()?;
+
+        let listen = match self.listen {
+            Some(addr) => addr,
+            None if self.dev => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), DEFAULT_PORT),
+            None => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), DEFAULT_PORT),
+        };
+        if self.dev && !listen.ip().is_loopback() {
+            bail!("--dev listens on loopback only (got --listen {listen}); drop --dev to serve other hosts");
+        }
+
+        let (secret, generated) = match self.secret {
+            Some(s) if s.is_empty() => bail!("the token secret is empty"),
+            Some(s) => (s, None),
+            None if self.dev => {
+                let s = auth::random_secret();
+                (s.clone(), Some(s))
+            }
+            None => bail!("no token secret: set WTGATE_SECRET or --secret, or use --dev"),
+        };
+        if secret.len() < 16 {
+            tracing::warn!("the token secret is shorter than 16 bytes; use a long random one");
+        }
+
+        let tls = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (None, None) => TlsSource::SelfSigned {
+                dir: self.certs_dir,
+            },
+            // clap's `requires` makes this unreachable; keep a clear message anyway.
+            _ => bail!("--cert and --key go together"),
+        };
+
+        let settings = Settings {
+            listen,
+            tls,
+            secret,
+            dev: self.dev,
+            allowed_origins: self.allowed_origins,
+            config,
+        };
+        Ok((settings, generated))
+    }
+}
+
+/// `wtgate certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Output directory for cert.pem and key.pem.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Validity in days (1 to 14; browsers accept at most 14 for hash pinning).
+    #[arg(long, default_value_t = certs::MAX_DAYS)]
+    pub days: u32,
+}
+
+/// Generates a certificate; prints its files, expiry, and the hash alone on
+/// the last line.
+pub fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    let files = certs::generate(&args.out, args.days)?;
+    let t = files.not_after;
+    println!("certificate: {}", files.cert.display());
+    println!("private key: {}", files.key.display());
+    println!(
+        "valid until: {} {:02}:{:02}:{:02} UTC",
+        t.date(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    println!("SHA-256 hash (serverCertificateHashes, --cert-hash):");
+    println!("{}", files.hash);
+    Ok(())
+}
+
+/// `wtgate token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// User id (the token's `sub`).
+    #[arg(long)]
+    pub user: String,
+    /// Lifetime, e.g. 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Room name pattern the token may join, `*` = any run of characters
+    /// (repeatable; default: all rooms).
+    #[arg(long = "rooms", value_name = "PATTERN")]
+    pub rooms: Vec<String>,
+    /// Namespace the token may open, e.g. /chat (repeatable; default: all).
+    #[arg(long = "ns", value_name = "NAMESPACE")]
+    pub ns: Vec<String>,
+    /// HS256 token secret.
+    #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+impl TokenArgs {
+    /// Mints the token as of `now` (unix seconds).
+    pub fn mint(&self, now: u64) -> anyhow::Result<String> {
+        let secret = match self.secret.as_deref() {
+            Some(s) if !s.is_empty() => s,
+            _ => bail!("no token secret: set WTGATE_SECRET or --secret"),
+        };
+        let ttl = auth::parse_duration(&self.ttl)?;
+        if ttl.as_secs() == 0 {
+            bail!("--ttl must be at least one second");
+        }
+        let mut claims = Claims::new(&self.user, now, ttl.as_secs());
+        if !self.rooms.is_empty() {
+            claims.rooms = Some(self.rooms.clone());
+        }
+        if !self.ns.is_empty() {
+            let paths = self
+                .ns
+                .iter()
+                .map(|n| format!("/{}", n.trim_start_matches('/')))
+                .collect();
+            claims.ns = Some(paths);
+        }
+        auth::mint(secret.as_bytes(), &claims).with_context(|| format!("user {:?}", self.user))
+    }
+}
+
+/// Mints a token and prints only the token.
+pub fn run_token(args: TokenArgs) -> anyhow::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock before 1970")?
+        .as_secs();
+    println!("{}", args.mint(now)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wtgate").chain(args.iter().copied()))
+    }
+
+    /// Parses `serve ARGS`, ignoring any WTGATE_SECRET in the environment
+    /// unless `--secret` is among ARGS.
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        match parse(&full).unwrap().command {
+            Command::Serve(mut s) => {
+                if !args.contains(&"--secret") {
+                    s.secret = None;
+                }
+                s
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_requires_a_secret_outside_dev() {
+        let err = serve(&[]).into_settings().unwrap_err().to_string();
+        assert!(err.contains("no token secret"), "{err}");
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let (s, generated) = serve(&["--secret", "0123456789abcdef"])
+            .into_settings()
+            .unwrap();
+        assert!(generated.is_none());
+        assert_eq!(s.listen, "[::]:4433".parse().unwrap());
+        assert_eq!(
+            s.tls,
+            TlsSource::SelfSigned {
+                dir: PathBuf::from("certs")
+            }
+        );
+        assert_eq!(s.secret, "0123456789abcdef");
+        assert!(!s.dev);
+        assert_eq!(s.config, Config::default());
+    }
+
+    #[test]
+    fn serve_dev() {
+        let (s, generated) = serve(&["--dev"]).into_settings().unwrap();
+        assert!(s.dev);
+        assert_eq!(s.listen, "[::1]:4433".parse().unwrap());
+        assert_eq!(generated.as_deref(), Some(s.secret.as_str()));
+        assert_eq!(s.secret.len(), 64);
+
+        let (s, generated) = serve(&["--dev", "--listen", "127.0.0.1:5000", "--secret", "x"])
+            .into_settings()
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(s.secret, "x");
+        assert!(generated.is_none());
+
+        for addr in ["[::]:4433", "0.0.0.0:4433", "192.0.2.1:4433"] {
+            let err = serve(&["--dev", "--listen", addr])
+                .into_settings()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("loopback"), "{addr}: {err}");
+        }
+    }
+
+    #[test]
+    fn cert_and_key_go_together() {
+        assert!(parse(&["serve", "--cert", "c.pem"]).is_err());
+        assert!(parse(&["serve", "--key", "k.pem"]).is_err());
+        let (s, _) = serve(&["--cert", "c.pem", "--key", "k.pem", "--secret", "s"])
+            .into_settings()
+            .unwrap();
+        assert_eq!(
+            s.tls,
+            TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+    }
+
+    #[test]
+    fn overrides_apply_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wtgate.toml");
+        std::fs::write(
+            &path,
+            "[limits]\nmax_frame = 2048\nmax_rooms_per_session = 7\n[namespaces.game]\nhistory = 3\n[namespaces.chat]\n",
+        )
+        .unwrap();
+        let path_str = path.to_str().unwrap();
+        let (s, _) = serve(&[
+            "--secret",
+            "s",
+            "--config",
+            path_str,
+            "--max-frame",
+            "4096",
+            "--history",
+            "9",
+            "--publish-rate",
+            "2.5",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+        ])
+        .into_settings()
+        .unwrap();
+        assert_eq!(s.config.limits.max_frame, 4096);
+        assert_eq!(s.config.limits.max_rooms_per_session, 7);
+        assert_eq!(s.config.limits.publish_rate, 2.5);
+        assert_eq!(
+            s.config.namespaces.keys().collect::<Vec<_>>(),
+            ["/chat", "/game"]
+        );
+        assert!(s.config.namespaces.values().all(|n| n.history == 9));
+        assert_eq!(
+            s.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+
+        let err = serve(&["--secret", "s", "--max-frame", "0"])
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_frame"), "{err}");
+
+        let err = serve(&["--secret", "s", "--config", "/nonexistent/wtgate.toml"])
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/wtgate.toml"), "{err}");
+    }
+
+    #[test]
+    fn certs_args() {
+        match parse(&["certs"]).unwrap().command {
+            Command::Certs(a) => {
+                assert_eq!(a.out, PathBuf::from("certs"));
+                assert_eq!(a.days, 14);
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        match parse(&["certs", "--out", out, "--days", "3", "--log", "debug"]).unwrap() {
+            Cli {
+                log,
+                command: Command::Certs(a),
+            } => {
+                assert_eq!(log, "debug");
+                run_certs(a).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(dir.path().join("cert.pem").exists());
+        let refused = CertsArgs {
+            out: dir.path().into(),
+            days: 15,
+        };
+        assert!(run_certs(refused).is_err());
+    }
+
+    #[test]
+    fn token_mints_a_verifiable_token() {
+        let cli = parse(&[
+            "token", "--user", "alice", "--ttl", "15m", "--rooms", "team-*", "--rooms", "lobby",
+            "--ns", "chat", "--secret", "k",
+        ])
+        .unwrap();
+        let Command::Token(args) = cli.command else {
+            panic!("not token");
+        };
+        let token = args.mint(1_000).unwrap();
+        let claims = auth::TokenVerifier::new(b"k")
+            .verify(&token, 1_001)
+            .unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.exp, 1_000 + 900);
+        assert_eq!(claims.rooms.unwrap(), ["team-*", "lobby"]);
+        assert_eq!(claims.ns.unwrap(), ["/chat"]);
+
+        let mut bare = TokenArgs {
+            user: "bob".into(),
+            ttl: "1h".into(),
+            rooms: vec![],
+            ns: vec![],
+            secret: Some("k".into()),
+        };
+        let claims = auth::TokenVerifier::new(b"k")
+            .verify(&bare.mint(0).unwrap(), 1)
+            .unwrap();
+        assert_eq!((claims.exp, claims.rooms, claims.ns), (3600, None, None));
+
+        bare.ttl = "soon".into();
+        assert!(bare.mint(0).is_err());
+        bare.ttl = "0s".into();
+        assert!(bare.mint(0).is_err());
+        bare.ttl = "1h".into();
+        bare.user = auth::SERVER_USER.into();
+        assert!(bare.mint(0).is_err());
+        bare.user = "bob".into();
+        bare.secret = None;
+        let err = bare.mint(0).unwrap_err().to_string();
+        assert!(err.contains("no token secret"), "{err}");
+    }
+
+    #[test]
+    fn token_requires_user() {
+        assert!(parse(&["token", "--secret", "k"]).is_err());
+    }
+}

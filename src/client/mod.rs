@@ -1,0 +1,622 @@
+//! A Rust client for wtgate: used by the tests and the load tester, and usable by
+//! backends that want to join rooms themselves.
+//!
+//! ```no_run
+//! # async fn demo(token: &str, hash: &str) -> Result<(), wtgate::client::ClientError> {
+//! use wtgate::client::{Client, Event, Trust};
+//! let mut chat = Client::connect("https://127.0.0.1:4433/chat", token, &Trust::Hash(hash.into())).await?;
+//! chat.join("lobby", None).await?;
+//! chat.publish("lobby", "hello".into()).await?;
+//! while let Some(event) = chat.next_event().await {
+//!     if let Event::Message { from, body, .. } = event { println!("{from}: {body:?}") }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use wtransport::endpoint::endpoint_side;
+use wtransport::tls::Sha256Digest;
+use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
+
+use crate::protocol::{
+    decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use crate::transport::FrameReader;
+
+/// Events buffered per client before its readers wait for the application.
+const EVENT_BUFFER: usize = 65_536;
+
+/// How the client trusts the server's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Pin the certificate's SHA-256 hash (hex), as browsers do with
+    /// `serverCertificateHashes`; for self-signed development certificates.
+    Hash(String),
+    /// Trust certificates issued by this CA (PEM file).
+    Ca(PathBuf),
+    /// The system's root certificates.
+    System,
+}
+
+/// Why a client call failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The session could not be established (unreachable, TLS, 404 namespace…).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered a request (or `Hello`) with an error.
+    #[error("server refused: {code}: {message}")]
+    Server {
+        /// Error code.
+        code: ErrorCode,
+        /// Server's explanation.
+        message: String,
+    },
+    /// The session is closed.
+    #[error("session closed{}", .0.as_ref().map(|c| format!(" with {c}")).unwrap_or_default())]
+    Closed(Option<ErrorCode>),
+    /// The server sent something unexpected.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A datagram could not be sent.
+    #[error("datagram not sent: {0}")]
+    Datagram(String),
+    /// The trust setting is unusable.
+    #[error("bad trust setting: {0}")]
+    Trust(String),
+}
+
+/// Something the server pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A room message.
+    Message {
+        /// Room name.
+        room: String,
+        /// Per-room sequence number.
+        seq: u64,
+        /// Publisher.
+        from: String,
+        /// Payload.
+        body: Bytes,
+        /// Server time at publish (ms since the epoch).
+        ts: u64,
+    },
+    /// A user entered a room.
+    PresenceJoin {
+        /// Room name.
+        room: String,
+        /// User id.
+        user: String,
+    },
+    /// A user left a room.
+    PresenceLeave {
+        /// Room name.
+        room: String,
+        /// User id.
+        user: String,
+    },
+    /// The server finished a room's stream (after `leave`).
+    RoomClosed {
+        /// Room name.
+        room: String,
+    },
+    /// A volatile event from another member (datagram).
+    Volatile {
+        /// Room name.
+        room: String,
+        /// Sender.
+        from: String,
+        /// Payload.
+        body: Bytes,
+    },
+    /// A user came online in the namespace.
+    OnlineJoin {
+        /// User id.
+        user: String,
+    },
+    /// A user went offline in the namespace.
+    OnlineLeave {
+        /// User id.
+        user: String,
+    },
+    /// A namespace-wide broadcast.
+    Broadcast {
+        /// Sender.
+        from: String,
+        /// Payload.
+        body: Bytes,
+        /// Server time (ms since the epoch).
+        ts: u64,
+    },
+    /// The server is going away; reconnect later.
+    GoAway {
+        /// Reason.
+        message: String,
+    },
+    /// An error not tied to a request (usually followed by the close).
+    Error {
+        /// Error code.
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+    /// The session ended.
+    Closed {
+        /// The close code, when the server gave one.
+        code: Option<ErrorCode>,
+        /// Close reason text.
+        reason: String,
+    },
+}
+
+/// The server's `Welcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// Session id.
+    pub session: u64,
+    /// User id from the token.
+    pub user: String,
+    /// Largest frame body the server accepts.
+    pub max_frame: u32,
+    /// Users online in the namespace, where enabled.
+    pub online: Option<Vec<String>>,
+}
+
+/// The server's `Joined`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinReply {
+    /// Room handle (for datagrams).
+    pub handle: u32,
+    /// The room's last seq at join time.
+    pub seq: u64,
+    /// Whether everything after `since` is replayed.
+    pub recovered: bool,
+    /// Users in the room.
+    pub members: Vec<String>,
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<ServerFrame>>>>;
+type Handles = Arc<Mutex<HashMap<u32, String>>>;
+
+/// A session on one namespace.
+pub struct Client {
+    _endpoint: Endpoint<endpoint_side::Client>,
+    conn: Connection,
+    control: tokio::sync::Mutex<SendStream>,
+    pending: Pending,
+    next_req: AtomicU32,
+    rooms: Mutex<HashMap<String, u32>>,
+    /// Handle → room, shared with the datagram reader.
+    handles: Handles,
+    events: mpsc::Receiver<Event>,
+    welcome: Welcome,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens a bare WebTransport session to `url` (no `Hello`): the building block of
+/// [`Client::connect`], and what tests use to speak raw bytes.
+pub async fn open_session(
+    url: &str,
+    trust: &Trust,
+) -> Result<(Endpoint<endpoint_side::Client>, Connection), ClientError> {
+    let connect_err = |reason: String| ClientError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    let config = client_config(trust)?;
+    let endpoint = Endpoint::client(config).map_err(|e| connect_err(e.to_string()))?;
+    let conn = endpoint
+        .connect(url)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    Ok((endpoint, conn))
+}
+
+fn client_config(trust: &Trust) -> Result<ClientConfig, ClientError> {
+    let builder = ClientConfig::builder().with_bind_default();
+    let builder = match trust {
+        Trust::Hash(hex) => {
+            let digest = crate::certs::parse_hash(hex)
+                .map_err(|e| ClientError::Trust(e.to_string()))?;
+            builder.with_server_certificate_hashes([Sha256Digest::new(digest)])
+        }
+        Trust::Ca(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::Trust(format!("{}: {e}", path.display())))?;
+            let mut roots = wtransport::tls::rustls::RootCertStore::empty();
+            for cert in rustls_pemfile_certs(&pem)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Trust(e.to_string()))?;
+            }
+            let tls = wtransport::tls::client::build_default_tls_config(Arc::new(roots), None);
+            builder.with_custom_tls(tls)
+        }
+        Trust::System => builder.with_native_certs(),
+    };
+    Ok(builder
+        .keep_alive_interval(Some(std::time::Duration::from_secs(10)))
+        .build())
+}
+
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Result<Vec<wtransport::tls::rustls::pki_types::CertificateDer<'static>>, ClientError> {
+    use wtransport::tls::rustls::pki_types::pem::PemObject;
+    wtransport::tls::rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Trust(format!("CA file: {e}")))
+}
+
+impl Client {
+    /// Connects to `url` (`https://host:port/namespace`), sends `Hello` with `token`
+    /// and waits for `Welcome`.
+    pub async fn connect(url: &str, token: &str, trust: &Trust) -> Result<Client, ClientError> {
+        let (endpoint, conn) = open_session(url, trust).await?;
+        let (mut send, recv) = async {
+            let opening = conn.open_bi().await.map_err(|e| e.to_string())?;
+            opening.await.map_err(|e| e.to_string())
+        }
+        .await
+        .map_err(|reason| ClientError::Connect {
+            url: url.to_owned(),
+            reason,
+        })?;
+        let hello = frame_bytes(&ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+        });
+        if send.write_all(&hello).await.is_err() {
+            return Err(closed_error(&conn).await);
+        }
+        let mut reader = FrameReader::new(recv, DEFAULT_MAX_FRAME.max(16 << 20));
+        let welcome = match reader.next::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Welcome {
+                session,
+                user,
+                max_frame,
+                online,
+            })) => Welcome {
+                session,
+                user,
+                max_frame,
+                online,
+            },
+            Ok(Some(ServerFrame::Error { code, message, .. })) => {
+                return Err(ClientError::Server { code, message })
+            }
+            Ok(Some(other)) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
+            Ok(None) | Err(_) => return Err(closed_error(&conn).await),
+        };
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let pending: Pending = Arc::default();
+        let handles: Handles = Arc::default();
+        let tasks = vec![
+            tokio::spawn(read_control(
+                reader,
+                pending.clone(),
+                events_tx.clone(),
+                conn.clone(),
+            )),
+            tokio::spawn(accept_room_streams(conn.clone(), events_tx.clone())),
+            tokio::spawn(read_datagrams(conn.clone(), handles.clone(), events_tx)),
+        ];
+        Ok(Client {
+            _endpoint: endpoint,
+            conn,
+            control: tokio::sync::Mutex::new(send),
+            pending,
+            next_req: AtomicU32::new(1),
+            rooms: Mutex::new(HashMap::new()),
+            events,
+            welcome,
+            handles,
+            tasks,
+        })
+    }
+
+    /// The server's `Welcome`.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The next pushed event; `None` once the session is closed and drained.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is already buffered.
+    pub fn try_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Joins `room`; with `since`, missed messages are replayed as events.
+    pub async fn join(&self, room: &str, since: Option<u64>) -> Result<JoinReply, ClientError> {
+        let reply = self
+            .request(|req| ClientFrame::Join {
+                req,
+                room: room.to_owned(),
+                since,
+            })
+            .await?;
+        match reply {
+            ServerFrame::Joined {
+                handle,
+                seq,
+                recovered,
+                members,
+                ..
+            } => {
+                self.rooms
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(room.to_owned(), handle);
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(handle, room.to_owned());
+                Ok(JoinReply {
+                    handle,
+                    seq,
+                    recovered,
+                    members,
+                })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Leaves `room`.
+    pub async fn leave(&self, room: &str) -> Result<(), ClientError> {
+        let reply = self
+            .request(|req| ClientFrame::Leave {
+                req,
+                room: room.to_owned(),
+            })
+            .await?;
+        let handle = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room);
+        if let Some(handle) = handle {
+            self.handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&handle);
+        }
+        match reply {
+            ServerFrame::Left { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes to a joined room; returns the message's seq once acknowledged.
+    pub async fn publish(&self, room: &str, body: Bytes) -> Result<u64, ClientError> {
+        let reply = self
+            .request(|req| ClientFrame::Publish {
+                req,
+                room: room.to_owned(),
+                body,
+            })
+            .await?;
+        match reply {
+            ServerFrame::Ack { seq, .. } => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Users online in the namespace.
+    pub async fn online(&self) -> Result<Vec<String>, ClientError> {
+        match self.request(|req| ClientFrame::Online { req }).await? {
+            ServerFrame::Online { users, .. } => Ok(users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends a volatile event to the other members of a joined room (a datagram).
+    pub fn send_volatile(&self, room: &str, body: Bytes) -> Result<(), ClientError> {
+        let handle = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .copied()
+            .ok_or_else(|| ClientError::Datagram(format!("room {room} is not joined")))?;
+        self.send_raw_datagram(encode_datagram(&Datagram::Send { handle, body }))
+    }
+
+    /// Sends raw bytes on the control stream (tests of malformed input).
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        let mut control = self.control.lock().await;
+        if control.write_all(bytes).await.is_err() {
+            return Err(closed_error(&self.conn).await);
+        }
+        Ok(())
+    }
+
+    /// Sends a raw datagram payload.
+    pub fn send_raw_datagram(&self, payload: Bytes) -> Result<(), ClientError> {
+        self.conn
+            .send_datagram(payload)
+            .map_err(|e| ClientError::Datagram(e.to_string()))
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Closes the session politely (the server sees the control stream finish).
+    pub async fn close(&self) {
+        let mut control = self.control.lock().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), control.finish()).await;
+        self.conn.close(wtransport::VarInt::from_u32(0), b"bye");
+    }
+
+    async fn request(&self, make: impl FnOnce(u32) -> ClientFrame) -> Result<ServerFrame, ClientError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req, tx);
+        self.send_raw(&frame_bytes(&make(req))).await?;
+        match rx.await {
+            Ok(ServerFrame::Error { code, message, .. }) => Err(ClientError::Server { code, message }),
+            Ok(frame) => Ok(frame),
+            Err(_) => Err(closed_error(&self.conn).await),
+        }
+    }
+}
+
+fn unexpected(frame: ServerFrame) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {frame:?}"))
+}
+
+async fn closed_error(conn: &Connection) -> ClientError {
+    let e = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+    ClientError::Closed(e.ok().and_then(|e| close_code(&e)))
+}
+
+fn close_code(e: &wtransport::error::ConnectionError) -> Option<ErrorCode> {
+    match e {
+        wtransport::error::ConnectionError::ApplicationClosed(close) => {
+            Some(ErrorCode::from(close.code().into_inner() as u32))
+        }
+        _ => None,
+    }
+}
+
+async fn read_control(
+    mut reader: FrameReader<RecvStream>,
+    pending: Pending,
+    events: mpsc::Sender<Event>,
+    conn: Connection,
+) {
+    loop {
+        let frame = match reader.next::<ServerFrame>().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => break,
+        };
+        let req = match &frame {
+            ServerFrame::Ack { req, .. }
+            | ServerFrame::Joined { req, .. }
+            | ServerFrame::Left { req, .. }
+            | ServerFrame::Online { req, .. } => Some(*req),
+            ServerFrame::Error { req, .. } if *req != 0 => Some(*req),
+            _ => None,
+        };
+        if let Some(req) = req {
+            let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(frame);
+            }
+            continue;
+        }
+        let event = match frame {
+            ServerFrame::Error { code, message, .. } => Event::Error { code, message },
+            ServerFrame::OnlineJoin { user } => Event::OnlineJoin { user },
+            ServerFrame::OnlineLeave { user } => Event::OnlineLeave { user },
+            ServerFrame::Broadcast { from, body, ts } => Event::Broadcast { from, body, ts },
+            ServerFrame::GoAway { message } => Event::GoAway { message },
+            _ => continue,
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let e = conn.closed().await;
+    let _ = events
+        .send(Event::Closed {
+            code: close_code(&e),
+            reason: e.to_string(),
+        })
+        .await;
+}
+
+async fn accept_room_streams(conn: Connection, events: mpsc::Sender<Event>) {
+    while let Ok(stream) = conn.accept_uni().await {
+        tokio::spawn(read_room(stream, events.clone()));
+    }
+}
+
+async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
+    let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME.max(16 << 20));
+    let room = match reader.next::<ServerFrame>().await {
+        Ok(Some(ServerFrame::RoomStream { room, .. })) => room,
+        _ => return,
+    };
+    while let Ok(Some(frame)) = reader.next::<ServerFrame>().await {
+        let room = room.clone();
+        let event = match frame {
+            ServerFrame::Message { seq, from, body, ts } => Event::Message {
+                room,
+                seq,
+                from,
+                body,
+                ts,
+            },
+            ServerFrame::PresenceJoin { user } => Event::PresenceJoin { room, user },
+            ServerFrame::PresenceLeave { user } => Event::PresenceLeave { room, user },
+            _ => continue,
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+    let _ = events.send(Event::RoomClosed { room }).await;
+}
+
+async fn read_datagrams(conn: Connection, handles: Handles, events: mpsc::Sender<Event>) {
+    while let Ok(datagram) = conn.receive_datagram().await {
+        let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(&datagram.payload()) else {
+            continue;
+        };
+        let room = handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&handle)
+            .cloned();
+        if let Some(room) = room {
+            // Volatile: never wait for a slow application.
+            let _ = events.try_send(Event::Volatile { room, from, body });
+        }
+    }
+}

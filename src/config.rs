@@ -1,0 +1,659 @@
+//! Server settings: namespaces and limits from an optional TOML file, then
+//! the process-level [`Settings`] (listen address, TLS, secret, origins).
+//!
+//! # The configuration file
+//!
+//! Every key is optional; omitted keys take the defaults shown. Unknown keys
+//! are errors. Durations are strings such as `"500ms"`, `"10s"`, `"5m"`,
+//! `"1h"`, `"7d"` (or a plain number of seconds).
+//!
+//! ```toml
+//! [limits]
+//! max_frame = 65536              # bytes per frame, 1 byte to 16 MiB
+//! max_rooms_per_session = 100
+//! publish_rate = 50.0            # publishes per second per session (token bucket)
+//! publish_burst = 100
+//! max_room_name = 128            # bytes
+//! hello_timeout = "10s"          # time for a session to send Hello
+//! outbound_queue = 4096          # frames queued per session before SlowConsumer
+//! room_ttl = "300s"              # empty rooms and their history are kept this long
+//! max_sessions = 100000
+//! max_sessions_per_user = 64
+//! shutdown_grace = "5s"
+//! max_datagram_body = 1024       # bytes
+//!
+//! # Each [namespaces.NAME] declares the namespace at URL path /NAME
+//! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
+//! # (/chat and /notifications); without one the defaults stay.
+//! [namespaces.chat]
+//! history = 100                  # messages kept per room, 0 = none
+//! presence = true                # room member lists and join/leave events
+//! online = true                  # namespace-level who-is-online
+//! client_publish = true          # false: only the server API publishes
+//! datagrams = true               # volatile datagrams allowed
+//!
+//! [namespaces.notifications]
+//! presence = false
+//! online = false
+//! client_publish = false
+//! datagrams = false
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::parse_duration;
+
+/// The largest allowed `max_frame`: 16 MiB.
+pub const MAX_FRAME_LIMIT: usize = 16 << 20;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The configuration file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// Where the text came from (a file path).
+        origin: String,
+        /// The parser's message, naming the line and key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{origin}: {key}: {reason}")]
+    Invalid {
+        /// Where the value came from (a file path, or `settings`).
+        origin: String,
+        /// The offending key, e.g. `limits.max_frame`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Options of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Messages kept per room for `since` recovery; 0 keeps none.
+    pub history: usize,
+    /// Room presence: member lists on join and join/leave events.
+    pub presence: bool,
+    /// Namespace-level presence: who is online in the namespace.
+    pub online: bool,
+    /// Whether clients may publish; `false` means only the server API publishes.
+    pub client_publish: bool,
+    /// Whether volatile datagrams are allowed.
+    pub datagrams: bool,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            history: 100,
+            presence: true,
+            online: true,
+            client_publish: true,
+            datagrams: true,
+        }
+    }
+}
+
+impl NamespaceConfig {
+    /// The defaults of `/notifications`: history, but no presence, no client
+    /// publishes and no datagrams.
+    pub fn notifications() -> Self {
+        NamespaceConfig {
+            history: 100,
+            presence: false,
+            online: false,
+            client_publish: false,
+            datagrams: false,
+        }
+    }
+}
+
+/// Server-wide limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame accepted or sent, in bytes.
+    pub max_frame: usize,
+    /// Rooms one session may have joined at once.
+    pub max_rooms_per_session: usize,
+    /// Sustained publishes per second per session.
+    pub publish_rate: f64,
+    /// Publishes a session may send in a burst above the rate.
+    pub publish_burst: u32,
+    /// Longest room name, in bytes.
+    pub max_room_name: usize,
+    /// Time a new session has to send `Hello`.
+    #[serde(deserialize_with = "de_duration")]
+    pub hello_timeout: Duration,
+    /// Frames queued per session before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// How long empty rooms and their history are kept.
+    #[serde(deserialize_with = "de_duration")]
+    pub room_ttl: Duration,
+    /// Sessions the server holds at once.
+    pub max_sessions: usize,
+    /// Sessions one user may hold at once.
+    pub max_sessions_per_user: usize,
+    /// Time sessions get to drain on shutdown.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// Largest datagram body, in bytes.
+    pub max_datagram_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 65_536,
+            max_rooms_per_session: 100,
+            publish_rate: 50.0,
+            publish_burst: 100,
+            max_room_name: 128,
+            hello_timeout: Duration::from_secs(10),
+            outbound_queue: 4096,
+            room_ttl: Duration::from_secs(300),
+            max_sessions: 100_000,
+            max_sessions_per_user: 64,
+            shutdown_grace: Duration::from_secs(5),
+            max_datagram_body: 1024,
+        }
+    }
+}
+
+/// Reads a duration written as a string (`"10s"`) or a number of seconds.
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Namespaces and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Namespaces by URL path (`/chat`).
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Server-wide limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    /// `/chat` with the namespace defaults, `/notifications` with
+    /// [`NamespaceConfig::notifications`], default limits.
+    fn default() -> Self {
+        let namespaces = BTreeMap::from([
+            ("/chat".to_owned(), NamespaceConfig::default()),
+            (
+                "/notifications".to_owned(),
+                NamespaceConfig::notifications(),
+            ),
+        ]);
+        Config {
+            namespaces,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The file as written: namespace keys without the leading `/`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    limits: Limits,
+    namespaces: Option<BTreeMap<String, NamespaceConfig>>,
+}
+
+impl Config {
+    /// Parses and validates configuration text (see the [module docs](self)).
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        Self::parse(s, "config")
+    }
+
+    /// Reads, parses and validates a configuration file; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(s: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(s).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut config = Config {
+            limits: raw.limits,
+            ..Config::default()
+        };
+        if let Some(namespaces) = raw.namespaces {
+            config.namespaces = BTreeMap::new();
+            for (name, ns) in namespaces {
+                if !valid_namespace_name(&name) {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.to_owned(),
+                        key: format!("namespaces.{name}"),
+                        reason: "a namespace name is letters, digits, '_' and '-' (the URL path is /NAME)".into(),
+                    });
+                }
+                config.namespaces.insert(format!("/{name}"), ns);
+            }
+        }
+        config.validate_in(origin)?;
+        Ok(config)
+    }
+
+    /// Checks every value is in range (after command-line overrides, say).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("settings")
+    }
+
+    fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.namespaces.is_empty() {
+            return Err(invalid("namespaces", "at least one namespace is needed"));
+        }
+        for path in self.namespaces.keys() {
+            let ok = path.strip_prefix('/').is_some_and(valid_namespace_name);
+            if !ok {
+                return Err(invalid(
+                    &format!("namespaces.{path}"),
+                    "a namespace path is '/' then letters, digits, '_' and '-'",
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_frame == 0 || l.max_frame > MAX_FRAME_LIMIT {
+            return Err(invalid(
+                "limits.max_frame",
+                &format!("must be 1 to {MAX_FRAME_LIMIT} bytes"),
+            ));
+        }
+        if !(l.publish_rate.is_finite() && l.publish_rate > 0.0) {
+            return Err(invalid("limits.publish_rate", "must be a positive number"));
+        }
+        let positive = [
+            ("limits.max_rooms_per_session", l.max_rooms_per_session),
+            ("limits.publish_burst", l.publish_burst as usize),
+            ("limits.max_room_name", l.max_room_name),
+            ("limits.outbound_queue", l.outbound_queue),
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_sessions_per_user", l.max_sessions_per_user),
+            ("limits.max_datagram_body", l.max_datagram_body),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if l.hello_timeout.is_zero() {
+            return Err(invalid("limits.hello_timeout", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The namespace at URL `path` (e.g. `/chat`), if declared.
+    pub fn namespace(&self, path: &str) -> Option<&NamespaceConfig> {
+        self.namespaces.get(path)
+    }
+}
+
+/// Whether `name` is a valid namespace name: `[A-Za-z0-9_-]+`.
+fn valid_namespace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Where the server's TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A real certificate chain and its private key, PEM.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// A self-signed development certificate kept in `dir`
+    /// (see [`crate::certs::ensure`]).
+    SelfSigned {
+        /// The certificate directory.
+        dir: PathBuf,
+    },
+}
+
+/// Everything `serve` needs.
+#[derive(Clone)]
+pub struct Settings {
+    /// UDP address for WebTransport.
+    pub listen: SocketAddr,
+    /// The TLS certificate.
+    pub tls: TlsSource,
+    /// The HS256 token secret.
+    pub secret: String,
+    /// Development mode: loopback only, loopback origins allowed.
+    pub dev: bool,
+    /// Browser origins allowed to connect (`https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Namespaces and limits.
+    pub config: Config,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("secret", &"<redacted>")
+            .field("dev", &self.dev)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Whether a session whose request carried `origin` may connect.
+    ///
+    /// - No `Origin` header (a non-browser client): allowed.
+    /// - In dev mode, loopback origins (`http(s)://localhost`, `127.0.0.1`,
+    ///   `[::1]`, any port) are allowed.
+    /// - With a non-empty allow list: only origins on it (scheme and host
+    ///   compared case-insensitively, default ports ignored).
+    /// - With an empty list: anything outside dev mode, only loopback in dev mode.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        if self.dev && is_loopback_origin(origin) {
+            return true;
+        }
+        if self.allowed_origins.is_empty() {
+            return !self.dev;
+        }
+        let origin = normalize_origin(origin);
+        self.allowed_origins
+            .iter()
+            .any(|allowed| normalize_origin(allowed) == origin)
+    }
+}
+
+/// Lowercases an origin, drops a trailing `/` and the scheme's default port.
+fn normalize_origin(origin: &str) -> String {
+    let mut o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if o.starts_with(scheme) && o.ends_with(port) {
+            o.truncate(o.len() - port.len());
+        }
+    }
+    o
+}
+
+/// Whether `origin` is `http(s)://` + `localhost`, `127.0.0.1` or `[::1]`,
+/// with an optional port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let o = origin.trim().to_ascii_lowercase();
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    ["localhost", "127.0.0.1", "[::1]"].iter().any(|host| {
+        rest.strip_prefix(host).is_some_and(|tail| {
+            tail.is_empty()
+                || tail.strip_prefix(':').is_some_and(|port| {
+                    (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(
+            c.namespaces.keys().collect::<Vec<_>>(),
+            ["/chat", "/notifications"]
+        );
+        let chat = c.namespace("/chat").unwrap();
+        assert_eq!(chat, &NamespaceConfig::default());
+        assert_eq!(chat.history, 100);
+        assert!(chat.presence && chat.online && chat.client_publish && chat.datagrams);
+        let n = c.namespace("/notifications").unwrap();
+        assert_eq!(n.history, 100);
+        assert!(!n.presence && !n.online && !n.client_publish && !n.datagrams);
+        assert!(c.namespace("/admin").is_none());
+        assert!(c.namespace("chat").is_none());
+        assert_eq!(c.limits.max_frame, 65_536);
+        assert_eq!(c.limits.hello_timeout, Duration::from_secs(10));
+        c.validate().unwrap();
+        assert_eq!(Config::from_toml_str("").unwrap(), c);
+    }
+
+    #[test]
+    fn limits_override_only_given_keys() {
+        let c = Config::from_toml_str(
+            r#"
+            [limits]
+            max_frame = 1024
+            hello_timeout = "2s"
+            room_ttl = 60
+            shutdown_grace = "250ms"
+            publish_rate = 5.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_frame, 1024);
+        assert_eq!(c.limits.hello_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.room_ttl, Duration::from_secs(60));
+        assert_eq!(c.limits.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(c.limits.publish_rate, 5.5);
+        assert_eq!(c.limits.max_rooms_per_session, 100);
+        // No [namespaces] table: the defaults stay.
+        assert_eq!(c.namespaces, Config::default().namespaces);
+    }
+
+    #[test]
+    fn namespaces_table_replaces_defaults() {
+        let c = Config::from_toml_str(
+            r#"
+            [namespaces.game]
+            history = 0
+            datagrams = true
+            [namespaces.news-feed_2]
+            client_publish = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.namespaces.keys().collect::<Vec<_>>(),
+            ["/game", "/news-feed_2"]
+        );
+        let game = c.namespace("/game").unwrap();
+        assert_eq!(game.history, 0);
+        assert!(game.presence);
+        let news = c.namespace("/news-feed_2").unwrap();
+        assert!(!news.client_publish);
+        assert_eq!(news.history, 100);
+        assert!(c.namespace("/chat").is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("[limits]\nmax_frames = 1\n", "max_frames"),
+            ("[namespaces.chat]\nhistroy = 5\n", "histroy"),
+            ("listen = \"[::1]:4433\"\n", "listen"),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
+            assert!(msg.contains(key), "{msg}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wtgate.toml");
+        std::fs::write(&path, "[limits]\nbogus = true\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.contains("wtgate.toml"), "{msg}");
+        assert!(msg.contains("bogus"), "{msg}");
+
+        std::fs::write(&path, "[namespaces.chat]\nhistory = 7\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.namespace("/chat").unwrap().history, 7);
+
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }));
+        assert!(err.to_string().contains("missing.toml"));
+    }
+
+    #[test]
+    fn invalid_values() {
+        for (text, key) in [
+            ("[namespaces.\"bad name\"]\n", "namespaces.bad name"),
+            ("[namespaces.\"/chat\"]\n", "namespaces./chat"),
+            ("[namespaces]\n", "namespaces"),
+            ("[limits]\nmax_frame = 0\n", "limits.max_frame"),
+            ("[limits]\nmax_frame = 999999999\n", "limits.max_frame"),
+            ("[limits]\npublish_rate = 0.0\n", "limits.publish_rate"),
+            ("[limits]\npublish_rate = nan\n", "limits.publish_rate"),
+            ("[limits]\npublish_burst = 0\n", "limits.publish_burst"),
+            (
+                "[limits]\nmax_rooms_per_session = 0\n",
+                "limits.max_rooms_per_session",
+            ),
+            ("[limits]\nhello_timeout = \"0s\"\n", "limits.hello_timeout"),
+            ("[limits]\noutbound_queue = 0\n", "limits.outbound_queue"),
+        ] {
+            match Config::from_toml_str(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            "[limits]\nhello_timeout = \"soon\"\n",
+            "[limits]\nmax_frame = -1\n",
+            "[limits]\nmax_frame = \"big\"\n",
+            "[namespaces.chat]\npresence = \"yes\"\n",
+            "not toml at all",
+        ] {
+            assert!(
+                matches!(Config::from_toml_str(text), Err(ConfigError::Parse { .. })),
+                "{text}"
+            );
+        }
+        // Zero is meaningful for these.
+        Config::from_toml_str("[limits]\nroom_ttl = \"0s\"\nshutdown_grace = 0\n").unwrap();
+    }
+
+    fn settings(dev: bool, allowed: &[&str]) -> Settings {
+        Settings {
+            listen: "[::1]:4433".parse().unwrap(),
+            tls: TlsSource::SelfSigned {
+                dir: PathBuf::from("certs"),
+            },
+            secret: "s3cret".into(),
+            dev,
+            allowed_origins: allowed.iter().map(|s| s.to_string()).collect(),
+            config: Config::default(),
+        }
+    }
+
+    #[test]
+    fn origins_without_list() {
+        let open = settings(false, &[]);
+        assert!(open.origin_allowed(None));
+        assert!(open.origin_allowed(Some("https://anything.example")));
+
+        let dev = settings(true, &[]);
+        assert!(dev.origin_allowed(None));
+        for ok in [
+            "http://localhost",
+            "https://localhost:8080",
+            "http://127.0.0.1:4433",
+            "https://[::1]:443",
+            "HTTP://LocalHost:3000",
+        ] {
+            assert!(dev.origin_allowed(Some(ok)), "{ok}");
+        }
+        for bad in [
+            "https://example.com",
+            "http://localhost.evil.com",
+            "http://localhost:80x",
+            "http://localhost:123456",
+            "ftp://localhost",
+            "null",
+            "http://127.0.0.2",
+        ] {
+            assert!(!dev.origin_allowed(Some(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_with_list() {
+        let s = settings(
+            false,
+            &["https://app.example.com", "http://Other.Example:8080/"],
+        );
+        assert!(s.origin_allowed(None));
+        assert!(s.origin_allowed(Some("https://app.example.com")));
+        assert!(s.origin_allowed(Some("HTTPS://APP.example.com")));
+        assert!(s.origin_allowed(Some("https://app.example.com:443")));
+        assert!(s.origin_allowed(Some("http://other.example:8080")));
+        assert!(!s.origin_allowed(Some("http://app.example.com")));
+        assert!(!s.origin_allowed(Some("https://app.example.com.evil")));
+        assert!(!s.origin_allowed(Some("http://other.example")));
+        assert!(!s.origin_allowed(Some("http://localhost:3000")));
+
+        let dev = settings(true, &["https://app.example.com"]);
+        assert!(dev.origin_allowed(Some("https://app.example.com")));
+        assert!(dev.origin_allowed(Some("http://localhost:3000")));
+        assert!(!dev.origin_allowed(Some("https://evil.example")));
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let s = settings(false, &[]);
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+}

@@ -1,0 +1,49 @@
+//! Hello, tokens and namespace routing.
+
+use crate::common::*;
+use wtgate::client::{Client, ClientError};
+use wtgate::protocol::ErrorCode;
+
+#[tokio::test]
+async fn a_valid_token_is_welcomed() {
+    let server = TestServer::start().await;
+    let client = server.client("/chat", "ann").await;
+    let w = client.welcome();
+    assert_eq!(w.user, "ann");
+    assert_eq!(w.online.as_deref(), Some(&["ann".to_owned()][..]));
+    assert_eq!(w.max_frame, 65536);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_unauthorized() {
+    let server = TestServer::start().await;
+    let url = server.url("/chat");
+    let forged = wtgate::auth::mint(b"another-secret-entirely", &wtgate::auth::Claims::new("ann", now(), 60)).unwrap();
+    let expired = token_for(&wtgate::auth::Claims {
+        exp: now() - 10,
+        ..wtgate::auth::Claims::new("ann", now() - 100, 60)
+    });
+    for (what, token) in [("empty", String::new()), ("garbage", "not.a.jwt".into()), ("forged", forged), ("expired", expired)] {
+        match Client::connect(&url, &token, &server.trust()).await {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::Unauthorized, "{what}: {message}")
+            }
+            other => panic!("{what} token: expected Unauthorized, got {other:?}"),
+        }
+    }
+    // The server carries on.
+    server.client("/chat", "ann").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_namespaces_are_rejected_before_any_stream() {
+    let server = TestServer::start().await;
+    let err = Client::connect(&server.url("/nope"), &server.token("ann"), &server.trust())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains("rejected"), "{err}");
+    server.stop().await;
+}

@@ -1,0 +1,153 @@
+//! A server per test on 127.0.0.1:0 with a fresh self-signed certificate.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wtgate::auth::{mint, Claims};
+use wtgate::client::{Client, Event, Trust};
+use wtgate::config::{Config, Settings, TlsSource};
+use wtgate::server::{Gateway, Server};
+
+pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hash: String,
+    pub gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsSource::SelfSigned {
+                dir: dir.path().to_owned(),
+            },
+            secret: SECRET.into(),
+            dev: false,
+            allowed_origins: vec![],
+            config,
+        };
+        let server = Server::bind(settings).await.expect("server binds");
+        let shutdown = CancellationToken::new();
+        let addr = server.local_addr();
+        let hash = server.cert_hash().to_owned();
+        let gateway = server.gateway();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        TestServer {
+            addr,
+            hash,
+            gateway,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, ns: &str) -> String {
+        format!("https://127.0.0.1:{}/{}", self.addr.port(), ns.trim_start_matches('/'))
+    }
+
+    pub fn trust(&self) -> Trust {
+        Trust::Hash(self.hash.clone())
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        token_for(&Claims::new(user, now(), 3600))
+    }
+
+    pub async fn client(&self, ns: &str, user: &str) -> Client {
+        Client::connect(&self.url(ns), &self.token(user), &self.trust())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects to {ns}: {e}"))
+    }
+
+    /// Stops the server and waits for it to finish, failing if it hangs.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("server stops in time")
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn token_for(claims: &Claims) -> String {
+    mint(SECRET.as_bytes(), claims).unwrap()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Awaits `f`, failing the test after [`WAIT`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The next event matching `pick`, skipping others; fails after [`WAIT`].
+pub async fn expect_event<T>(
+    client: &mut Client,
+    what: &str,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            match client.next_event().await {
+                Some(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                None => panic!("session ended while waiting for {what}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Asserts no event matching `pick` arrives within `wait`.
+pub async fn expect_no_event(
+    client: &mut Client,
+    what: &str,
+    wait: Duration,
+    mut pick: impl FnMut(&Event) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+        assert!(!pick(&e), "unexpected {what}: {e:?}");
+    }
+}
+
+/// The close code the session ends with.
+pub async fn expect_closed(client: &mut Client) -> Option<wtgate::protocol::ErrorCode> {
+    expect_event(client, "session close", |e| match e {
+        Event::Closed { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests over real QUIC on loopback: an in-process server per test,
+//! Rust clients pinning its certificate hash.
+
+mod common;
+
+mod auth;
+mod rooms;
