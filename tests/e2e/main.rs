@@ -4,4 +4,6 @@
 mod common;
 
 mod auth;
+mod datagrams;
+mod presence;
 mod rooms;
