@@ -40,10 +40,10 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for ClientFrame {
-    const VARIANTS: u32 = 5;
+    const VARIANTS: u32 = 6;
 }
 impl Frame for ServerFrame {
-    const VARIANTS: u32 = 14;
+    const VARIANTS: u32 = 15;
 }
 impl Frame for Datagram {
     const VARIANTS: u32 = 2;

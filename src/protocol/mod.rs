@@ -61,6 +61,14 @@ pub enum ClientFrame {
         /// Request id echoed in the reply.
         req: u32,
     },
+    /// The client has handled a notification: remove it from the user's inbox.
+    /// Answered with `Ack { seq: 0 }`.
+    AckNotification {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The notification's id.
+        id: u64,
+    },
 }
 
 /// Frames the server sends: replies and namespace events on the control stream,
@@ -174,6 +182,18 @@ pub enum ServerFrame {
     GoAway {
         /// Human-readable reason.
         message: String,
+    },
+    /// A notification from the user's inbox (on the control stream of a
+    /// notifications namespace); it is redelivered until acknowledged.
+    Notification {
+        /// Inbox id, increasing per user; clients drop duplicates by id.
+        id: u64,
+        /// Application-defined kind (e.g. `"mention"`).
+        kind: String,
+        /// Opaque payload.
+        body: Bytes,
+        /// Server time when it was stored, milliseconds since the Unix epoch.
+        ts: u64,
     },
 }
 

@@ -279,6 +279,13 @@ impl Session {
                 (req, self.publish(live, req, &room, body).await)
             }
             ClientFrame::Online { req } => (req, self.online(req).await),
+            ClientFrame::AckNotification { req, .. } => (
+                req,
+                refuse(
+                    ErrorCode::Forbidden,
+                    format!("{} has no notification inbox", self.ns),
+                ),
+            ),
         };
         match outcome {
             Ok(reply) => self.write_control(live, &reply).await,
