@@ -32,6 +32,10 @@ use crate::protocol::{
 };
 use crate::transport::FrameReader;
 
+/// How long establishing a session may take (QUIC ignores ICMP unreachable, so an
+/// absent server is only noticed by waiting).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Events buffered per client before its readers wait for the application.
 const EVENT_BUFFER: usize = 65_536;
 
@@ -236,9 +240,9 @@ pub async fn open_session(
     };
     let config = client_config(trust)?;
     let endpoint = Endpoint::client(config).map_err(|e| connect_err(e.to_string()))?;
-    let conn = endpoint
-        .connect(url)
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(url))
         .await
+        .map_err(|_| connect_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| connect_err(e.to_string()))?;
     Ok((endpoint, conn))
 }
@@ -247,8 +251,8 @@ fn client_config(trust: &Trust) -> Result<ClientConfig, ClientError> {
     let builder = ClientConfig::builder().with_bind_default();
     let builder = match trust {
         Trust::Hash(hex) => {
-            let digest = crate::certs::parse_hash(hex)
-                .map_err(|e| ClientError::Trust(e.to_string()))?;
+            let digest =
+                crate::certs::parse_hash(hex).map_err(|e| ClientError::Trust(e.to_string()))?;
             builder.with_server_certificate_hashes([Sha256Digest::new(digest)])
         }
         Trust::Ca(path) => {
@@ -267,6 +271,8 @@ fn client_config(trust: &Trust) -> Result<ClientConfig, ClientError> {
     };
     Ok(builder
         .keep_alive_interval(Some(std::time::Duration::from_secs(10)))
+        .max_idle_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("a valid idle timeout")
         .build())
 }
 
@@ -489,7 +495,10 @@ impl Client {
         self.conn.close(wtransport::VarInt::from_u32(0), b"bye");
     }
 
-    async fn request(&self, make: impl FnOnce(u32) -> ClientFrame) -> Result<ServerFrame, ClientError> {
+    async fn request(
+        &self,
+        make: impl FnOnce(u32) -> ClientFrame,
+    ) -> Result<ServerFrame, ClientError> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -498,7 +507,9 @@ impl Client {
             .insert(req, tx);
         self.send_raw(&frame_bytes(&make(req))).await?;
         match rx.await {
-            Ok(ServerFrame::Error { code, message, .. }) => Err(ClientError::Server { code, message }),
+            Ok(ServerFrame::Error { code, message, .. }) => {
+                Err(ClientError::Server { code, message })
+            }
             Ok(frame) => Ok(frame),
             Err(_) => Err(closed_error(&self.conn).await),
         }
@@ -543,7 +554,10 @@ async fn read_control(
             _ => None,
         };
         if let Some(req) = req {
-            let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+            let waiter = pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req);
             if let Some(waiter) = waiter {
                 let _ = waiter.send(frame);
             }
@@ -586,7 +600,12 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
     while let Ok(Some(frame)) = reader.next::<ServerFrame>().await {
         let room = room.clone();
         let event = match frame {
-            ServerFrame::Message { seq, from, body, ts } => Event::Message {
+            ServerFrame::Message {
+                seq,
+                from,
+                body,
+                ts,
+            } => Event::Message {
                 room,
                 seq,
                 from,

@@ -19,12 +19,21 @@ async fn a_valid_token_is_welcomed() {
 async fn bad_tokens_are_refused_with_unauthorized() {
     let server = TestServer::start().await;
     let url = server.url("/chat");
-    let forged = wtgate::auth::mint(b"another-secret-entirely", &wtgate::auth::Claims::new("ann", now(), 60)).unwrap();
+    let forged = wtgate::auth::mint(
+        b"another-secret-entirely",
+        &wtgate::auth::Claims::new("ann", now(), 60),
+    )
+    .unwrap();
     let expired = token_for(&wtgate::auth::Claims {
         exp: now() - 10,
         ..wtgate::auth::Claims::new("ann", now() - 100, 60)
     });
-    for (what, token) in [("empty", String::new()), ("garbage", "not.a.jwt".into()), ("forged", forged), ("expired", expired)] {
+    for (what, token) in [
+        ("empty", String::new()),
+        ("garbage", "not.a.jwt".into()),
+        ("forged", forged),
+        ("expired", expired),
+    ] {
         match Client::connect(&url, &token, &server.trust()).await {
             Err(ClientError::Server { code, message }) => {
                 assert_eq!(code, ErrorCode::Unauthorized, "{what}: {message}")

@@ -57,7 +57,11 @@ impl TestServer {
     }
 
     pub fn url(&self, ns: &str) -> String {
-        format!("https://127.0.0.1:{}/{}", self.addr.port(), ns.trim_start_matches('/'))
+        format!(
+            "https://127.0.0.1:{}/{}",
+            self.addr.port(),
+            ns.trim_start_matches('/')
+        )
     }
 
     pub fn trust(&self) -> Trust {

@@ -25,8 +25,11 @@ async fn volatile_events_reach_other_members_only() {
     // Datagrams may be lost even on loopback: send until one arrives, bounded.
     let got = within("a volatile event", async {
         loop {
-            ann.send_volatile("r", Bytes::from_static(b"typing")).unwrap();
-            if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), bob.next_event()).await {
+            ann.send_volatile("r", Bytes::from_static(b"typing"))
+                .unwrap();
+            if let Ok(Some(e)) =
+                tokio::time::timeout(Duration::from_millis(100), bob.next_event()).await
+            {
                 if let Some(v) = volatile(&e) {
                     return v;
                 }
@@ -34,9 +37,24 @@ async fn volatile_events_reach_other_members_only() {
         }
     })
     .await;
-    assert_eq!(got, ("r".into(), "ann".into(), Bytes::from_static(b"typing")));
-    expect_no_event(&mut ann, "own datagram echoed", Duration::from_millis(300), |e| volatile(e).is_some()).await;
-    expect_no_event(&mut eve, "datagram of a room not joined", Duration::from_millis(100), |e| volatile(e).is_some()).await;
+    assert_eq!(
+        got,
+        ("r".into(), "ann".into(), Bytes::from_static(b"typing"))
+    );
+    expect_no_event(
+        &mut ann,
+        "own datagram echoed",
+        Duration::from_millis(300),
+        |e| volatile(e).is_some(),
+    )
+    .await;
+    expect_no_event(
+        &mut eve,
+        "datagram of a room not joined",
+        Duration::from_millis(100),
+        |e| volatile(e).is_some(),
+    )
+    .await;
     server.stop().await;
 }
 
@@ -55,8 +73,16 @@ async fn datagrams_for_rooms_not_joined_are_dropped() {
     for _ in 0..20 {
         ann.send_raw_datagram(forged.clone()).unwrap();
     }
-    expect_no_event(&mut bob, "forged datagram", Duration::from_millis(400), |e| volatile(e).is_some()).await;
+    expect_no_event(
+        &mut bob,
+        "forged datagram",
+        Duration::from_millis(400),
+        |e| volatile(e).is_some(),
+    )
+    .await;
     // ann's session is fine.
-    ann.publish("public", Bytes::from_static(b"still here")).await.unwrap();
+    ann.publish("public", Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
     server.stop().await;
 }

@@ -5,5 +5,7 @@ mod common;
 
 mod auth;
 mod datagrams;
+mod limits;
 mod presence;
 mod rooms;
+mod shutdown;

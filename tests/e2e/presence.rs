@@ -20,15 +20,27 @@ async fn a_user_with_two_sessions_joins_once_and_leaves_with_the_last() {
     let ann2 = server.client("/chat", "ann").await;
     let j1 = ann1.join("r", None).await.unwrap();
     assert_eq!(j1.members, ["ann", "bob"]);
-    assert_eq!(expect_event(&mut bob, "ann joins", presence).await, (true, "ann".into()));
+    assert_eq!(
+        expect_event(&mut bob, "ann joins", presence).await,
+        (true, "ann".into())
+    );
     let j2 = ann2.join("r", None).await.unwrap();
     assert_eq!(j2.members, ["ann", "bob"]);
     ann1.leave("r").await.unwrap();
-    expect_no_event(&mut bob, "presence while ann still has a session", std::time::Duration::from_millis(300), |e| presence(e).is_some()).await;
+    expect_no_event(
+        &mut bob,
+        "presence while ann still has a session",
+        std::time::Duration::from_millis(300),
+        |e| presence(e).is_some(),
+    )
+    .await;
     // The last session disconnecting (not leaving) counts as leaving.
     ann2.close().await;
     drop(ann2);
-    assert_eq!(expect_event(&mut bob, "ann leaves", presence).await, (false, "ann".into()));
+    assert_eq!(
+        expect_event(&mut bob, "ann leaves", presence).await,
+        (false, "ann".into())
+    );
     server.stop().await;
 }
 
@@ -36,9 +48,15 @@ async fn a_user_with_two_sessions_joins_once_and_leaves_with_the_last() {
 async fn namespace_presence_lists_who_is_online() {
     let server = TestServer::start().await;
     let mut ann = server.client("/chat", "ann").await;
-    assert_eq!(ann.welcome().online.as_deref(), Some(&["ann".to_owned()][..]));
+    assert_eq!(
+        ann.welcome().online.as_deref(),
+        Some(&["ann".to_owned()][..])
+    );
     let bob = server.client("/chat", "bob").await;
-    assert_eq!(bob.welcome().online.as_deref(), Some(&["ann".to_owned(), "bob".to_owned()][..]));
+    assert_eq!(
+        bob.welcome().online.as_deref(),
+        Some(&["ann".to_owned(), "bob".to_owned()][..])
+    );
     let got = expect_event(&mut ann, "bob online", |e| match e {
         Event::OnlineJoin { user } => Some(user.clone()),
         _ => None,
@@ -58,6 +76,12 @@ async fn namespace_presence_lists_who_is_online() {
     let n = server.client("/notifications", "ann").await;
     assert_eq!(n.welcome().online, None);
     let err = n.online().await.unwrap_err();
-    assert!(matches!(err, wtgate::client::ClientError::Server { code: wtgate::protocol::ErrorCode::Forbidden, .. }));
+    assert!(matches!(
+        err,
+        wtgate::client::ClientError::Server {
+            code: wtgate::protocol::ErrorCode::Forbidden,
+            ..
+        }
+    ));
     server.stop().await;
 }

@@ -14,17 +14,25 @@ async fn publish_is_acked_and_reaches_every_member_in_order() {
     let joined = bob.join("lobby", None).await.unwrap();
     assert_eq!(joined.members, ["ann", "bob"]);
     for i in 1..=20u64 {
-        let seq = ann.publish("lobby", Bytes::from(format!("m{i}"))).await.unwrap();
+        let seq = ann
+            .publish("lobby", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
         assert_eq!(seq, i);
     }
     for client in [&mut ann, &mut bob] {
         for i in 1..=20u64 {
             let (seq, from, body) = expect_event(client, "message", |e| match e {
-                Event::Message { seq, from, body, .. } => Some((*seq, from.clone(), body.clone())),
+                Event::Message {
+                    seq, from, body, ..
+                } => Some((*seq, from.clone(), body.clone())),
                 _ => None,
             })
             .await;
-            assert_eq!((seq, from.as_str(), &body[..]), (i, "ann", format!("m{i}").as_bytes()));
+            assert_eq!(
+                (seq, from.as_str(), &body[..]),
+                (i, "ann", format!("m{i}").as_bytes())
+            );
         }
     }
     server.stop().await;
@@ -53,7 +61,9 @@ async fn fan_out_to_sixty_clients_in_three_rooms_loses_nothing_and_leaks_nothing
     for (room, client) in clients.iter_mut() {
         for n in 0..per_room {
             let (got_room, seq, body) = expect_event(client, "fan-out message", |e| match e {
-                Event::Message { room, seq, body, .. } => Some((room.clone(), *seq, body.clone())),
+                Event::Message {
+                    room, seq, body, ..
+                } => Some((room.clone(), *seq, body.clone())),
                 _ => None,
             })
             .await;
@@ -63,9 +73,12 @@ async fn fan_out_to_sixty_clients_in_three_rooms_loses_nothing_and_leaks_nothing
         }
     }
     for (_, client) in clients.iter_mut() {
-        expect_no_event(client, "extra message", std::time::Duration::from_millis(200), |e| {
-            matches!(e, Event::Message { .. })
-        })
+        expect_no_event(
+            client,
+            "extra message",
+            std::time::Duration::from_millis(200),
+            |e| matches!(e, Event::Message { .. }),
+        )
         .await;
     }
     server.stop().await;
@@ -79,20 +92,52 @@ async fn leaving_stops_delivery_and_publish_needs_membership() {
     ann.join("r", None).await.unwrap();
     bob.join("r", None).await.unwrap();
     ann.leave("r").await.unwrap();
-    expect_event(&mut ann, "room stream end", |e| matches!(e, Event::RoomClosed { .. }).then_some(())).await;
-    bob.publish("r", Bytes::from_static(b"after")).await.unwrap();
-    expect_no_event(&mut ann, "message after leave", std::time::Duration::from_millis(300), |e| {
-        matches!(e, Event::Message { .. })
+    expect_event(&mut ann, "room stream end", |e| {
+        matches!(e, Event::RoomClosed { .. }).then_some(())
     })
     .await;
-    let err = ann.publish("r", Bytes::from_static(b"x")).await.unwrap_err();
-    assert!(matches!(err, wtgate::client::ClientError::Server { code: wtgate::protocol::ErrorCode::NotJoined, .. }), "{err:?}");
+    bob.publish("r", Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    expect_no_event(
+        &mut ann,
+        "message after leave",
+        std::time::Duration::from_millis(300),
+        |e| matches!(e, Event::Message { .. }),
+    )
+    .await;
+    let err = ann
+        .publish("r", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            wtgate::client::ClientError::Server {
+                code: wtgate::protocol::ErrorCode::NotJoined,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = ann.leave("r").await.unwrap_err();
-    assert!(matches!(err, wtgate::client::ClientError::Server { code: wtgate::protocol::ErrorCode::NotJoined, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            wtgate::client::ClientError::Server {
+                code: wtgate::protocol::ErrorCode::NotJoined,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Rejoining works and the room's seq carries on.
     let again = ann.join("r", None).await.unwrap();
     assert_eq!(again.seq, 1);
-    assert_eq!(ann.publish("r", Bytes::from_static(b"back")).await.unwrap(), 2);
+    assert_eq!(
+        ann.publish("r", Bytes::from_static(b"back")).await.unwrap(),
+        2
+    );
     server.stop().await;
 }
 
@@ -104,16 +149,23 @@ async fn reconnecting_with_since_replays_what_was_missed() {
     let mut ann = server.client("/chat", "ann").await;
     ann.join("r", None).await.unwrap();
     for i in 1..=3 {
-        bob.publish("r", Bytes::from(format!("m{i}"))).await.unwrap();
+        bob.publish("r", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
     }
     for _ in 0..3 {
-        expect_event(&mut ann, "message", |e| matches!(e, Event::Message { .. }).then_some(())).await;
+        expect_event(&mut ann, "message", |e| {
+            matches!(e, Event::Message { .. }).then_some(())
+        })
+        .await;
     }
     // ann drops off; bob keeps talking.
     ann.close().await;
     drop(ann);
     for i in 4..=7 {
-        bob.publish("r", Bytes::from(format!("m{i}"))).await.unwrap();
+        bob.publish("r", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
     }
     let mut ann = server.client("/chat", "ann").await;
     let joined = ann.join("r", Some(3)).await.unwrap();
@@ -146,15 +198,20 @@ async fn since_beyond_history_says_not_recovered() {
     let bob = server.client("/chat", "bob").await;
     bob.join("r", None).await.unwrap();
     for i in 1..=12 {
-        bob.publish("r", Bytes::from(format!("m{i}"))).await.unwrap();
+        bob.publish("r", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
     }
     let mut ann = server.client("/chat", "ann").await;
     let joined = ann.join("r", Some(2)).await.unwrap();
     assert!(!joined.recovered);
     assert_eq!(joined.seq, 12);
-    expect_no_event(&mut ann, "replay", std::time::Duration::from_millis(300), |e| {
-        matches!(e, Event::Message { .. })
-    })
+    expect_no_event(
+        &mut ann,
+        "replay",
+        std::time::Duration::from_millis(300),
+        |e| matches!(e, Event::Message { .. }),
+    )
     .await;
     // Within history it still recovers.
     let carl = server.client("/chat", "carl").await;
@@ -171,7 +228,11 @@ async fn server_broadcast_reaches_the_whole_namespace_only() {
     server
         .gateway
         .broker
-        .broadcast("/chat", wtgate::auth::SERVER_USER, Bytes::from_static(b"maintenance at 5"))
+        .broadcast(
+            "/chat",
+            wtgate::auth::SERVER_USER,
+            Bytes::from_static(b"maintenance at 5"),
+        )
         .await
         .unwrap();
     for c in [&mut ann, &mut bob] {
@@ -180,11 +241,17 @@ async fn server_broadcast_reaches_the_whole_namespace_only() {
             _ => None,
         })
         .await;
-        assert_eq!((from.as_str(), &body[..]), ("server", &b"maintenance at 5"[..]));
+        assert_eq!(
+            (from.as_str(), &body[..]),
+            ("server", &b"maintenance at 5"[..])
+        );
     }
-    expect_no_event(&mut other, "broadcast in another namespace", std::time::Duration::from_millis(200), |e| {
-        matches!(e, Event::Broadcast { .. })
-    })
+    expect_no_event(
+        &mut other,
+        "broadcast in another namespace",
+        std::time::Duration::from_millis(200),
+        |e| matches!(e, Event::Broadcast { .. }),
+    )
     .await;
     server.stop().await;
 }
