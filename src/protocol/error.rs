@@ -117,6 +117,10 @@ impl From<ErrorCode> for u32 {
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}({})", self.to_code())
+        match self {
+            // Debug already shows the number: `Other(1000)`, not `Other(1000)(1000)`.
+            ErrorCode::Other(_) => write!(f, "{self:?}"),
+            _ => write!(f, "{self:?}({})", self.to_code()),
+        }
     }
 }
