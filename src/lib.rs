@@ -11,8 +11,8 @@
 
 pub mod auth;
 pub mod broker;
-pub mod client;
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod hub;
 pub mod protocol;

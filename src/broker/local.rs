@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{now_millis, Broker, BrokerError};
 use crate::hub::{History, Hub, Recovery, SessionId};
-use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
+use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
 
 /// In-process broker for one node.
 #[derive(Debug)]
@@ -19,8 +19,10 @@ pub struct Local {
     history_sizes: HashMap<String, usize>,
     // std mutex: publish holds it while queueing into the hub (synchronous), which
     // is what keeps delivery order equal to seq order.
-    logs: Mutex<HashMap<(String, String), Log>>,
+    logs: Mutex<Logs>,
 }
+
+type Logs = HashMap<(String, String), Log>;
 
 #[derive(Debug)]
 struct Log {
@@ -50,6 +52,16 @@ impl Local {
         before - logs.len()
     }
 
+    fn log<'a>(&self, logs: &'a mut Logs, ns: &str, room: &str) -> &'a mut Log {
+        let cap = self.history_sizes.get(ns).copied().unwrap_or(0);
+        logs.entry((ns.to_owned(), room.to_owned()))
+            .or_insert_with(|| Log {
+                // Milliseconds tell a room's lives apart, also across restarts.
+                history: History::new(now_millis(), cap),
+                touched: Instant::now(),
+            })
+    }
+
     /// Rooms with a history in memory.
     pub fn room_count(&self) -> usize {
         self.logs.lock().map(|l| l.len()).unwrap_or(0)
@@ -65,14 +77,8 @@ impl Broker for Local {
         from: &str,
         body: Bytes,
     ) -> Result<u64, BrokerError> {
-        let cap = self.history_sizes.get(ns).copied().unwrap_or(0);
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let log = logs
-            .entry((ns.to_owned(), room.to_owned()))
-            .or_insert_with(|| Log {
-                history: History::new(cap),
-                touched: Instant::now(),
-            });
+        let log = self.log(&mut logs, ns, room);
         let seq = log.history.next_seq();
         let frame = frame_bytes(&ServerFrame::Message {
             seq,
@@ -90,13 +96,12 @@ impl Broker for Local {
         &self,
         ns: &str,
         room: &str,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<Recovery, BrokerError> {
-        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(match logs.get(&(ns.to_owned(), room.to_owned())) {
-            Some(log) => log.history.recover(since),
-            None => History::new(0).recover(since),
-        })
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        // Joining creates the log, so the epoch a member sees stays valid while
+        // anyone is in the room.
+        Ok(self.log(&mut logs, ns, room).history.recover(since))
     }
 
     fn volatile(&self, ns: &str, room: &str, except: SessionId, from: &str, body: Bytes) {
@@ -129,12 +134,7 @@ impl Broker for Local {
         Ok(self.hub.room_users(ns, room))
     }
 
-    async fn online_presence(
-        &self,
-        ns: &str,
-        user: &str,
-        joined: bool,
-    ) -> Result<(), BrokerError> {
+    async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError> {
         self.hub.deliver_online(ns, user, joined);
         Ok(())
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::hub::{Recovery, SessionId};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Since};
 
 /// Why the broker could not do what was asked.
 #[derive(Debug, Error)]
@@ -43,9 +43,14 @@ pub trait Broker: Send + Sync + 'static {
         body: Bytes,
     ) -> Result<u64, BrokerError>;
 
-    /// The room's last seq, and the messages after `since` when history still has them.
-    async fn recover(&self, ns: &str, room: &str, since: Option<u64>)
-        -> Result<Recovery, BrokerError>;
+    /// The room's epoch and last seq, and the messages after `since` when history
+    /// still has them.
+    async fn recover(
+        &self,
+        ns: &str,
+        room: &str,
+        since: Option<Since>,
+    ) -> Result<Recovery, BrokerError>;
 
     /// Delivers a volatile event to the room's members except session `except`.
     /// Best effort: never waits, never fails loudly.
@@ -69,8 +74,7 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A user's first session opened (`joined`) or last session closed in a namespace
     /// on this node.
-    async fn online_presence(&self, ns: &str, user: &str, joined: bool)
-        -> Result<(), BrokerError>;
+    async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError>;
 
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;

@@ -28,7 +28,7 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
 use crate::protocol::{
     decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Since, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::transport::FrameReader;
 
@@ -186,6 +186,8 @@ pub struct Welcome {
 pub struct JoinReply {
     /// Room handle (for datagrams).
     pub handle: u32,
+    /// The room's sequence epoch (pass it back in [`Since`] when rejoining).
+    pub epoch: u64,
     /// The room's last seq at join time.
     pub seq: u64,
     /// Whether everything after `since` is replayed.
@@ -372,7 +374,7 @@ impl Client {
     }
 
     /// Joins `room`; with `since`, missed messages are replayed as events.
-    pub async fn join(&self, room: &str, since: Option<u64>) -> Result<JoinReply, ClientError> {
+    pub async fn join(&self, room: &str, since: Option<Since>) -> Result<JoinReply, ClientError> {
         let reply = self
             .request(|req| ClientFrame::Join {
                 req,
@@ -383,6 +385,7 @@ impl Client {
         match reply {
             ServerFrame::Joined {
                 handle,
+                epoch,
                 seq,
                 recovered,
                 members,
@@ -398,6 +401,7 @@ impl Client {
                     .insert(handle, room.to_owned());
                 Ok(JoinReply {
                     handle,
+                    epoch,
                     seq,
                     recovered,
                     members,

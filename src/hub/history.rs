@@ -4,9 +4,13 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::protocol::Since;
+
 /// What a rejoining client can get back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// This life of the room's sequence.
+    pub epoch: u64,
     /// The room's last sequence number.
     pub last_seq: u64,
     /// Encoded `Message` frames after `since`, oldest first; `None` when history no
@@ -17,15 +21,17 @@ pub struct Recovery {
 /// Sequence counter and ring of the last `cap` encoded messages of one room.
 #[derive(Debug)]
 pub struct History {
+    epoch: u64,
     cap: usize,
     last_seq: u64,
     frames: VecDeque<(u64, Bytes)>,
 }
 
 impl History {
-    /// Empty history keeping at most `cap` messages.
-    pub fn new(cap: usize) -> Self {
+    /// Empty history of a room life called `epoch`, keeping at most `cap` messages.
+    pub fn new(epoch: u64, cap: usize) -> Self {
         History {
+            epoch,
             cap,
             last_seq: 0,
             frames: VecDeque::with_capacity(cap.min(16)),
@@ -54,10 +60,18 @@ impl History {
         self.last_seq
     }
 
-    /// Messages after `since`, if they are all still held.
-    pub fn recover(&self, since: Option<u64>) -> Recovery {
-        let replay = since.and_then(|since| self.since(since));
+    /// This life of the room's sequence.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Messages after `since`, if they are all still held and from this epoch.
+    pub fn recover(&self, since: Option<Since>) -> Recovery {
+        let replay = since
+            .filter(|s| s.epoch == self.epoch)
+            .and_then(|s| self.since(s.seq));
         Recovery {
+            epoch: self.epoch,
             last_seq: self.last_seq,
             replay,
         }
@@ -88,8 +102,14 @@ impl History {
 mod tests {
     use super::*;
 
+    const EPOCH: u64 = 7;
+
+    fn at(seq: u64) -> Option<Since> {
+        Some(Since { epoch: EPOCH, seq })
+    }
+
     fn filled(cap: usize, n: u64) -> History {
-        let mut h = History::new(cap);
+        let mut h = History::new(EPOCH, cap);
         for i in 1..=n {
             assert_eq!(h.next_seq(), i);
             assert_eq!(h.push(Bytes::from(i.to_string())), i);
@@ -107,33 +127,41 @@ mod tests {
     fn replays_what_was_missed() {
         let h = filled(3, 5);
         assert_eq!(h.last_seq(), 5);
-        assert_eq!(seqs(&h.recover(Some(2))), Some(vec![3, 4, 5]));
-        assert_eq!(seqs(&h.recover(Some(4))), Some(vec![5]));
-        assert_eq!(seqs(&h.recover(Some(5))), Some(vec![]));
+        assert_eq!(seqs(&h.recover(at(2))), Some(vec![3, 4, 5]));
+        assert_eq!(seqs(&h.recover(at(4))), Some(vec![5]));
+        assert_eq!(seqs(&h.recover(at(5))), Some(vec![]));
     }
 
     #[test]
     fn says_when_history_is_gone() {
         let h = filled(3, 5);
-        assert_eq!(seqs(&h.recover(Some(1))), None, "seq 2 fell out");
-        assert_eq!(seqs(&h.recover(Some(9))), None, "from another life");
+        assert_eq!(seqs(&h.recover(at(1))), None, "seq 2 fell out");
+        assert_eq!(seqs(&h.recover(at(9))), None, "from another life");
         assert_eq!(seqs(&h.recover(None)), None);
         assert_eq!(h.recover(None).last_seq, 5);
+    }
+
+    #[test]
+    fn another_epoch_is_not_recovered() {
+        let h = filled(10, 5);
+        let old = Some(Since { epoch: 6, seq: 3 });
+        assert_eq!(seqs(&h.recover(old)), None);
+        assert_eq!(h.recover(old).epoch, EPOCH);
     }
 
     #[test]
     fn zero_capacity_keeps_counting() {
         let h = filled(0, 3);
         assert_eq!(h.last_seq(), 3);
-        assert_eq!(seqs(&h.recover(Some(3))), Some(vec![]));
-        assert_eq!(seqs(&h.recover(Some(2))), None);
+        assert_eq!(seqs(&h.recover(at(3))), Some(vec![]));
+        assert_eq!(seqs(&h.recover(at(2))), None);
     }
 
     #[test]
     fn a_new_room_recovers_from_zero() {
-        let h = History::new(10);
-        assert_eq!(seqs(&h.recover(Some(0))), Some(vec![]));
+        let h = History::new(EPOCH, 10);
+        assert_eq!(seqs(&h.recover(at(0))), Some(vec![]));
         let h = filled(10, 2);
-        assert_eq!(seqs(&h.recover(Some(0))), Some(vec![1, 2]));
+        assert_eq!(seqs(&h.recover(at(0))), Some(vec![1, 2]));
     }
 }

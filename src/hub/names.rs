@@ -51,8 +51,17 @@ mod tests {
             validate_room_name("123456789", 8),
             Err(RoomNameError::TooLong { len: 9, max: 8 })
         );
-        assert_eq!(validate_room_name("a b", 8), Err(RoomNameError::BadCharacter));
-        assert_eq!(validate_room_name("a\u{0}", 8), Err(RoomNameError::BadCharacter));
-        assert_eq!(validate_room_name("a\n", 8), Err(RoomNameError::BadCharacter));
+        assert_eq!(
+            validate_room_name("a b", 8),
+            Err(RoomNameError::BadCharacter)
+        );
+        assert_eq!(
+            validate_room_name("a\u{0}", 8),
+            Err(RoomNameError::BadCharacter)
+        );
+        assert_eq!(
+            validate_room_name("a\n", 8),
+            Err(RoomNameError::BadCharacter)
+        );
     }
 }

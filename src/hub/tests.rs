@@ -69,7 +69,10 @@ fn messages_reach_members_of_that_room_only() {
     }
     assert!(drain(&mut c).is_empty(), "other room");
     assert!(drain(&mut d).is_empty(), "same room name, other namespace");
-    assert_eq!(hub.deliver_message("/chat", "nobody-here", 1, &message(1)), 0);
+    assert_eq!(
+        hub.deliver_message("/chat", "nobody-here", 1, &message(1)),
+        0
+    );
 }
 
 #[test]
@@ -91,7 +94,11 @@ fn presence_counts_users_not_sessions() {
         ServerFrame::PresenceJoin { user: "ann".into() }
     );
 
-    assert_eq!(hub.leave("/chat", "r", 1), Ok(false), "ann still has session 2");
+    assert_eq!(
+        hub.leave("/chat", "r", 1),
+        Ok(false),
+        "ann still has session 2"
+    );
     assert_eq!(hub.leave("/chat", "r", 2), Ok(true));
     assert_eq!(hub.leave("/chat", "r", 2), Err(HubError::NotJoined));
     assert_eq!(hub.room_users("/chat", "r"), ["bob"]);
@@ -115,7 +122,11 @@ fn unregister_leaves_every_room_and_goes_offline() {
             last_for_user: true
         }
     );
-    assert_eq!(hub.room_handle("/chat", "x"), None, "empty rooms are dropped");
+    assert_eq!(
+        hub.room_handle("/chat", "x"),
+        None,
+        "empty rooms are dropped"
+    );
     assert!(hub.room_handle("/chat", "y").is_some());
     assert_eq!(hub.online_users("/chat"), ["bob"]);
     assert_eq!(hub.session_count(), 1);
@@ -224,7 +235,11 @@ fn close_user_reaches_all_their_sessions() {
     let (t1, _r1) = session_queues(1, "ann", 4, 4);
     let (t2, _r2) = session_queues(2, "ann", 4, 4);
     let (t3, _r3) = session_queues(3, "bob", 4, 4);
-    let closers = [t1.closer().clone(), t2.closer().clone(), t3.closer().clone()];
+    let closers = [
+        t1.closer().clone(),
+        t2.closer().clone(),
+        t3.closer().clone(),
+    ];
     hub.register("/chat", t1).unwrap();
     hub.register("/other", t2).unwrap();
     hub.register("/chat", t3).unwrap();

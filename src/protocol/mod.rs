@@ -21,6 +21,15 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default upper bound on one encoded frame body (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
+/// A position in a room's message sequence: the last message a client saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Since {
+    /// `Joined.epoch` of the room when the client saw the message.
+    pub epoch: u64,
+    /// The message's `seq`.
+    pub seq: u64,
+}
+
 /// Frames a client sends on its control stream (the first bidirectional stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientFrame {
@@ -37,8 +46,8 @@ pub enum ClientFrame {
         req: u32,
         /// Room name.
         room: String,
-        /// Last `seq` the client saw in this room, when it is rejoining.
-        since: Option<u64>,
+        /// Where the client left off, when it is rejoining.
+        since: Option<Since>,
     },
     /// Leave a room.
     Leave {
@@ -101,6 +110,9 @@ pub enum ServerFrame {
         room: String,
         /// Room handle used by datagrams and the room stream header.
         handle: u32,
+        /// Identifies this life of the room's sequence; a room whose history was
+        /// dropped (idle expiry, restart) starts a new epoch and counts from 1 again.
+        epoch: u64,
         /// Last sequence number of the room when joined.
         seq: u64,
         /// With `since`: whether every missed message is replayed on the room stream.
@@ -115,7 +127,9 @@ pub enum ServerFrame {
         /// Room name.
         room: String,
     },
-    /// A request failed, or (with `req` 0) the session is about to be closed.
+    /// A request failed (`req` ≠ 0), or something not tied to a request went wrong
+    /// (`req` 0); whether the session is then closed follows from the code
+    /// ([`ErrorCode::is_fatal`]).
     Error {
         /// Request id, or 0 when not tied to a request.
         req: u32,

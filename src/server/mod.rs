@@ -167,8 +167,10 @@ impl Server {
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             warn!("sessions still open after {grace:?}; closing the endpoint");
         }
-        self.endpoint
-            .close(VarInt::from_u32(ErrorCode::GoingAway.to_code()), b"shutdown");
+        self.endpoint.close(
+            VarInt::from_u32(ErrorCode::GoingAway.to_code()),
+            b"shutdown",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }

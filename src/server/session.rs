@@ -16,7 +16,7 @@ use crate::auth::Claims;
 use crate::config::NamespaceConfig;
 use crate::hub::{session_queues, validate_room_name, Closer, Outbound, SessionId, SessionRx};
 use crate::protocol::{
-    decode_datagram, frame_bytes, ClientFrame, CodecError, Datagram, ErrorCode, ServerFrame,
+    decode_datagram, frame_bytes, ClientFrame, CodecError, Datagram, ErrorCode, ServerFrame, Since,
     PROTOCOL_VERSION,
 };
 use crate::transport::{FrameReader, ReadError};
@@ -111,7 +111,10 @@ impl Session {
         let mut reader = FrameReader::new(recv, limits.max_frame);
         let hello = tokio::select! {
             r = timeout_at(deadline, reader.next::<ClientFrame>()) => r,
-            _ = self.gateway.shutdown.cancelled() => Ok(Ok(None)),
+            _ = self.gateway.shutdown.cancelled() => {
+                let code = ErrorCode::GoingAway;
+                return Err(self.fatal(&mut control, code, close_message(code)).await);
+            }
         };
         let claims = match hello {
             Err(_) => {
@@ -269,7 +272,9 @@ impl Session {
         let (req, outcome) = match frame {
             ClientFrame::Hello { .. } => {
                 let msg = "Hello was already received";
-                return Err(self.fatal(&mut live.control, ErrorCode::Protocol, msg).await);
+                return Err(self
+                    .fatal(&mut live.control, ErrorCode::Protocol, msg)
+                    .await);
             }
             ClientFrame::Join { req, room, since } => {
                 (req, self.join(live, req, room, since).await)
@@ -298,7 +303,7 @@ impl Session {
         live: &mut Live,
         req: u32,
         room: String,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<ServerFrame, Refusal> {
         let limits = &self.gateway.config.limits;
         if let Err(e) = validate_room_name(&room, limits.max_room_name) {
@@ -316,7 +321,10 @@ impl Session {
         if live.rooms.len() >= limits.max_rooms_per_session {
             return refuse(
                 ErrorCode::TooManyRooms,
-                format!("a session may join at most {} rooms", limits.max_rooms_per_session),
+                format!(
+                    "a session may join at most {} rooms",
+                    limits.max_rooms_per_session
+                ),
             );
         }
         let hub = &self.gateway.hub;
@@ -396,6 +404,7 @@ impl Session {
             req,
             room,
             handle: joined.handle,
+            epoch: recovery.epoch,
             seq: recovery.last_seq,
             recovered,
             members,
@@ -434,7 +443,10 @@ impl Session {
         body: Bytes,
     ) -> Result<ServerFrame, Refusal> {
         if !live.rooms.contains_key(room) {
-            return refuse(ErrorCode::NotJoined, format!("join room {room} before publishing"));
+            return refuse(
+                ErrorCode::NotJoined,
+                format!("join room {room} before publishing"),
+            );
         }
         if !self.ns_config.client_publish {
             return refuse(
@@ -482,6 +494,11 @@ impl Session {
             Ok(Datagram::Recv { .. }) => {
                 return refuse(ErrorCode::Protocol, "clients send Datagram::Send only")
             }
+            // A newer client's volatile event type: dropping it is what volatile means.
+            Err(CodecError::UnknownVariant(tag)) => {
+                debug!(tag, "datagram of an unknown type; dropped");
+                return Ok(());
+            }
             Err(e) => return refuse(ErrorCode::Protocol, format!("malformed datagram: {e}")),
         };
         let limits = &self.gateway.config.limits;
@@ -490,7 +507,11 @@ impl Session {
             return Ok(());
         };
         if !self.ns_config.datagrams || body.len() > limits.max_datagram_body {
-            debug!(handle, len = body.len(), "datagram not allowed here; dropped");
+            debug!(
+                handle,
+                len = body.len(),
+                "datagram not allowed here; dropped"
+            );
             return Ok(());
         }
         self.gateway
@@ -544,7 +565,11 @@ impl Session {
             .await
     }
 
-    async fn write_control(&self, live: &mut Live, frame: &ServerFrame) -> Result<(), SessionError> {
+    async fn write_control(
+        &self,
+        live: &mut Live,
+        frame: &ServerFrame,
+    ) -> Result<(), SessionError> {
         self.write_control_bytes(live, &frame_bytes(frame)).await
     }
 
@@ -579,7 +604,12 @@ impl Session {
 
     /// Sends the reason (an `Error`, or `GoAway` on shutdown), lets it reach the client
     /// briefly, then closes the session with the code.
-    async fn fatal(&self, control: &mut SendStream, code: ErrorCode, message: &str) -> SessionError {
+    async fn fatal(
+        &self,
+        control: &mut SendStream,
+        code: ErrorCode,
+        message: &str,
+    ) -> SessionError {
         if code == ErrorCode::SlowConsumer || code == ErrorCode::Protocol {
             warn!(%code, message, "closing session");
         } else {
@@ -606,8 +636,12 @@ impl Session {
     }
 
     fn close(&self, code: ErrorCode, message: &str) -> SessionError {
-        let reason = &message.as_bytes()[..message.len().min(256)];
-        self.conn.close(VarInt::from_u32(code.to_code()), reason);
+        let mut end = message.len().min(256);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.conn
+            .close(VarInt::from_u32(code.to_code()), message[..end].as_bytes());
         SessionError::Closed(code)
     }
 }
@@ -621,7 +655,11 @@ enum WriteStop {
 
 /// A write that gives up when the session is asked to close, so a client that
 /// stopped reading cannot pin the task.
-async fn guarded_write(stream: &mut SendStream, bytes: &[u8], closer: &Closer) -> Result<(), WriteStop> {
+async fn guarded_write(
+    stream: &mut SendStream,
+    bytes: &[u8],
+    closer: &Closer,
+) -> Result<(), WriteStop> {
     tokio::select! {
         r = stream.write_all(bytes) => r.map_err(WriteStop::Failed),
         _ = closer.requested() => Err(WriteStop::Closed),

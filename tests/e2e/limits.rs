@@ -170,9 +170,9 @@ async fn malformed_bytes_close_only_that_session() {
             "{what}"
         );
     }
-    // A malformed datagram too.
+    // A malformed datagram too: a Send whose body length is missing.
     let mut c = server.client("/chat", "mallory").await;
-    c.send_raw_datagram(Bytes::from_static(&[0x07, 0xff]))
+    c.send_raw_datagram(Bytes::from_static(&[0x00, 0x01]))
         .unwrap();
     assert_eq!(
         expect_closed(&mut c).await,
@@ -349,5 +349,19 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() {
         .await;
         assert_eq!(got, seq);
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn datagrams_of_unknown_types_are_dropped_not_fatal() {
+    let server = TestServer::start().await;
+    let c = server.client("/chat", "ann").await;
+    c.join("r", None).await.unwrap();
+    c.send_raw_datagram(Bytes::from_static(&[0x07, 0x01, 0x02]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.publish("r", Bytes::from_static(b"still open"))
+        .await
+        .unwrap();
     server.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use wtgate::client::Event;
+use wtgate::protocol::Since;
 
 use crate::common::*;
 
@@ -147,7 +148,7 @@ async fn reconnecting_with_since_replays_what_was_missed() {
     let bob = server.client("/chat", "bob").await;
     bob.join("r", None).await.unwrap();
     let mut ann = server.client("/chat", "ann").await;
-    ann.join("r", None).await.unwrap();
+    let epoch = ann.join("r", None).await.unwrap().epoch;
     for i in 1..=3 {
         bob.publish("r", Bytes::from(format!("m{i}")))
             .await
@@ -168,9 +169,10 @@ async fn reconnecting_with_since_replays_what_was_missed() {
             .unwrap();
     }
     let mut ann = server.client("/chat", "ann").await;
-    let joined = ann.join("r", Some(3)).await.unwrap();
+    let joined = ann.join("r", Some(Since { epoch, seq: 3 })).await.unwrap();
     assert!(joined.recovered);
     assert_eq!(joined.seq, 7);
+    assert_eq!(joined.epoch, epoch);
     for i in 4..=7u64 {
         let (seq, body) = expect_event(&mut ann, "replayed message", |e| match e {
             Event::Message { seq, body, .. } => Some((*seq, body.clone())),
@@ -196,14 +198,14 @@ async fn since_beyond_history_says_not_recovered() {
     config.namespaces.get_mut("/chat").unwrap().history = 5;
     let server = TestServer::start_with(config).await;
     let bob = server.client("/chat", "bob").await;
-    bob.join("r", None).await.unwrap();
+    let epoch = bob.join("r", None).await.unwrap().epoch;
     for i in 1..=12 {
         bob.publish("r", Bytes::from(format!("m{i}")))
             .await
             .unwrap();
     }
     let mut ann = server.client("/chat", "ann").await;
-    let joined = ann.join("r", Some(2)).await.unwrap();
+    let joined = ann.join("r", Some(Since { epoch, seq: 2 })).await.unwrap();
     assert!(!joined.recovered);
     assert_eq!(joined.seq, 12);
     expect_no_event(
@@ -215,7 +217,19 @@ async fn since_beyond_history_says_not_recovered() {
     .await;
     // Within history it still recovers.
     let carl = server.client("/chat", "carl").await;
-    assert!(carl.join("r", Some(7)).await.unwrap().recovered);
+    assert!(
+        carl.join("r", Some(Since { epoch, seq: 7 }))
+            .await
+            .unwrap()
+            .recovered
+    );
+    // A position from another life of the room is not recovered.
+    let dan = server.client("/chat", "dan").await;
+    let other_life = Since {
+        epoch: epoch - 1,
+        seq: 11,
+    };
+    assert!(!dan.join("r", Some(other_life)).await.unwrap().recovered);
     server.stop().await;
 }
 
