@@ -3,7 +3,9 @@
 //! append-only variant rule, and the byte-exact vectors in `tests/vectors/` that the
 //! JavaScript client checks too.
 //!
-//! Regenerating the vectors (only when a frame is *added*; existing bytes never change):
+//! Regenerating the vectors (when a frame is added, or when a frame's fields change, as
+//! `Join.since` and `Joined.epoch` did — which changes existing bytes and so every
+//! client implementation):
 //! `WTGATE_VECTORS_OUT=tests/vectors cargo test --test codec -- --ignored generate_vectors`
 
 use std::collections::BTreeSet;
@@ -14,7 +16,8 @@ use proptest::prelude::*;
 use serde::Deserialize;
 use wtgate::protocol::{
     decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, ClientFrame,
-    CodecError, Datagram, ErrorCode, Frame, ServerFrame, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CodecError, Datagram, ErrorCode, Frame, ServerFrame, Since, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 
 const MAX: usize = DEFAULT_MAX_FRAME;
@@ -301,6 +304,10 @@ fn u16s() -> impl Strategy<Value = u16> {
     prop_oneof![Just(0), Just(1), Just(u16::MAX), any::<u16>()]
 }
 
+fn since() -> impl Strategy<Value = Since> {
+    (u64s(), u64s()).prop_map(|(epoch, seq)| Since { epoch, seq })
+}
+
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         prop::sample::select(KNOWN_CODES.to_vec()),
@@ -317,7 +324,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (u16s(), text()).prop_map(|(version, token)| ClientFrame::Hello { version, token }),
-        (u32s(), text(), prop::option::of(u64s()))
+        (u32s(), text(), prop::option::of(since()))
             .prop_map(|(req, room, since)| ClientFrame::Join { req, room, since }),
         (u32s(), text()).prop_map(|(req, room)| ClientFrame::Leave { req, room }),
         (u32s(), text(), body()).prop_map(|(req, room, body)| ClientFrame::Publish {
@@ -341,16 +348,26 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             }
         ),
         (u32s(), u64s()).prop_map(|(req, seq)| ServerFrame::Ack { req, seq }),
-        (u32s(), text(), u32s(), u64s(), any::<bool>(), users()).prop_map(
-            |(req, room, handle, seq, recovered, members)| ServerFrame::Joined {
-                req,
-                room,
-                handle,
-                seq,
-                recovered,
-                members
-            }
-        ),
+        (
+            u32s(),
+            text(),
+            u32s(),
+            u64s(),
+            u64s(),
+            any::<bool>(),
+            users()
+        )
+            .prop_map(|(req, room, handle, epoch, seq, recovered, members)| {
+                ServerFrame::Joined {
+                    req,
+                    room,
+                    handle,
+                    epoch,
+                    seq,
+                    recovered,
+                    members,
+                }
+            }),
         (u32s(), text()).prop_map(|(req, room)| ServerFrame::Left { req, room }),
         (u32s(), error_code(), text()).prop_map(|(req, code, message)| ServerFrame::Error {
             req,
@@ -460,6 +477,53 @@ proptest! {
     }
 }
 
+// `Since` is a struct: on the wire, `epoch` then `seq`, two varints, nothing else.
+proptest! {
+    #[test]
+    fn join_and_joined_bodies_match_a_hand_built_layout(
+        req in u32s(),
+        room in text(),
+        since in prop::option::of(since()),
+        handle in u32s(),
+        epoch in u64s(),
+        seq in u64s(),
+        recovered in any::<bool>(),
+        members in users(),
+    ) {
+        let string = |s: &str| [leb128(s.len() as u64), s.as_bytes().to_vec()].concat();
+
+        let mut join = vec![0x01];
+        join.extend(leb128(req.into()));
+        join.extend(string(&room));
+        match since {
+            None => join.push(0x00),
+            Some(Since { epoch, seq }) => {
+                join.push(0x01);
+                join.extend(leb128(epoch));
+                join.extend(leb128(seq));
+            }
+        }
+        let frame = ClientFrame::Join { req, room: room.clone(), since };
+        let encoded = encode(&frame);
+        prop_assert_eq!(body_of(&encoded), &join[..]);
+
+        let mut joined = vec![0x02];
+        joined.extend(leb128(req.into()));
+        joined.extend(string(&room));
+        joined.extend(leb128(handle.into()));
+        joined.extend(leb128(epoch));
+        joined.extend(leb128(seq));
+        joined.push(u8::from(recovered));
+        joined.extend(leb128(members.len() as u64));
+        for m in &members {
+            joined.extend(string(m));
+        }
+        let frame = ServerFrame::Joined { req, room, handle, epoch, seq, recovered, members };
+        let encoded = encode(&frame);
+        prop_assert_eq!(body_of(&encoded), &joined[..]);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Garbage never panics
 // ---------------------------------------------------------------------------------
@@ -525,7 +589,8 @@ proptest! {
 fn huge_announced_lengths_inside_a_body_do_not_allocate_or_panic() {
     // Joined.members announcing u32::MAX strings, Welcome.online announcing a huge list,
     // a string length of 2^35: all must fail cleanly.
-    let mut members = vec![2, 1, 1, b'r', 0, 0, 0];
+    // Joined: req 1, room "r", handle 0, epoch 0, seq 0, recovered false, members: count.
+    let mut members = vec![2, 1, 1, b'r', 0, 0, 0, 0];
     members.extend_from_slice(&leb128(u64::from(u32::MAX)));
     assert!(matches!(
         decode_server(&mut framed(&members)),
@@ -664,6 +729,50 @@ fn unknown_variants_are_skipped() {
     );
 }
 
+/// The server drops datagrams of unknown types (a newer client's volatile events) but
+/// closes the session on a malformed one; the codec tells the two apart.
+#[test]
+fn unknown_datagram_types_are_told_apart_from_malformed_ones() {
+    let unknown: &[(&[u8], u32)] = &[
+        (&[0x02], 2),
+        (&[0x02, 0x00, 0x03, 0x01, 0x02, 0x03], 2),
+        (&[0x7f, 0xff, 0xff], 127),
+        (&[0xac, 0x02, 0x00], 300),
+        (&[0xff, 0xff, 0xff, 0xff, 0x0f], u32::MAX),
+    ];
+    for (bytes, tag) in unknown {
+        assert_eq!(
+            decode_datagram(bytes),
+            Err(CodecError::UnknownVariant(*tag)),
+            "{bytes:02x?}"
+        );
+    }
+    let malformed: &[&[u8]] = &[
+        &[],
+        &[0x80],                                     // truncated tag
+        &[0xff, 0xff, 0xff, 0xff, 0x10],             // tag beyond u32: not a tag at all
+        &[0x00, 0x01, 0x05, 0x01],                   // Send, body cut short
+        &[0x00, 0x01, 0x00, 0x00],                   // Send, trailing byte
+        &[0x00, 0xff, 0xff, 0xff, 0xff, 0x10, 0x00], // Send, handle beyond u32
+        &[0x01, 0x00, 0x02, 0xc3, 0x28, 0x00],       // Recv, invalid UTF-8
+    ];
+    for bytes in malformed {
+        assert!(
+            matches!(decode_datagram(bytes), Err(CodecError::Malformed(_))),
+            "{bytes:02x?}"
+        );
+    }
+    // A well-formed `Recv` decodes; refusing it from a client is the server's job.
+    assert_eq!(
+        decode_datagram(&[0x01, 0x00, 0x00, 0x00]),
+        Ok(Datagram::Recv {
+            handle: 0,
+            from: String::new(),
+            body: Bytes::new(),
+        })
+    );
+}
+
 #[test]
 fn malformed_bodies_are_consumed_and_reported() {
     let next = ServerFrame::Ack { req: 1, seq: 2 };
@@ -675,7 +784,16 @@ fn malformed_bodies_are_consumed_and_reported() {
         ("invalid utf-8", &[0x0d, 0x02, 0xff, 0xfe]),
         ("utf-16 surrogate", &[0x0d, 0x03, 0xed, 0xa0, 0x80]),
         ("overlong utf-8", &[0x0d, 0x02, 0xc0, 0xaf]),
-        ("bool 2", &[0x02, 0x01, 0x01, b'r', 0x00, 0x00, 0x02, 0x00]),
+        // Joined: req 1, room "r", handle 0, epoch 0, seq 0, recovered 2, no members.
+        (
+            "bool 2",
+            &[0x02, 0x01, 0x01, b'r', 0x00, 0x00, 0x00, 0x02, 0x00],
+        ),
+        // Joined cut after its epoch (a body in the old, epoch-less layout).
+        (
+            "joined without epoch",
+            &[0x02, 0x01, 0x01, b'r', 0x00, 0x00, 0x00, 0x00],
+        ),
         ("option tag 2", &[0x00, 0x01, 0x00, 0x00, 0x02]),
         (
             "u32 varint overflow",
@@ -694,12 +812,27 @@ fn malformed_bodies_are_consumed_and_reported() {
     }
 
     // Client side: trailing bytes, truncated body, invalid UTF-8 in a token,
-    // a u16 version that overflows.
+    // a u16 version that overflows, then `Join { req: 1, room: "r", since }` with a bad
+    // `since`: option tag 2, only an epoch (the old `Option<u64>` layout), an epoch
+    // whose tenth varint byte exceeds 0x01, an eleven-byte epoch, trailing bytes.
+    let ff9 = [0xff; 9];
+    let epoch_overflow = [&[0x01, 0x01, 0x01, b'r', 0x01][..], &ff9, &[0x02, 0x00]].concat();
+    let epoch_too_long = [
+        &[0x01, 0x01, 0x01, b'r', 0x01][..],
+        &ff9,
+        &[0x81, 0x00, 0x00],
+    ]
+    .concat();
     for body in [
         &[0x04, 0x01, 0x00][..],
         &[0x00, 0x01, 0x05, b'a'][..],
         &[0x00, 0x01, 0x02, 0xc3, 0x28][..],
         &[0x00, 0x80, 0x80, 0x04, 0x00][..],
+        &[0x01, 0x01, 0x01, b'r', 0x02, 0x00, 0x00][..],
+        &[0x01, 0x01, 0x01, b'r', 0x01, 0x2a][..],
+        &epoch_overflow[..],
+        &epoch_too_long[..],
+        &[0x01, 0x01, 0x01, b'r', 0x01, 0x07, 0x2a, 0x00][..],
     ] {
         let mut buf = framed(body);
         assert!(
@@ -969,12 +1102,51 @@ fn hand_checked_vectors() {
     let join = ClientFrame::Join {
         req: 300,
         room: "é".into(),
-        since: Some(u64::MAX),
+        since: Some(Since {
+            epoch: 1_700_000_000_000,
+            seq: 42,
+        }),
     };
-    // len 17 | tag 1 | 300 = ac 02 | len 2 c3 a9 | Some 01 + u64::MAX (ff x9, 01)
+    // len 14 | tag 1 | 300 = ac 02 | len 2 c3 a9 | Some 01
+    //   | epoch 1_700_000_000_000 = 80 d0 95 ff bc 31 | seq 42 = 2a
+    assert_eq!(hex::encode(encode(&join)), "0e01ac0202c3a90180d095ffbc312a");
+
+    let join = ClientFrame::Join {
+        req: 300,
+        room: "é".into(),
+        since: Some(Since {
+            epoch: u64::MAX,
+            seq: u64::MAX,
+        }),
+    };
+    // len 27 | tag 1 | ac 02 | 02 c3 a9 | Some 01 | epoch u64::MAX = ff x9, 01 | seq the same
     assert_eq!(
         hex::encode(encode(&join)),
-        "1101ac0202c3a901ffffffffffffffffff01"
+        "1b01ac0202c3a901ffffffffffffffffff01ffffffffffffffffff01"
+    );
+
+    let join = ClientFrame::Join {
+        req: 1,
+        room: "lobby".into(),
+        since: None,
+    };
+    // len 9 | tag 1 | req 1 | len 5 "lobby" | None 00
+    assert_eq!(hex::encode(encode(&join)), "090101056c6f62627900");
+
+    let joined = ServerFrame::Joined {
+        req: 1,
+        room: "lobby".into(),
+        handle: 0,
+        epoch: 1_700_000_000_000,
+        seq: 42,
+        recovered: true,
+        members: vec!["al".into()],
+    };
+    // len 21 | tag 2 | req 1 | 05 "lobby" | handle 0 | epoch 80 d0 95 ff bc 31 | seq 2a
+    //   | recovered 01 | 1 member | 02 "al"
+    assert_eq!(
+        hex::encode(encode(&joined)),
+        "150201056c6f6262790080d095ffbc312a010102616c"
     );
 
     let message = ServerFrame::Message {
@@ -998,6 +1170,71 @@ fn hand_checked_vectors() {
     assert_eq!(hex::encode(encode_datagram(&recv)), "0180010000");
 }
 
+/// The Join/Joined vectors, worked out byte by byte rather than by the generator.
+#[test]
+fn join_and_joined_vectors_are_hand_checked() {
+    const LOBBY: &str = "056c6f626279"; // len 5 "lobby"
+    const EPOCH: &str = "80d095ffbc31"; // 1_700_000_000_000
+    const MAX64: &str = "ffffffffffffffffff01"; // u64::MAX
+    let client: &[(&str, String)] = &[
+        // len 9 | tag 1 | req 1 | lobby | None
+        ("join", format!("090101{LOBBY}00")),
+        // len 16 | tag 1 | req 2 | lobby | Some | epoch | seq 0
+        ("join_since_seq_zero", format!("100102{LOBBY}01{EPOCH}00")),
+        // len 16 | tag 1 | req 3 | lobby | Some | epoch | seq 42
+        ("join_since_42", format!("100103{LOBBY}01{EPOCH}2a")),
+        // len 29 | tag 1 | req 4 | lobby | Some | epoch u64::MAX | seq u64::MAX
+        ("join_since_max", format!("1d0104{LOBBY}01{MAX64}{MAX64}")),
+        // len 11 | tag 1 | req 5 | lobby | Some | epoch 0 | seq 0
+        ("join_since_epoch_zero", format!("0b0105{LOBBY}010000")),
+        // len 17 | tag 1 | req u32::MAX = ff ff ff ff 0f | "r" | Some
+        //   | epoch 1_700_000_300_000 = e0 f7 a7 ff bc 31 | seq 128 = 80 01
+        (
+            "join_req_max",
+            "1101ffffffff0f017201e0f7a7ffbc318001".to_owned(),
+        ),
+    ];
+    let server: &[(&str, String)] = &[
+        // len 24 | tag 2 | req 1 | lobby | handle 0 | epoch | seq 0 | false | [alice]
+        (
+            "joined",
+            format!("180201{LOBBY}00{EPOCH}00000105616c696365"),
+        ),
+        // len 28 | tag 2 | req 4 | lobby | handle 1 | epoch | seq 42 | true | [alice, bob]
+        (
+            "joined_recovered",
+            format!("1c0204{LOBBY}01{EPOCH}2a010205616c69636503626f62"),
+        ),
+        // len 24 | tag 2 | req 5 | lobby | handle 2 | epoch 1_700_000_300_000 | seq 0
+        //   | false | [alice]
+        (
+            "joined_new_epoch",
+            format!("180205{LOBBY}02e0f7a7ffbc3100000105616c696365"),
+        ),
+        // len 37 | tag 2 | req 300 | len 9 "日本語" | handle 300 | epoch u64::MAX
+        //   | seq u64::MAX | false | no members
+        (
+            "joined_no_members",
+            format!("2502ac0209e697a5e69cace8aa9eac02{MAX64}{MAX64}0000"),
+        ),
+    ];
+    for (file, expected) in [
+        ("client_frames.json", client),
+        ("server_frames.json", server),
+    ] {
+        let vectors = load_vectors(file);
+        for (name, hex) in expected {
+            let v = vectors
+                .iter()
+                .find(|v| v.name == *name)
+                .unwrap_or_else(|| panic!("{file}: no vector {name}"));
+            assert_eq!(&v.hex, hex, "{file} / {name}");
+            let bytes = hex::decode(hex).unwrap();
+            assert_eq!(bytes[0] as usize, bytes.len() - 1, "{name}: length prefix");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Vector generator (run by hand; see the top of this file)
 // ---------------------------------------------------------------------------------
@@ -1014,6 +1251,15 @@ fn users_of(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| s(n)).collect()
 }
 
+fn at(epoch: u64, seq: u64) -> Option<Since> {
+    Some(Since { epoch, seq })
+}
+
+/// A realistic epoch (a room created at 2023-11-14T22:13:20Z) and the next life of
+/// the room, five minutes later.
+const EPOCH: u64 = 1_700_000_000_000;
+const NEXT_EPOCH: u64 = 1_700_000_300_000;
+
 /// A JWT-shaped token of 167 bytes: a two-byte string length and a two-byte frame prefix.
 const LONG_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMzYwMCwicm9vbXMiOlsibG9iYnkiLCJ0ZWFtLSoiXX0.Zm9yLXRlc3QtdmVjdG9ycy1vbmx5LW5vdC1hLXNpZ25hdHVyZQ";
 
@@ -1027,11 +1273,12 @@ fn client_cases() -> Vec<(String, ClientFrame)> {
         ("hello_long_token", Hello { version: 1, token: s(LONG_TOKEN) }),
         ("hello_version_max", Hello { version: u16::MAX, token: s("t") }),
         ("join", Join { req: 1, room: s("lobby"), since: None }),
-        ("join_since_zero", Join { req: 2, room: s("lobby"), since: Some(0) }),
-        ("join_since_42", Join { req: 3, room: s("lobby"), since: Some(42) }),
-        ("join_since_max", Join { req: 4, room: s("lobby"), since: Some(u64::MAX) }),
+        ("join_since_seq_zero", Join { req: 2, room: s("lobby"), since: at(EPOCH, 0) }),
+        ("join_since_42", Join { req: 3, room: s("lobby"), since: at(EPOCH, 42) }),
+        ("join_since_max", Join { req: 4, room: s("lobby"), since: at(u64::MAX, u64::MAX) }),
+        ("join_since_epoch_zero", Join { req: 5, room: s("lobby"), since: at(0, 0) }),
         ("join_unicode_room", Join { req: 300, room: s("café/日本語/😀"), since: None }),
-        ("join_req_max", Join { req: u32::MAX, room: s("r"), since: Some(1_700_000_000_000) }),
+        ("join_req_max", Join { req: u32::MAX, room: s("r"), since: at(NEXT_EPOCH, 128) }),
         ("leave", Leave { req: 5, room: s("lobby") }),
         ("leave_empty_room", Leave { req: 0, room: s("") }),
         ("publish", Publish { req: 6, room: s("lobby"), body: b(b"hello") }),
@@ -1057,9 +1304,10 @@ fn server_cases() -> Vec<(String, ServerFrame)> {
         ("ack_no_seq", Ack { req: 1, seq: 0 }),
         ("ack_large", Ack { req: 2_097_152, seq: 1_700_000_000_000 }),
         ("ack_max", Ack { req: u32::MAX, seq: u64::MAX }),
-        ("joined", Joined { req: 1, room: s("lobby"), handle: 0, seq: 0, recovered: false, members: users_of(&["alice"]) }),
-        ("joined_recovered", Joined { req: 4, room: s("lobby"), handle: 1, seq: 42, recovered: true, members: users_of(&["alice", "bob"]) }),
-        ("joined_no_members", Joined { req: 300, room: s("日本語"), handle: 300, seq: u64::MAX, recovered: false, members: vec![] }),
+        ("joined", Joined { req: 1, room: s("lobby"), handle: 0, epoch: EPOCH, seq: 0, recovered: false, members: users_of(&["alice"]) }),
+        ("joined_recovered", Joined { req: 4, room: s("lobby"), handle: 1, epoch: EPOCH, seq: 42, recovered: true, members: users_of(&["alice", "bob"]) }),
+        ("joined_new_epoch", Joined { req: 5, room: s("lobby"), handle: 2, epoch: NEXT_EPOCH, seq: 0, recovered: false, members: users_of(&["alice"]) }),
+        ("joined_no_members", Joined { req: 300, room: s("日本語"), handle: 300, epoch: u64::MAX, seq: u64::MAX, recovered: false, members: vec![] }),
         ("left", Left { req: 5, room: s("lobby") }),
         ("error", Error { req: 3, code: ErrorCode::NotJoined, message: s("not in room lobby") }),
         ("error_fatal", Error { req: 0, code: ErrorCode::Unauthorized, message: s("token expired") }),

@@ -640,8 +640,8 @@ impl Session {
         while !message.is_char_boundary(end) {
             end -= 1;
         }
-        self.conn
-            .close(VarInt::from_u32(code.to_code()), message[..end].as_bytes());
+        let reason = message.as_bytes().get(..end).unwrap_or_default();
+        self.conn.close(VarInt::from_u32(code.to_code()), reason);
         SessionError::Closed(code)
     }
 }
