@@ -133,6 +133,16 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Whether `sub` is acceptable as a user id.
+/// Checks a user id: 1..=64 bytes, no whitespace or control characters, not the
+/// reserved [`SERVER_USER`].
+pub fn validate_subject(sub: &str) -> Result<(), AuthError> {
+    if valid_subject(sub) {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidSubject)
+    }
+}
+
 fn valid_subject(sub: &str) -> bool {
     !sub.is_empty()
         && sub.len() <= MAX_SUBJECT_LEN

@@ -81,9 +81,34 @@ pub struct ServeArgs {
     /// Override the history size of every namespace (messages per room).
     #[arg(long)]
     pub history: Option<usize>,
+    /// Directory for durable state (notification inboxes).
+    #[arg(long, env = "WTGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Bearer key of the server API (HTTPS on the same port, TCP); without one the
+    /// API is off, except in --dev where it is open on loopback.
+    #[arg(long, env = "WTGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
+    #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub demo_listen: SocketAddr,
 }
 
 impl ServeArgs {
+    /// Where the demo page is served: only with --dev, and only on loopback
+    /// (it hands out tokens to whoever asks).
+    pub fn demo_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if !self.dev {
+            return Ok(None);
+        }
+        if !self.demo_listen.ip().is_loopback() {
+            bail!(
+                "--demo-listen must be a loopback address (got {}): the demo mints tokens for anyone who asks",
+                self.demo_listen
+            );
+        }
+        Ok(Some(self.demo_listen))
+    }
+
     /// Loads the config file, applies the overrides and checks the result.
     /// Returns the settings and, in dev mode without a given secret, the
     /// generated secret (for the caller to print).
@@ -146,6 +171,8 @@ impl ServeArgs {
             dev: self.dev,
             allowed_origins: self.allowed_origins,
             config,
+            data_dir: self.data_dir,
+            api_key: self.api_key.filter(|k| !k.is_empty()),
         };
         Ok((settings, generated))
     }
@@ -315,6 +342,32 @@ mod tests {
                 .to_string();
             assert!(err.contains("loopback"), "{addr}: {err}");
         }
+    }
+
+    #[test]
+    fn demo_listens_on_loopback_with_dev_only() {
+        assert_eq!(serve(&[]).demo_addr().unwrap(), None);
+        assert_eq!(
+            serve(&["--demo-listen", "127.0.0.1:9"])
+                .demo_addr()
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            serve(&["--dev"]).demo_addr().unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            serve(&["--dev", "--demo-listen", "[::1]:0"])
+                .demo_addr()
+                .unwrap(),
+            Some("[::1]:0".parse().unwrap())
+        );
+        let err = serve(&["--dev", "--demo-listen", "0.0.0.0:8080"])
+            .demo_addr()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! max_sessions_per_user = 64
 //! shutdown_grace = "5s"
 //! max_datagram_body = 1024       # bytes
+//! max_inbox = 1000               # notifications kept per user (oldest dropped)
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
@@ -31,8 +32,10 @@
 //! online = true                  # namespace-level who-is-online
 //! client_publish = true          # false: only the server API publishes
 //! datagrams = true               # volatile datagrams allowed
+//! inbox = false                  # sessions receive their user's notifications
 //!
 //! [namespaces.notifications]
+//! inbox = true
 //! presence = false
 //! online = false
 //! client_publish = false
@@ -96,6 +99,8 @@ pub struct NamespaceConfig {
     pub client_publish: bool,
     /// Whether volatile datagrams are allowed.
     pub datagrams: bool,
+    /// Whether sessions receive their user's notification inbox.
+    pub inbox: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -106,6 +111,7 @@ impl Default for NamespaceConfig {
             online: true,
             client_publish: true,
             datagrams: true,
+            inbox: false,
         }
     }
 }
@@ -120,6 +126,7 @@ impl NamespaceConfig {
             online: false,
             client_publish: false,
             datagrams: false,
+            inbox: true,
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Largest datagram body, in bytes.
     pub max_datagram_body: usize,
+    /// Notifications kept per user; the oldest are dropped beyond it.
+    pub max_inbox: usize,
 }
 
 impl Default for Limits {
@@ -172,6 +181,7 @@ impl Default for Limits {
             max_sessions_per_user: 64,
             shutdown_grace: Duration::from_secs(5),
             max_datagram_body: 1024,
+            max_inbox: 1000,
         }
     }
 }
@@ -308,6 +318,7 @@ impl Config {
             ("limits.max_sessions", l.max_sessions),
             ("limits.max_sessions_per_user", l.max_sessions_per_user),
             ("limits.max_datagram_body", l.max_datagram_body),
+            ("limits.max_inbox", l.max_inbox),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -367,6 +378,10 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Namespaces and limits.
     pub config: Config,
+    /// Where durable state (notification inboxes) lives.
+    pub data_dir: PathBuf,
+    /// Bearer key of the server API; `None` disables the API outside dev mode.
+    pub api_key: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -378,6 +393,8 @@ impl std::fmt::Debug for Settings {
             .field("dev", &self.dev)
             .field("allowed_origins", &self.allowed_origins)
             .field("config", &self.config)
+            .field("data_dir", &self.data_dir)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -595,6 +612,8 @@ mod tests {
             dev,
             allowed_origins: allowed.iter().map(|s| s.to_string()).collect(),
             config: Config::default(),
+            data_dir: PathBuf::from("data"),
+            api_key: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`auth`]: HS256 tokens and their claims.
 //! - [`certs`]: self-signed development certificates.
 //! - [`config`]: namespaces, limits and server settings.
+//! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
@@ -14,7 +15,10 @@ pub mod broker;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod hub;
+pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod server;
 pub mod transport;

@@ -7,7 +7,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, ServeArgs};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wtgate::demo::{self, DemoState};
 use wtgate::server::Server;
 
 fn main() {
@@ -35,7 +37,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let demo_addr = args.demo_addr()?;
     let (settings, generated_secret) = args.into_settings()?;
+    let secret = settings.secret.clone();
     let server = Server::bind(settings).await?;
     let addr = server.local_addr();
     println!("wtgate listening on https://{addr} (UDP, WebTransport)");
@@ -45,8 +49,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("mint a token: WTGATE_SECRET={secret} wtgate token --user alice");
     }
     let shutdown = CancellationToken::new();
+    let demo = match demo_addr {
+        Some(demo_at) => {
+            let listener = TcpListener::bind(demo_at)
+                .await
+                .with_context(|| format!("demo page: cannot listen on {demo_at}"))?;
+            println!("demo page: http://{}/", listener.local_addr()?);
+            let state = DemoState::new(server.cert_hash(), addr, secret);
+            Some(tokio::spawn(demo::serve(listener, state, shutdown.clone())))
+        }
+        None => None,
+    };
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server.run(shutdown).await;
+    if let Some(task) = demo {
+        task.await.context("demo page task")?.context("demo page")?;
+    }
     Ok(())
 }
 

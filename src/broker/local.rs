@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{now_millis, Broker, BrokerError};
+use crate::config::Config;
 use crate::hub::{History, Hub, Recovery, SessionId};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
 
@@ -17,6 +18,7 @@ use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
 pub struct Local {
     hub: Arc<Hub>,
     history_sizes: HashMap<String, usize>,
+    inbox_namespaces: Vec<String>,
     // std mutex: publish holds it while queueing into the hub (synchronous), which
     // is what keeps delivery order equal to seq order.
     logs: Mutex<Logs>,
@@ -31,11 +33,17 @@ struct Log {
 }
 
 impl Local {
-    /// A broker over `hub`; `history_sizes` maps namespace path → messages kept per room.
-    pub fn new(hub: Arc<Hub>, history_sizes: HashMap<String, usize>) -> Self {
+    /// A broker over `hub` for the namespaces of `config`.
+    pub fn new(hub: Arc<Hub>, config: &Config) -> Self {
+        let spaces = &config.namespaces;
         Local {
             hub,
-            history_sizes,
+            history_sizes: spaces.iter().map(|(p, ns)| (p.clone(), ns.history)).collect(),
+            inbox_namespaces: spaces
+                .iter()
+                .filter(|(_, ns)| ns.inbox)
+                .map(|(p, _)| p.clone())
+                .collect(),
             logs: Mutex::new(HashMap::new()),
         }
     }
@@ -88,7 +96,8 @@ impl Broker for Local {
         });
         log.history.push(frame.clone());
         log.touched = Instant::now();
-        self.hub.deliver_message(ns, room, seq, &frame);
+        self.hub
+            .deliver_message(ns, room, seq, &frame, Instant::now());
         Ok(seq)
     }
 
@@ -141,6 +150,12 @@ impl Broker for Local {
 
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError> {
         Ok(self.hub.online_users(ns))
+    }
+
+    async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {
+        let namespaces = self.inbox_namespaces.iter().map(String::as_str);
+        self.hub.deliver_notification(namespaces, user, id, &frame);
+        Ok(())
     }
 
     async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError> {

@@ -79,6 +79,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
 
+    /// Pushes an encoded, already stored notification to every session of `user`
+    /// in notification namespaces, on every node.
+    async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError>;
+
     /// Closes every session of `user` on every node with `code`; returns how many
     /// sessions this node closed.
     async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError>;

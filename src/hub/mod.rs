@@ -16,7 +16,9 @@ pub use outbox::{session_queues, Closer, Outbound, Sent, SessionId, SessionRx, S
 pub use presence::UserCounts;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -91,10 +93,21 @@ pub struct Unregistered {
     pub last_for_user: bool,
 }
 
+/// Counters of what the hub had to drop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Reliable frames dropped because a session's queue was full (it is closed).
+    pub frames_dropped: u64,
+    /// Datagrams dropped because a session's datagram queue was full.
+    pub datagrams_dropped: u64,
+}
+
 /// Rooms and sessions of every namespace on this node.
 #[derive(Debug)]
 pub struct Hub {
     limits: SessionLimits,
+    frames_dropped: AtomicU64,
+    datagrams_dropped: AtomicU64,
     // A std mutex: every critical section is short and synchronous (try_send into
     // bounded queues), and it is never held across an `.await`.
     state: Mutex<State>,
@@ -133,6 +146,8 @@ impl Hub {
             .collect();
         Hub {
             limits,
+            frames_dropped: AtomicU64::new(0),
+            datagrams_dropped: AtomicU64::new(0),
             state: Mutex::new(State {
                 namespaces,
                 next_handle: 1,
@@ -271,15 +286,37 @@ impl Hub {
         self.lock().sessions
     }
 
-    /// Fans an encoded `Message` frame out to the room's members.
-    pub fn deliver_message(&self, ns: &str, room: &str, seq: u64, frame: &Bytes) -> usize {
+    /// Rooms with members on this node.
+    pub fn room_count(&self) -> usize {
+        self.lock().namespaces.values().map(|s| s.rooms.len()).sum()
+    }
+
+    /// What was dropped so far.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            datagrams_dropped: self.datagrams_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Fans an encoded `Message` frame out to the room's members; `published` is
+    /// when the message was accepted.
+    pub fn deliver_message(
+        &self,
+        ns: &str,
+        room: &str,
+        seq: u64,
+        frame: &Bytes,
+        published: Instant,
+    ) -> usize {
         self.with_room(ns, room, |r| {
             let item = Outbound::Room {
                 handle: r.handle,
                 seq,
                 frame: frame.clone(),
+                published,
             };
-            fan_out(r.members.values(), |_| true, &item)
+            self.fan_out(r.members.values(), |_| true, &item)
         })
     }
 
@@ -295,8 +332,9 @@ impl Hub {
                 handle: r.handle,
                 seq: 0,
                 frame: frame.clone(),
+                published: Instant::now(),
             };
-            fan_out(r.members.values(), |tx| &*tx.user != user, &item)
+            self.fan_out(r.members.values(), |tx| &*tx.user != user, &item)
         })
     }
 
@@ -315,11 +353,16 @@ impl Hub {
                 from: from.into(),
                 body: body.clone(),
             });
-            r.members
-                .values()
-                .filter(|tx| Some(tx.id) != except)
-                .filter(|tx| tx.send_datagram(datagram.clone()) == Sent::Queued)
-                .count()
+            let mut sent = 0;
+            for tx in r.members.values().filter(|tx| Some(tx.id) != except) {
+                match tx.send_datagram(datagram.clone()) {
+                    Sent::Queued => sent += 1,
+                    _ => {
+                        self.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            sent
         })
     }
 
@@ -333,7 +376,7 @@ impl Hub {
         let item = Outbound::Control(frame);
         let st = self.lock();
         st.namespaces.get(ns).map_or(0, |s| {
-            fan_out(s.sessions.values(), |tx| &*tx.user != user, &item)
+            self.fan_out(s.sessions.values(), |tx| &*tx.user != user, &item)
         })
     }
 
@@ -343,7 +386,27 @@ impl Hub {
         let st = self.lock();
         st.namespaces
             .get(ns)
-            .map_or(0, |s| fan_out(s.sessions.values(), |_| true, &item))
+            .map_or(0, |s| self.fan_out(s.sessions.values(), |_| true, &item))
+    }
+
+    /// Queues a notification for every session of `user` in the given namespaces.
+    pub fn deliver_notification<'a>(
+        &self,
+        namespaces: impl IntoIterator<Item = &'a str>,
+        user: &str,
+        id: u64,
+        frame: &Bytes,
+    ) -> usize {
+        let item = Outbound::Notification {
+            id,
+            frame: frame.clone(),
+        };
+        let st = self.lock();
+        namespaces
+            .into_iter()
+            .filter_map(|ns| st.namespaces.get(ns))
+            .map(|s| self.fan_out(s.sessions.values(), |tx| &*tx.user == user, &item))
+            .sum()
     }
 
     /// Asks every session of `user` (every namespace) to close with `code`.
@@ -368,6 +431,26 @@ impl Hub {
         n
     }
 
+    /// Queues `item` for each picked session; returns how many got it.
+    fn fan_out<'a>(
+        &self,
+        to: impl Iterator<Item = &'a SessionTx>,
+        pick: impl Fn(&SessionTx) -> bool,
+        item: &Outbound,
+    ) -> usize {
+        let mut sent = 0;
+        for tx in to.filter(|tx| pick(tx)) {
+            match tx.send(item.clone()) {
+                Sent::Queued => sent += 1,
+                Sent::Overflow => {
+                    self.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Sent::Dropped => {}
+            }
+        }
+        sent
+    }
+
     fn with_room(&self, ns: &str, room: &str, f: impl FnOnce(&Room) -> usize) -> usize {
         let st = self.lock();
         st.namespaces
@@ -377,16 +460,6 @@ impl Hub {
     }
 }
 
-/// Queues `item` for each picked session; returns how many got it.
-fn fan_out<'a>(
-    to: impl Iterator<Item = &'a SessionTx>,
-    pick: impl Fn(&SessionTx) -> bool,
-    item: &Outbound,
-) -> usize {
-    to.filter(|tx| pick(tx))
-        .filter(|tx| tx.send(item.clone()) == Sent::Queued)
-        .count()
-}
 
 /// Drops `tx` from `room`, deleting the room when it empties.
 /// `Some(true)` when it was the user's last session in the room.

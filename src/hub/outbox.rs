@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -25,9 +26,19 @@ pub enum Outbound {
         seq: u64,
         /// The encoded, length-prefixed frame (shared between recipients).
         frame: Bytes,
+        /// When the message was accepted, for the publish-to-delivery latency.
+        published: Instant,
     },
     /// For the control stream.
     Control(Bytes),
+    /// A notification for the control stream; the id lets the session skip one it
+    /// already sent from the inbox.
+    Notification {
+        /// Notification id.
+        id: u64,
+        /// The encoded frame.
+        frame: Bytes,
+    },
 }
 
 /// Asks a session to close with a code, from anywhere; the first code wins.

@@ -1,6 +1,7 @@
 use super::*;
 use crate::protocol::{decode_datagram, decode_frame, ServerFrame, DEFAULT_MAX_FRAME};
 use bytes::BytesMut;
+use std::time::Instant;
 
 const LIMITS: SessionLimits = SessionLimits {
     max_sessions: 10,
@@ -32,7 +33,7 @@ fn drain(rx: &mut SessionRx) -> Vec<(u32, ServerFrame)> {
     while let Ok(item) = rx.frames.try_recv() {
         out.push(match item {
             Outbound::Room { handle, frame, .. } => (handle, decode(&frame)),
-            Outbound::Control(frame) => (0, decode(&frame)),
+            Outbound::Control(frame) | Outbound::Notification { frame, .. } => (0, decode(&frame)),
         });
     }
     out
@@ -60,7 +61,7 @@ fn messages_reach_members_of_that_room_only() {
     assert_ne!(ha, hc);
     hub.join("/other", "lobby", 4).unwrap();
 
-    assert_eq!(hub.deliver_message("/chat", "lobby", 1, &message(1)), 2);
+    assert_eq!(hub.deliver_message("/chat", "lobby", 1, &message(1), Instant::now()), 2);
     for rx in [&mut a, &mut b] {
         let got = drain(rx);
         assert_eq!(got.len(), 1);
@@ -70,7 +71,7 @@ fn messages_reach_members_of_that_room_only() {
     assert!(drain(&mut c).is_empty(), "other room");
     assert!(drain(&mut d).is_empty(), "same room name, other namespace");
     assert_eq!(
-        hub.deliver_message("/chat", "nobody-here", 1, &message(1)),
+        hub.deliver_message("/chat", "nobody-here", 1, &message(1), Instant::now()),
         0
     );
 }
@@ -180,7 +181,7 @@ fn a_full_queue_closes_the_slow_session_only() {
     hub.join("/chat", "r", 1).unwrap();
     hub.join("/chat", "r", 2).unwrap();
     for seq in 1..=3 {
-        hub.deliver_message("/chat", "r", seq, &message(seq));
+        hub.deliver_message("/chat", "r", seq, &message(seq), Instant::now());
     }
     assert_eq!(closer.code(), Some(ErrorCode::SlowConsumer));
     assert_eq!(drain(&mut fast).len(), 3);
@@ -247,4 +248,39 @@ fn close_user_reaches_all_their_sessions() {
     assert_eq!(closers[0].code(), Some(ErrorCode::Forbidden));
     assert_eq!(closers[1].code(), Some(ErrorCode::Forbidden));
     assert_eq!(closers[2].code(), None);
+}
+
+#[test]
+fn notifications_reach_every_session_of_the_user_in_inbox_namespaces() {
+    let hub = hub();
+    let mut a1 = session(&hub, "/chat", 1, "ann");
+    let mut a2 = session(&hub, "/other", 2, "ann");
+    let mut b = session(&hub, "/other", 3, "bob");
+    let frame = frame_bytes(&ServerFrame::Notification {
+        id: 4,
+        kind: "k".into(),
+        body: Bytes::from_static(b"n"),
+        ts: 1,
+    });
+    assert_eq!(hub.deliver_notification(["/other"], "ann", 4, &frame), 1);
+    assert!(drain(&mut a1).is_empty(), "not an inbox namespace");
+    assert!(matches!(drain(&mut a2)[..], [(0, ServerFrame::Notification { id: 4, .. })]));
+    assert!(drain(&mut b).is_empty(), "another user");
+}
+
+#[test]
+fn overflow_is_counted() {
+    let hub = hub();
+    let (tx, _rx) = session_queues(1, "slow", 1, 1);
+    hub.register("/chat", tx).unwrap();
+    hub.join("/chat", "r", 1).unwrap();
+    for seq in 1..=3 {
+        hub.deliver_message("/chat", "r", seq, &message(seq), Instant::now());
+    }
+    assert_eq!(hub.stats().frames_dropped, 2);
+    for _ in 0..3 {
+        hub.deliver_volatile("/chat", "r", None, "x", &Bytes::from_static(b"v"));
+    }
+    assert_eq!(hub.stats().datagrams_dropped, 2);
+    assert_eq!(hub.room_count(), 1);
 }

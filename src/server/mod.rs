@@ -1,14 +1,14 @@
 //! The WebTransport server: accepts sessions, routes them by path to a namespace,
 //! and runs one [`session`] task each until shutdown.
 
+mod gateway;
 mod rate;
 mod session;
 
+pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use rate::TokenBucket;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,11 @@ use wtransport::config::Ipv6DualStackConfig;
 use wtransport::endpoint::{endpoint_side, IncomingSession};
 use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
-use crate::auth::TokenVerifier;
-use crate::broker::{Broker, Local};
+use crate::broker::Local;
 use crate::certs;
-use crate::config::{Config, Settings, TlsSource};
+use crate::config::{Settings, TlsSource};
 use crate::hub::{Hub, SessionLimits};
+use crate::notify::Embedded;
 use crate::protocol::ErrorCode;
 
 /// Why the server could not start.
@@ -33,6 +33,9 @@ pub enum ServerError {
     /// The certificate or key could not be made or loaded.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The data directory (notification inboxes) is unusable.
+    #[error("data directory: {0}")]
+    DataDir(String),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,34 +44,6 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
-}
-
-/// State shared by every session of one server.
-pub struct Gateway {
-    /// Namespaces and limits.
-    pub config: Config,
-    /// Local rooms and sessions.
-    pub hub: Arc<Hub>,
-    /// Cross-node fan-out, history and presence.
-    pub broker: Arc<dyn Broker>,
-    verifier: TokenVerifier,
-    settings: Settings,
-    next_session: AtomicU64,
-    shutdown: CancellationToken,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("sessions", &self.hub.session_count())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Gateway {
-    fn new_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -90,7 +65,7 @@ impl Server {
                 source,
             }
         })?;
-        let config = settings.config.clone();
+        let config = &settings.config;
         let limits = &config.limits;
         let hub = Arc::new(Hub::new(
             config.namespaces.keys().map(String::as_str),
@@ -99,21 +74,10 @@ impl Server {
                 max_sessions_per_user: limits.max_sessions_per_user,
             },
         ));
-        let history: HashMap<String, usize> = config
-            .namespaces
-            .iter()
-            .map(|(path, ns)| (path.clone(), ns.history))
-            .collect();
-        let local = Arc::new(Local::new(hub.clone(), history));
-        let gateway = Arc::new(Gateway {
-            verifier: TokenVerifier::new(settings.secret.as_bytes()),
-            hub,
-            broker: local.clone(),
-            config,
-            settings,
-            next_session: AtomicU64::new(1),
-            shutdown: CancellationToken::new(),
-        });
+        let local = Arc::new(Local::new(hub.clone(), config));
+        let inbox = Embedded::open(&settings.data_dir, limits.max_inbox)
+            .map_err(|e| ServerError::DataDir(e.to_string()))?;
+        let gateway = Arc::new(Gateway::new(settings, hub, local.clone(), Arc::new(inbox)));
         Ok(Server {
             endpoint,
             gateway,

@@ -61,6 +61,8 @@ struct Live {
     /// Room streams by handle.
     streams: HashMap<u32, RoomOut>,
     publish_bucket: TokenBucket,
+    /// Highest notification id written, to skip live copies of inbox ones.
+    last_notification: u64,
 }
 
 struct RoomOut {
@@ -163,12 +165,16 @@ impl Session {
                 limits.publish_burst,
                 Instant::now(),
             ),
+            last_notification: 0,
         };
+        let sessions = self.gateway.metrics.sessions_in(&self.ns);
+        sessions.inc();
         let result = match self.welcome(&mut live, registered.first_for_user).await {
             Ok(()) => self.serve(&mut live).await,
             Err(e) => Err(e),
         };
         self.leave_everything(&live.user).await;
+        sessions.dec();
         info!(user = live.user, "session closed");
         result
     }
@@ -209,7 +215,31 @@ impl Session {
             max_frame: self.gateway.config.limits.max_frame as u32,
             online,
         };
-        self.write_control(live, &welcome).await
+        self.write_control(live, &welcome).await?;
+        if self.ns_config.inbox {
+            // Registered before this read, so anything pushed meanwhile is queued too;
+            // ids drop the overlap.
+            match self.gateway.inbox.pending(&live.user).await {
+                Ok(pending) => {
+                    for n in pending {
+                        live.last_notification = n.id;
+                        let frame = ServerFrame::Notification {
+                            id: n.id,
+                            kind: n.kind,
+                            body: n.body,
+                            ts: n.ts,
+                        };
+                        self.write_control(live, &frame).await?;
+                    }
+                }
+                Err(e) => {
+                    warn!("inbox unavailable: {e}");
+                    let msg = format!("notification inbox unavailable: {e}");
+                    self.reply_error(live, 0, ErrorCode::Internal, msg).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn serve(&self, live: &mut Live) -> Result<(), SessionError> {
@@ -236,8 +266,11 @@ impl Session {
                     }
                 }
                 Some(datagram) = live.rx.datagrams.recv() => {
-                    // Volatile: a datagram that does not fit or finds no room is dropped.
-                    let _ = self.conn.send_datagram(datagram);
+                    // Volatile: a datagram that does not fit is dropped.
+                    match self.conn.send_datagram(datagram) {
+                        Ok(()) => self.gateway.metrics.datagrams_out.inc(),
+                        Err(_) => self.gateway.metrics.datagrams_dropped.inc(),
+                    };
                 }
                 frame = live.reader.next::<ClientFrame>() => match frame {
                     Ok(Some(frame)) => self.handle(live, frame).await?,
@@ -260,6 +293,7 @@ impl Session {
                 },
                 datagram = self.conn.receive_datagram() => {
                     let datagram = datagram?;
+                    self.gateway.metrics.datagrams_in.inc();
                     if let Err(Refusal(code, msg)) = self.on_datagram(live, &datagram.payload()) {
                         return Err(self.fatal(&mut live.control, code, &msg).await);
                     }
@@ -284,13 +318,9 @@ impl Session {
                 (req, self.publish(live, req, &room, body).await)
             }
             ClientFrame::Online { req } => (req, self.online(req).await),
-            ClientFrame::AckNotification { req, .. } => (
-                req,
-                refuse(
-                    ErrorCode::Forbidden,
-                    format!("{} has no notification inbox", self.ns),
-                ),
-            ),
+            ClientFrame::AckNotification { req, id } => {
+                (req, self.ack_notification(live, req, id).await)
+            }
         };
         match outcome {
             Ok(reply) => self.write_control(live, &reply).await,
@@ -470,7 +500,10 @@ impl Session {
             .publish(&self.ns, room, &live.user, body)
             .await
         {
-            Ok(seq) => Ok(ServerFrame::Ack { req, seq }),
+            Ok(seq) => {
+                self.gateway.metrics.message_in(&self.ns);
+                Ok(ServerFrame::Ack { req, seq })
+            }
             Err(e) => refuse(e.code(), e.to_string()),
         }
     }
@@ -485,6 +518,29 @@ impl Session {
         match self.gateway.broker.online_users(&self.ns).await {
             Ok(users) => Ok(ServerFrame::Online { req, users }),
             Err(e) => refuse(e.code(), e.to_string()),
+        }
+    }
+
+    async fn ack_notification(
+        &self,
+        live: &Live,
+        req: u32,
+        id: u64,
+    ) -> Result<ServerFrame, Refusal> {
+        if !self.ns_config.inbox {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("{} has no notification inbox", self.ns),
+            );
+        }
+        match self.gateway.inbox.ack(&live.user, id).await {
+            Ok(removed) => {
+                if removed {
+                    self.gateway.metrics.notifications_acked.inc();
+                }
+                Ok(ServerFrame::Ack { req, seq: 0 })
+            }
+            Err(e) => refuse(ErrorCode::Internal, e.to_string()),
         }
     }
 
@@ -504,6 +560,7 @@ impl Session {
         let limits = &self.gateway.config.limits;
         let Some(out) = live.streams.get(&handle) else {
             debug!(handle, "datagram for a room not joined; dropped");
+            self.gateway.metrics.datagrams_dropped.inc();
             return Ok(());
         };
         if !self.ns_config.datagrams || body.len() > limits.max_datagram_body {
@@ -512,6 +569,7 @@ impl Session {
                 len = body.len(),
                 "datagram not allowed here; dropped"
             );
+            self.gateway.metrics.datagrams_dropped.inc();
             return Ok(());
         }
         self.gateway
@@ -524,7 +582,19 @@ impl Session {
     async fn write_out(&self, live: &mut Live, item: Outbound) -> Result<(), SessionError> {
         match item {
             Outbound::Control(frame) => self.write_control_bytes(live, &frame).await,
-            Outbound::Room { handle, seq, frame } => {
+            Outbound::Notification { id, frame } => {
+                if id <= live.last_notification {
+                    return Ok(());
+                }
+                live.last_notification = id;
+                self.write_control_bytes(live, &frame).await
+            }
+            Outbound::Room {
+                handle,
+                seq,
+                frame,
+                published,
+            } => {
                 let Some(out) = live.streams.get_mut(&handle) else {
                     return Ok(());
                 };
@@ -533,7 +603,14 @@ impl Session {
                 }
                 match guarded_write(&mut out.stream, &frame, &live.closer).await {
                     Ok(()) => {
-                        out.last_seq = out.last_seq.max(seq);
+                        if seq != 0 {
+                            out.last_seq = seq;
+                            let metrics = &self.gateway.metrics;
+                            metrics.deliveries.inc();
+                            metrics
+                                .publish_latency
+                                .observe(published.elapsed().as_secs_f64());
+                        }
                         Ok(())
                     }
                     Err(WriteStop::Closed) => Ok(()), // the loop sees the close request
@@ -561,6 +638,7 @@ impl Session {
         message: String,
     ) -> Result<(), SessionError> {
         debug!(req, %code, message, "request refused");
+        self.gateway.metrics.error(code);
         self.write_control(live, &ServerFrame::Error { req, code, message })
             .await
     }
@@ -636,6 +714,7 @@ impl Session {
     }
 
     fn close(&self, code: ErrorCode, message: &str) -> SessionError {
+        self.gateway.metrics.error(code);
         let mut end = message.len().min(256);
         while !message.is_char_boundary(end) {
             end -= 1;

@@ -12,6 +12,7 @@ use wtgate::config::{Config, Settings, TlsSource};
 use wtgate::server::{Gateway, Server};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const API_KEY: &str = "e2e-api-key";
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
@@ -39,6 +40,8 @@ impl TestServer {
             dev: false,
             allowed_origins: vec![],
             config,
+            data_dir: dir.path().join("data"),
+            api_key: Some(API_KEY.into()),
         };
         let server = Server::bind(settings).await.expect("server binds");
         let shutdown = CancellationToken::new();

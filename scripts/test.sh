@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project: Rust unit, codec and end-to-end tests (real QUIC
+# on loopback), then the web client's tests (node + real headless Chromium).
+# Installs what the tests need when it is missing (Debian packages, npm packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+
+echo "== cargo test"
+cargo test --all-targets
+
+if [ -x web-client/run-tests.sh ] || [ -f web-client/run-tests.sh ]; then
+  echo "== web client tests"
+  bash web-client/run-tests.sh
+fi

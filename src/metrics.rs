@@ -1,0 +1,174 @@
+//! Prometheus metrics of one server, in its own registry (no process-wide state, so
+//! several servers in one process — the tests — keep separate counts).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of per-namespace series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    /// Namespace path.
+    pub namespace: String,
+}
+
+/// Label of per-error-code series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// Error code name.
+    pub code: String,
+}
+
+/// Every series the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open sessions by namespace.
+    pub sessions: Family<NamespaceLabel, Gauge>,
+    /// Rooms with members on this node (set at scrape time).
+    pub rooms: Gauge,
+    /// Messages accepted for publishing (clients and the server API).
+    pub messages_in: Family<NamespaceLabel, Counter>,
+    /// Room messages written to sessions.
+    pub deliveries: Counter,
+    /// Datagrams received from clients.
+    pub datagrams_in: Counter,
+    /// Datagrams sent to clients.
+    pub datagrams_out: Counter,
+    /// Datagrams dropped (full queue, too large, room not joined).
+    pub datagrams_dropped: Counter,
+    /// Reliable frames dropped because a session's queue overflowed (it is closed).
+    pub frames_dropped: Counter,
+    /// Error frames sent and sessions closed, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// Notifications stored.
+    pub notifications_pushed: Counter,
+    /// Notifications acknowledged by clients.
+    pub notifications_acked: Counter,
+    /// Notifications dropped from full inboxes.
+    pub notifications_evicted: Counter,
+    /// Notifications pending in all inboxes (set at scrape time).
+    pub notifications_pending: Gauge,
+    /// Time from accepting a publish to writing it to a member's stream, seconds.
+    pub publish_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every series registered under the `wtgate_` prefix.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("wtgate"),
+            sessions: Family::default(),
+            rooms: Gauge::default(),
+            messages_in: Family::default(),
+            deliveries: Counter::default(),
+            datagrams_in: Counter::default(),
+            datagrams_out: Counter::default(),
+            datagrams_dropped: Counter::default(),
+            frames_dropped: Counter::default(),
+            errors: Family::default(),
+            notifications_pushed: Counter::default(),
+            notifications_acked: Counter::default(),
+            notifications_evicted: Counter::default(),
+            notifications_pending: Gauge::default(),
+            // 50 µs … ~1.6 s.
+            publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        };
+        let r = &mut m.registry;
+        r.register("sessions", "Open sessions", m.sessions.clone());
+        r.register("rooms", "Rooms with members on this node", m.rooms.clone());
+        r.register("messages_in", "Messages accepted for publishing", m.messages_in.clone());
+        r.register("deliveries", "Room messages written to sessions", m.deliveries.clone());
+        r.register("datagrams_in", "Datagrams received", m.datagrams_in.clone());
+        r.register("datagrams_out", "Datagrams sent", m.datagrams_out.clone());
+        r.register("datagrams_dropped", "Datagrams dropped", m.datagrams_dropped.clone());
+        r.register(
+            "frames_dropped",
+            "Reliable frames dropped by slow consumers' overflowing queues",
+            m.frames_dropped.clone(),
+        );
+        r.register("errors", "Error frames and closes by code", m.errors.clone());
+        r.register("notifications_pushed", "Notifications stored", m.notifications_pushed.clone());
+        r.register("notifications_acked", "Notifications acknowledged", m.notifications_acked.clone());
+        r.register(
+            "notifications_evicted",
+            "Notifications dropped from full inboxes",
+            m.notifications_evicted.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Notifications pending in all inboxes",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "publish_latency_seconds",
+            "Time from accepting a publish to writing it to a member",
+            m.publish_latency.clone(),
+        );
+        m
+    }
+
+    /// Counts an error frame or close with `code`.
+    pub fn error(&self, code: crate::protocol::ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// The namespace's session gauge.
+    pub fn sessions_in(&self, ns: &str) -> Gauge {
+        self.sessions
+            .get_or_create(&NamespaceLabel {
+                namespace: ns.to_owned(),
+            })
+            .clone()
+    }
+
+    /// Counts a message accepted in `ns`.
+    pub fn message_in(&self, ns: &str) {
+        self.messages_in
+            .get_or_create(&NamespaceLabel {
+                namespace: ns.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.sessions_in("/chat").inc();
+        m.message_in("/chat");
+        m.error(crate::protocol::ErrorCode::RateLimited);
+        m.publish_latency.observe(0.001);
+        let text = m.render();
+        assert!(text.contains("wtgate_sessions{namespace=\"/chat\"} 1"), "{text}");
+        assert!(text.contains("wtgate_messages_in_total{namespace=\"/chat\"} 1"), "{text}");
+        assert!(text.contains("wtgate_errors_total{code=\"RateLimited\"} 1"), "{text}");
+        assert!(text.contains("wtgate_publish_latency_seconds_count 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Inboxes in an embedded redb database: durable across restarts, nothing to install.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::{Inbox, InboxError, Notification, Pushed};
+use crate::broker::now_millis;
+
+/// (user, id) → postcard-encoded [`Stored`].
+const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+/// user → (last id given, pending count).
+const USERS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("users");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    kind: String,
+    body: Vec<u8>,
+    ts: u64,
+}
+
+/// redb-backed inboxes under a data directory.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    db: Arc<Database>,
+    max_per_user: u64,
+}
+
+fn store_err(e: impl std::fmt::Display) -> InboxError {
+    InboxError::Store(e.to_string())
+}
+
+impl Embedded {
+    /// Opens (or creates) `dir/inbox.redb`, keeping at most `max_per_user`
+    /// notifications per user.
+    pub fn open(dir: &Path, max_per_user: usize) -> Result<Self, InboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| store_err(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("inbox.redb");
+        let db = Database::create(&path).map_err(|e| store_err(format!("{}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(store_err)?;
+        tx.open_table(INBOX).map_err(store_err)?;
+        tx.open_table(USERS).map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(Embedded {
+            db: Arc::new(db),
+            max_per_user: max_per_user.max(1) as u64,
+        })
+    }
+
+    fn push_sync(&self, user: &str, kind: &str, body: Bytes) -> Result<Pushed, InboxError> {
+        let ts = now_millis();
+        let stored = Stored {
+            kind: kind.to_owned(),
+            body: body.to_vec(),
+            ts,
+        };
+        let bytes = postcard::to_stdvec(&stored).map_err(store_err)?;
+        let tx = self.db.begin_write().map_err(store_err)?;
+        let (id, evicted) = {
+            let mut users = tx.open_table(USERS).map_err(store_err)?;
+            let mut inbox = tx.open_table(INBOX).map_err(store_err)?;
+            let (last, count) = users
+                .get(user)
+                .map_err(store_err)?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
+            let id = last + 1;
+            inbox.insert((user, id), bytes.as_slice()).map_err(store_err)?;
+            let mut count = count + 1;
+            let mut evicted = 0;
+            while count > self.max_per_user {
+                let oldest = inbox
+                    .range((user, 0)..=(user, u64::MAX))
+                    .map_err(store_err)?
+                    .next()
+                    .transpose()
+                    .map_err(store_err)?
+                    .map(|(k, _)| k.value().1);
+                let Some(oldest) = oldest else { break };
+                inbox.remove((user, oldest)).map_err(store_err)?;
+                count -= 1;
+                evicted += 1;
+            }
+            users.insert(user, (id, count)).map_err(store_err)?;
+            (id, evicted)
+        };
+        tx.commit().map_err(store_err)?;
+        Ok(Pushed {
+            notification: Notification {
+                id,
+                kind: stored.kind,
+                body,
+                ts,
+            },
+            evicted,
+        })
+    }
+
+    fn pending_sync(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let inbox = tx.open_table(INBOX).map_err(store_err)?;
+        let mut out = Vec::new();
+        for entry in inbox.range((user, 0)..=(user, u64::MAX)).map_err(store_err)? {
+            let (key, value) = entry.map_err(store_err)?;
+            let stored: Stored = postcard::from_bytes(value.value()).map_err(store_err)?;
+            out.push(Notification {
+                id: key.value().1,
+                kind: stored.kind,
+                body: Bytes::from(stored.body),
+                ts: stored.ts,
+            });
+        }
+        Ok(out)
+    }
+
+    fn ack_sync(&self, user: &str, id: u64) -> Result<bool, InboxError> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        let removed = {
+            let mut inbox = tx.open_table(INBOX).map_err(store_err)?;
+            let removed = inbox.remove((user, id)).map_err(store_err)?.is_some();
+            if removed {
+                let mut users = tx.open_table(USERS).map_err(store_err)?;
+                let (last, count) = users
+                    .get(user)
+                    .map_err(store_err)?
+                    .map(|v| v.value())
+                    .unwrap_or((id, 1));
+                users
+                    .insert(user, (last, count.saturating_sub(1)))
+                    .map_err(store_err)?;
+            }
+            removed
+        };
+        tx.commit().map_err(store_err)?;
+        Ok(removed)
+    }
+
+    fn total_sync(&self) -> Result<u64, InboxError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let inbox = tx.open_table(INBOX).map_err(store_err)?;
+        inbox.len().map_err(store_err)
+    }
+
+    /// Runs a blocking store call off the async workers (redb fsyncs on commit).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Embedded) -> Result<T, InboxError> + Send + 'static,
+    ) -> Result<T, InboxError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(me))
+            .await
+            .map_err(store_err)?
+    }
+}
+
+#[async_trait]
+impl Inbox for Embedded {
+    async fn push(&self, user: &str, kind: &str, body: Bytes) -> Result<Pushed, InboxError> {
+        let (user, kind) = (user.to_owned(), kind.to_owned());
+        self.blocking(move |me| me.push_sync(&user, &kind, body)).await
+    }
+
+    async fn pending(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
+        let user = user.to_owned();
+        self.blocking(move |me| me.pending_sync(&user)).await
+    }
+
+    async fn ack(&self, user: &str, id: u64) -> Result<bool, InboxError> {
+        let user = user.to_owned();
+        self.blocking(move |me| me.ack_sync(&user, id)).await
+    }
+
+    async fn total_pending(&self) -> Result<u64, InboxError> {
+        self.blocking(|me| me.total_sync()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(s: &str) -> Bytes {
+        Bytes::from(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn push_pending_ack_and_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Embedded::open(dir.path(), 3).unwrap();
+        for i in 1..=4 {
+            let p = inbox.push("ann", "k", body(&format!("n{i}"))).await.unwrap();
+            assert_eq!(p.notification.id, i);
+            assert_eq!(p.evicted, u64::from(i == 4));
+        }
+        inbox.push("bob", "k", body("b1")).await.unwrap();
+        let ids: Vec<u64> = inbox.pending("ann").await.unwrap().iter().map(|n| n.id).collect();
+        assert_eq!(ids, [2, 3, 4], "the oldest was dropped");
+        assert!(inbox.ack("ann", 3).await.unwrap());
+        assert!(!inbox.ack("ann", 3).await.unwrap(), "acking twice is harmless");
+        assert!(!inbox.ack("ann", 1).await.unwrap());
+        let ids: Vec<u64> = inbox.pending("ann").await.unwrap().iter().map(|n| n.id).collect();
+        assert_eq!(ids, [2, 4]);
+        assert_eq!(inbox.total_pending().await.unwrap(), 3);
+        // "an" is a prefix of "ann": keys of other users never mix.
+        assert!(inbox.pending("an").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn survives_reopening_and_keeps_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let inbox = Embedded::open(dir.path(), 10).unwrap();
+            inbox.push("ann", "mention", body("hello")).await.unwrap();
+            inbox.push("ann", "mention", body("again")).await.unwrap();
+            inbox.ack("ann", 2).await.unwrap();
+        }
+        let inbox = Embedded::open(dir.path(), 10).unwrap();
+        let pending = inbox.pending("ann").await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].id, pending[0].kind.as_str(), &pending[0].body[..]), (1, "mention", &b"hello"[..]));
+        assert_eq!(inbox.push("ann", "k", body("x")).await.unwrap().notification.id, 3, "ids never repeat");
+    }
+}

@@ -1,0 +1,211 @@
+//! State shared by every session of a server, and the operations the server API
+//! offers backends: publish, broadcast, notify, presence, disconnect.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{TokenVerifier, SERVER_USER};
+use crate::broker::{Broker, BrokerError};
+use crate::config::{Config, Settings};
+use crate::hub::{validate_room_name, Hub};
+use crate::metrics::Metrics;
+use crate::notify::{Inbox, InboxError, Notification};
+use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
+
+/// Longest notification kind, in bytes.
+pub const MAX_KIND_LEN: usize = 64;
+
+/// Why a server-side operation was refused.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// No such namespace.
+    #[error("unknown namespace {0}")]
+    UnknownNamespace(String),
+    /// The room name breaks the naming rules.
+    #[error("invalid room name: {0}")]
+    InvalidRoom(String),
+    /// The user id breaks the naming rules.
+    #[error("invalid user id: {0}")]
+    InvalidUser(String),
+    /// The notification kind is empty, too long or has control characters.
+    #[error("invalid notification kind: 1 to {MAX_KIND_LEN} bytes without control characters")]
+    InvalidKind,
+    /// The body exceeds the frame limit.
+    #[error("body of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The namespace has no notification inbox.
+    #[error("no namespace has notification inboxes enabled")]
+    NoInbox,
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The inbox store failed.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+}
+
+/// Shared state of one server.
+pub struct Gateway {
+    /// Namespaces and limits.
+    pub config: Config,
+    /// Local rooms and sessions.
+    pub hub: Arc<Hub>,
+    /// Cross-node fan-out, history and presence.
+    pub broker: Arc<dyn Broker>,
+    /// Durable notification inboxes.
+    pub inbox: Arc<dyn Inbox>,
+    /// Prometheus series.
+    pub metrics: Arc<Metrics>,
+    pub(super) verifier: TokenVerifier,
+    pub(super) settings: Settings,
+    next_session: AtomicU64,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("sessions", &self.hub.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub(super) fn new(
+        settings: Settings,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        inbox: Arc<dyn Inbox>,
+    ) -> Self {
+        Gateway {
+            config: settings.config.clone(),
+            verifier: TokenVerifier::new(settings.secret.as_bytes()),
+            hub,
+            broker,
+            inbox,
+            metrics: Arc::new(Metrics::new()),
+            settings,
+            next_session: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The settings the server runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn check_namespace(&self, ns: &str) -> Result<(), GatewayError> {
+        match self.config.namespace(ns) {
+            Some(_) => Ok(()),
+            None => Err(GatewayError::UnknownNamespace(ns.to_owned())),
+        }
+    }
+
+    fn check_body(&self, body: &Bytes) -> Result<(), GatewayError> {
+        // Leave room for the frame's other fields within the frame limit.
+        let max = self.config.limits.max_frame.saturating_sub(512);
+        if body.len() > max {
+            return Err(GatewayError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes to a room as the server (`from` = `"server"`); members receive it
+    /// like a client publish. Returns the message's seq.
+    pub async fn publish(&self, ns: &str, room: &str, body: Bytes) -> Result<u64, GatewayError> {
+        self.check_namespace(ns)?;
+        validate_room_name(room, self.config.limits.max_room_name)
+            .map_err(|e| GatewayError::InvalidRoom(e.to_string()))?;
+        self.check_body(&body)?;
+        let seq = self.broker.publish(ns, room, SERVER_USER, body).await?;
+        self.metrics.message_in(ns);
+        Ok(seq)
+    }
+
+    /// Sends a broadcast to every session of a namespace.
+    pub async fn broadcast(&self, ns: &str, body: Bytes) -> Result<(), GatewayError> {
+        self.check_namespace(ns)?;
+        self.check_body(&body)?;
+        self.broker.broadcast(ns, SERVER_USER, body).await?;
+        Ok(())
+    }
+
+    /// Stores a notification in `user`'s inbox, then pushes it to the user's
+    /// sessions in notification namespaces. Stored before this returns.
+    pub async fn notify(
+        &self,
+        user: &str,
+        kind: &str,
+        body: Bytes,
+    ) -> Result<Notification, GatewayError> {
+        crate::auth::validate_subject(user).map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
+        if kind.is_empty() || kind.len() > MAX_KIND_LEN || kind.chars().any(char::is_control) {
+            return Err(GatewayError::InvalidKind);
+        }
+        self.check_body(&body)?;
+        if !self.config.namespaces.values().any(|ns| ns.inbox) {
+            return Err(GatewayError::NoInbox);
+        }
+        let pushed = self.inbox.push(user, kind, body).await?;
+        self.metrics.notifications_pushed.inc();
+        self.metrics
+            .notifications_evicted
+            .inc_by(pushed.evicted);
+        let n = pushed.notification;
+        let frame = frame_bytes(&ServerFrame::Notification {
+            id: n.id,
+            kind: n.kind.clone(),
+            body: n.body.clone(),
+            ts: n.ts,
+        });
+        self.broker.notify_user(user, n.id, frame).await?;
+        Ok(n)
+    }
+
+    /// Users in a room, or online in the namespace when `room` is `None`.
+    pub async fn presence(&self, ns: &str, room: Option<&str>) -> Result<Vec<String>, GatewayError> {
+        self.check_namespace(ns)?;
+        Ok(match room {
+            Some(room) => {
+                validate_room_name(room, self.config.limits.max_room_name)
+                    .map_err(|e| GatewayError::InvalidRoom(e.to_string()))?;
+                self.broker.room_members(ns, room).await?
+            }
+            None => self.broker.online_users(ns).await?,
+        })
+    }
+
+    /// Closes every session of `user`; returns how many were closed on this node.
+    pub async fn disconnect(&self, user: &str) -> Result<usize, GatewayError> {
+        crate::auth::validate_subject(user).map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
+        Ok(self.broker.disconnect_user(user, ErrorCode::Forbidden).await?)
+    }
+
+    /// The metrics in Prometheus text format, with scrape-time gauges refreshed.
+    pub async fn metrics_text(&self) -> String {
+        self.metrics.rooms.set(self.hub.room_count() as i64);
+        if let Ok(n) = self.inbox.total_pending().await {
+            self.metrics.notifications_pending.set(n as i64);
+        }
+        let stats = self.hub.stats();
+        self.metrics.frames_dropped.inner().store(stats.frames_dropped, Ordering::Relaxed);
+        self.metrics.render()
+    }
+}

@@ -1,0 +1,591 @@
+// One WebTransport session on one namespace: the control stream, the room streams
+// the server opens, datagrams, and requests matched to replies by `req`.
+//
+// Mirrors `src/client/mod.rs`; reconnection and the public API live in wtgate.js.
+// A Session is single-use: once closed, the caller opens a new one.
+
+import {
+  CodecError,
+  ErrorCode,
+  FrameDecoder,
+  MAX_SERVER_FRAME,
+  PROTOCOL_VERSION,
+  decodeDatagram,
+  decodeServerFrame,
+  encodeClientFrame,
+  encodeDatagram,
+  errorName,
+  readLengthPrefix,
+} from './protocol.js';
+
+/** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10). */
+export const MAX_VOLATILE_BODY = 1024;
+
+/** Codes after which reconnecting with the same credentials cannot succeed. */
+export const PERMANENT_CODES = new Set([ErrorCode.Unauthorized, ErrorCode.Forbidden, ErrorCode.UnsupportedVersion]);
+
+/**
+ * Every error the library raises or emits.
+ *
+ * `kind` says what went wrong:
+ * - `'unsupported'`: no WebTransport in this browser, or not a secure context;
+ * - `'unreachable'`: the session could not be opened (server down, UDP blocked,
+ *   unknown namespace, certificate not accepted: browsers do not tell these apart);
+ * - `'server'`: the server refused, with `code` (an `ErrorCode` number) and `codeName`;
+ * - `'closed'`: the session ended (`code` is its close code when the server gave one);
+ * - `'disconnected'`: the client is between sessions (reconnecting) or closed;
+ * - `'protocol'`: the server sent something this client cannot understand;
+ * - `'invalid'`: a bad argument (room name, body too large, bad hash…).
+ */
+export class WtgateError extends Error {
+  /**
+   * @param {'unsupported'|'unreachable'|'server'|'closed'|'disconnected'|'protocol'|'invalid'} kind
+   * @param {string} message
+   * @param {{code?: number, url?: string, cause?: unknown}} [details]
+   */
+  constructor(kind, message, details = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'WtgateError';
+    this.kind = kind;
+    if (details.code !== undefined) {
+      this.code = details.code;
+      this.codeName = errorName(details.code);
+    }
+    if (details.url !== undefined) this.url = details.url;
+  }
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A message body as bytes: strings are UTF-8 encoded, Uint8Arrays and
+ * ArrayBuffers taken as they are.
+ * @param {string | Uint8Array | ArrayBuffer} body
+ * @returns {Uint8Array}
+ */
+export function toBytes(body) {
+  if (typeof body === 'string') return utf8.encode(body);
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  throw new WtgateError('invalid', 'a body must be a string, a Uint8Array or an ArrayBuffer');
+}
+
+/**
+ * Parses certificate hashes: hex strings (64 digits, `:` separators allowed),
+ * byte arrays, or `{algorithm, value}` objects as WebTransport takes them.
+ * @param {Array<string | Uint8Array | {algorithm: string, value: BufferSource}>} hashes
+ * @returns {Array<{algorithm: 'sha-256', value: Uint8Array}>}
+ */
+export function parseCertificateHashes(hashes) {
+  if (!Array.isArray(hashes)) throw new WtgateError('invalid', 'serverCertificateHashes must be an array');
+  return hashes.map((h) => {
+    if (typeof h === 'string') {
+      const hex = h.trim().replaceAll(':', '');
+      if (!/^[0-9a-fA-F]{64}$/.test(hex)) {
+        throw new WtgateError('invalid', `certificate hash ${JSON.stringify(h)} is not 64 hex digits (a SHA-256)`);
+      }
+      return { algorithm: 'sha-256', value: Uint8Array.from(hex.match(/../g), (b) => parseInt(b, 16)) };
+    }
+    if (h instanceof Uint8Array) return { algorithm: 'sha-256', value: h };
+    if (h && typeof h === 'object' && 'value' in h) return { algorithm: 'sha-256', value: new Uint8Array(h.value), ...h };
+    throw new WtgateError('invalid', 'a certificate hash must be a hex string, bytes or {algorithm, value}');
+  });
+}
+
+const shortHex = (value) =>
+  Array.from(value.slice(0, 4), (b) => b.toString(16).padStart(2, '0')).join('') + '…';
+
+/** What a failed `new WebTransport(url)` tried, so the message can say it. */
+function unreachableMessage(url, hashes, cause) {
+  const trust = hashes.length
+    ? `pinning certificate hash ${hashes.map((h) => shortHex(h.value)).join(', ')}`
+    : 'trusting the browser\'s certificate authorities (no serverCertificateHashes)';
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return (
+    `cannot open a WebTransport session to ${url} (${trust}): ${detail} ` +
+    'Possible causes, which browsers report alike: the server is not running or UDP to it is blocked; ' +
+    'the namespace in the URL path does not exist on the server (HTTP 404); ' +
+    'the certificate does not match the hash, or a pinned certificate is not ECDSA or is valid for more than 14 days; ' +
+    'the page\'s origin is not allowed (HTTP 403). The server\'s log and the browser console tell them apart.'
+  );
+}
+
+/** Resolves once `promise` settles or `ms` pass, whichever is first; never rejects. */
+function settledWithin(promise, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    promise.then(
+      () => { clearTimeout(timer); resolve(); },
+      () => { clearTimeout(timer); resolve(); },
+    );
+  });
+}
+
+/**
+ * @typedef {object} SessionHandlers
+ * @property {(frame: object) => void} onEvent namespace events on the control stream
+ *   (`OnlineJoin`, `OnlineLeave`, `Broadcast`, `GoAway`, `Notification`, `Error` with req 0)
+ * @property {(info: {code: number|null, reason: string, error: WtgateError|null, byClient: boolean}) => void} onClosed
+ *   called once when the session has ended
+ * @property {(error: WtgateError) => void} onError a non-fatal problem worth reporting
+ */
+
+/**
+ * Receives one room's traffic: frames of its room stream and its datagrams.
+ * @typedef {object} RoomSink
+ * @property {(frame: object) => void} onFrame `Message`, `PresenceJoin`, `PresenceLeave`
+ * @property {(from: string, body: Uint8Array) => void} onVolatile a datagram from another member
+ * @property {(error: WtgateError|null) => void} onEnd the room stream finished (null) or failed
+ */
+
+/** A live session on one namespace, after `Welcome`. Create with {@link openSession}. */
+export class Session {
+  /** @type {WebTransport} */ transport;
+  /** @type {{session: number|bigint, user: string, max_frame: number, online: string[]|null}} */ welcome;
+  /** Whether the session has ended. */ closed = false;
+
+  #url;
+  #handlers;
+  #writer;
+  #datagramWriter = null;
+  #nextReq = 1;
+  /** @type {Map<number, {resolve: Function, reject: Function, expect: string}>} */
+  #pending = new Map();
+  /** @type {Map<string, RoomSink>} room name → sink, registered before `Join` is sent */
+  #sinks = new Map();
+  /** @type {Map<number, RoomSink>} handle → sink, from `RoomStream` and `Joined` */
+  #handles = new Map();
+  #closedByClient = false;
+  #lastFatal = null;
+
+  /** @private Use openSession(). */
+  constructor(url, transport, writer, welcome, handlers) {
+    this.#url = url;
+    this.transport = transport;
+    this.#writer = writer;
+    this.welcome = welcome;
+    this.#handlers = handlers;
+  }
+
+  /** The user id from the token. */
+  get user() {
+    return this.welcome.user;
+  }
+
+  /**
+   * Joins `room`; its stream's frames go to `sink` from the moment the server opens
+   * it, which may be before the `Joined` reply arrives.
+   * @param {string} room
+   * @param {{epoch: number|bigint, seq: number|bigint} | null} since
+   * @param {RoomSink} sink
+   * @returns {Promise<{handle: number, epoch: number|bigint, seq: number|bigint, recovered: boolean, members: string[]}>}
+   */
+  async join(room, since, sink) {
+    if (this.#sinks.has(room)) throw new WtgateError('server', `already in room ${room}`, { code: ErrorCode.AlreadyJoined });
+    this.#sinks.set(room, sink);
+    try {
+      const reply = await this.#request('Joined', (req) => ({ type: 'Join', req, room, since: since ?? null }));
+      this.#handles.set(reply.handle, sink);
+      return reply;
+    } catch (e) {
+      if (this.#sinks.get(room) === sink) this.#sinks.delete(room);
+      throw e;
+    }
+  }
+
+  /** Leaves `room`; its sink gets no more frames or datagrams. @param {string} room */
+  async leave(room) {
+    const sink = this.#sinks.get(room);
+    await this.#request('Left', (req) => ({ type: 'Leave', req, room }));
+    this.#forget(room, sink);
+  }
+
+  /**
+   * Publishes to a joined room; resolves with the message's `seq`.
+   * @param {string} room @param {Uint8Array} body
+   * @returns {Promise<number|bigint>}
+   */
+  async publish(room, body) {
+    const reply = await this.#request('Ack', (req) => ({ type: 'Publish', req, room, body }));
+    return reply.seq;
+  }
+
+  /** Users online in the namespace. @returns {Promise<string[]>} */
+  async online() {
+    return (await this.#request('Online', (req) => ({ type: 'Online', req }))).users;
+  }
+
+  /** Removes a notification from the user's inbox. @param {number|bigint} id */
+  async ackNotification(id) {
+    await this.#request('Ack', (req) => ({ type: 'AckNotification', req, id }));
+  }
+
+  /**
+   * Sends a volatile event to the other members of a joined room, as one datagram.
+   * Returns false when the room is not joined on this session (nothing is sent).
+   * @param {string} room @param {Uint8Array} body
+   * @returns {boolean}
+   * @throws {WtgateError} `invalid` when the datagram would be too large to be delivered
+   */
+  sendVolatile(room, body) {
+    if (body.length > MAX_VOLATILE_BODY) {
+      throw new WtgateError('invalid', `a volatile body is at most ${MAX_VOLATILE_BODY} bytes (got ${body.length})`);
+    }
+    const sink = this.#sinks.get(room);
+    const handle = [...this.#handles].find(([, s]) => s === sink)?.[0];
+    if (this.closed || sink === undefined || handle === undefined) return false;
+    const payload = encodeDatagram({ type: 'Send', handle, body });
+    const max = this.transport.datagrams.maxDatagramSize;
+    if (payload.length > max) {
+      throw new WtgateError('invalid', `a datagram of ${payload.length} bytes exceeds this connection's limit of ${max}`);
+    }
+    if (this.#datagramWriter === null) {
+      const datagrams = this.transport.datagrams;
+      const writable = typeof datagrams.createWritable === 'function' ? datagrams.createWritable() : datagrams.writable;
+      this.#datagramWriter = writable.getWriter();
+    }
+    this.#datagramWriter.write(payload).catch((e) => {
+      if (!this.closed) this.#handlers.onError(new WtgateError('closed', `datagram not sent: ${e?.message ?? e}`, { cause: e }));
+    });
+    return true;
+  }
+
+  /** Closes the session (close code 0). Safe to call more than once. */
+  close() {
+    if (this.closed) return;
+    this.#closedByClient = true;
+    try {
+      this.transport.close({ closeCode: 0, reason: 'bye' });
+    } catch {
+      // Already closing: the closed handler reports the end.
+    }
+  }
+
+  // -------------------------------------------------------------------------
+
+  #forget(room, sink) {
+    if (sink === undefined || this.#sinks.get(room) !== sink) return;
+    this.#sinks.delete(room);
+    for (const [handle, s] of this.#handles) if (s === sink) this.#handles.delete(handle);
+  }
+
+  /** Sends a command built around a fresh `req` and waits for its reply. */
+  async #request(expect, build) {
+    if (this.closed) throw new WtgateError('disconnected', `the session to ${this.#url} is closed`);
+    let req = this.#nextReq;
+    while (this.#pending.has(req)) req = req === 0xffffffff ? 1 : req + 1;
+    this.#nextReq = req === 0xffffffff ? 1 : req + 1;
+    const frame = build(req);
+    const bytes = encodeClientFrame(frame);
+    const bodyLength = readLengthPrefix(bytes).len;
+    if (bodyLength > this.welcome.max_frame) {
+      throw new WtgateError('invalid', `${frame.type} of ${bodyLength} bytes exceeds the server's max_frame of ${this.welcome.max_frame}`);
+    }
+    const reply = new Promise((resolve, reject) => this.#pending.set(req, { resolve, reject, expect }));
+    try {
+      await this.#writer.write(bytes);
+    } catch (e) {
+      this.#pending.delete(req);
+      throw new WtgateError('disconnected', `could not send ${frame.type}: ${e?.message ?? e}`, { cause: e });
+    }
+    return reply;
+  }
+
+  /** Dispatches a frame of the control stream (after `Welcome`). */
+  handleControl(frame) {
+    const req = frame.req;
+    if (req !== undefined && req !== 0 && frame.type !== 'Welcome') {
+      const waiter = this.#pending.get(req);
+      if (waiter === undefined) {
+        this.#handlers.onError(new WtgateError('protocol', `reply ${frame.type} to unknown request ${req}`));
+        return;
+      }
+      this.#pending.delete(req);
+      if (frame.type === 'Error') {
+        waiter.reject(new WtgateError('server', `${errorName(frame.code)}: ${frame.message}`, { code: frame.code }));
+      } else if (frame.type !== waiter.expect) {
+        waiter.reject(new WtgateError('protocol', `expected ${waiter.expect}, got ${frame.type}`));
+      } else {
+        waiter.resolve(frame);
+      }
+      return;
+    }
+    if (frame.type === 'Error' || frame.type === 'GoAway') this.#lastFatal = frame;
+    this.#handlers.onEvent(frame);
+  }
+
+  /** Reads the control stream until it ends. */
+  async readControl(reader, frames) {
+    try {
+      for (;;) {
+        for (;;) {
+          let frame;
+          try {
+            frame = frames.next();
+          } catch (e) {
+            if (e instanceof CodecError && e.kind === 'UnknownVariant') continue; // a newer server: skip
+            throw e;
+          }
+          if (frame === null) break;
+          this.handleControl(frame);
+        }
+        const { value, done } = await reader.read();
+        if (done) break;
+        frames.push(value);
+      }
+      if (frames.buffered > 0) throw new CodecError('Malformed', 'the control stream ended inside a frame');
+    } catch (e) {
+      if (e instanceof CodecError) {
+        this.#protocolViolation(`control stream: ${e.message}`);
+        return;
+      }
+      // A read error: the session is ending; the closed handler reports it.
+    }
+  }
+
+  /** Accepts the room streams the server opens. */
+  async acceptRoomStreams() {
+    const incoming = this.transport.incomingUnidirectionalStreams.getReader();
+    try {
+      for (;;) {
+        const { value: stream, done } = await incoming.read();
+        if (done) return;
+        this.#readRoom(stream);
+      }
+    } catch {
+      // The session ended; the closed handler reports it.
+    }
+  }
+
+  async #readRoom(stream) {
+    const reader = stream.getReader();
+    const frames = new FrameDecoder(decodeServerFrame, MAX_SERVER_FRAME);
+    let sink = null;
+    let room = null;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        frames.push(value);
+        for (;;) {
+          let frame;
+          try {
+            frame = frames.next();
+          } catch (e) {
+            if (e instanceof CodecError && e.kind === 'UnknownVariant') continue;
+            throw e;
+          }
+          if (frame === null) break;
+          if (sink === null) {
+            if (frame.type !== 'RoomStream') throw new CodecError('Malformed', `a room stream starts with ${frame.type}`);
+            room = frame.room;
+            sink = this.#sinks.get(room) ?? null;
+            if (sink === null) {
+              // Not a room we asked for (or one we left meanwhile): refuse it.
+              this.#handlers.onError(new WtgateError('protocol', `the server opened a stream for room ${JSON.stringify(room)}, which this session has not joined`));
+              reader.cancel().catch(() => {});
+              return;
+            }
+            this.#handles.set(frame.handle, sink);
+          } else if (frame.type === 'Message' || frame.type === 'PresenceJoin' || frame.type === 'PresenceLeave') {
+            if (this.#sinks.get(room) === sink) sink.onFrame(frame);
+          } else {
+            throw new CodecError('Malformed', `${frame.type} on the stream of room ${room}`);
+          }
+        }
+      }
+      if (frames.buffered > 0) throw new CodecError('Malformed', `the stream of room ${room} ended inside a frame`);
+      sink?.onEnd(null);
+    } catch (e) {
+      if (e instanceof CodecError) {
+        this.#protocolViolation(`room stream${room === null ? '' : ` ${room}`}: ${e.message}`);
+        return;
+      }
+      // A reset stream: if the session is ending that explains it; otherwise report it.
+      await settledWithin(this.transport.closed, 1000);
+      if (!this.closed) {
+        const error = new WtgateError('closed', `the stream of room ${room} failed: ${e?.message ?? e}`, { cause: e });
+        if (sink) sink.onEnd(error);
+        else this.#handlers.onError(error);
+      }
+    }
+  }
+
+  /** Reads datagrams until the session ends. */
+  async readDatagrams() {
+    const reader = this.transport.datagrams.readable.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        let datagram;
+        try {
+          datagram = decodeDatagram(value);
+        } catch (e) {
+          if (e.kind !== 'UnknownVariant') this.#handlers.onError(new WtgateError('protocol', `datagram: ${e.message}`));
+          continue;
+        }
+        if (datagram.type !== 'Recv') {
+          this.#handlers.onError(new WtgateError('protocol', `datagram ${datagram.type} from the server`));
+          continue;
+        }
+        // Datagrams for a room left a moment ago may still arrive: drop them.
+        this.#handles.get(datagram.handle)?.onVolatile(datagram.from, datagram.body);
+      }
+    } catch {
+      // The session ended.
+    }
+  }
+
+  #protocolViolation(message) {
+    if (this.closed) return;
+    this.#lastFatal = { type: 'Error', req: 0, code: ErrorCode.Protocol, message: `client: ${message}` };
+    try {
+      this.transport.close({ closeCode: ErrorCode.Protocol, reason: message.slice(0, 200) });
+    } catch {
+      // Already closing.
+    }
+  }
+
+  /** Called once when the transport has closed, cleanly or not. */
+  handleClosed(info, failure) {
+    if (this.closed) return;
+    this.closed = true;
+    // The close code is authoritative; the last Error/GoAway frame adds its message.
+    let code = info?.closeCode ?? null;
+    let reason = info?.reason ?? '';
+    const fatal = this.#lastFatal;
+    if (fatal?.type === 'Error' && (code === null || code === fatal.code)) {
+      code = fatal.code;
+      reason = fatal.message;
+    } else if (fatal?.type === 'GoAway' && code === null) {
+      code = ErrorCode.GoingAway;
+      reason = fatal.message;
+    }
+    const byClient = this.#closedByClient;
+    let error = null;
+    if (!byClient) {
+      const what = code === null || code === 0
+        ? `the session to ${this.#url} ended${failure ? `: ${failure.message ?? failure}` : ''}`
+        : `the server closed the session to ${this.#url} with ${errorName(code)}${reason ? `: ${reason}` : ''}`;
+      error = new WtgateError('closed', what, { code: code ?? undefined, url: this.#url, cause: failure ?? undefined });
+    }
+    const gone = new WtgateError('disconnected', `the session to ${this.#url} closed before the reply`, { cause: error ?? undefined });
+    for (const waiter of this.#pending.values()) waiter.reject(gone);
+    this.#pending.clear();
+    for (const sink of this.#sinks.values()) sink.onEnd(error ?? gone);
+    this.#sinks.clear();
+    this.#handles.clear();
+    this.#handlers.onClosed({ code, reason, error, byClient });
+  }
+}
+
+/**
+ * @typedef {object} OpenOptions
+ * @property {string} token
+ * @property {Array<{algorithm: string, value: Uint8Array}>} [serverCertificateHashes] parsed hashes
+ * @property {number} [timeout] ms to wait for the session and `Welcome` (default 10 000)
+ */
+
+/**
+ * Opens a WebTransport session to `url`, sends `Hello` and waits for `Welcome`.
+ * @param {string} url `https://host:port/namespace`
+ * @param {OpenOptions} options
+ * @param {SessionHandlers} handlers
+ * @returns {Promise<Session>}
+ * @throws {WtgateError} `unsupported`, `invalid`, `unreachable`, `server` (e.g. Unauthorized), `closed`
+ */
+export async function openSession(url, options, handlers) {
+  if (typeof globalThis.WebTransport !== 'function') {
+    const why = globalThis.isSecureContext === false
+      ? 'this page is not a secure context (WebTransport needs https:// or http://localhost)'
+      : 'this browser has no WebTransport (Chromium-based browsers 97+ and Firefox 114+ have it)';
+    throw new WtgateError('unsupported', `cannot connect to ${url}: ${why}`, { url });
+  }
+  const hashes = options.serverCertificateHashes ?? [];
+  let transport;
+  try {
+    transport = new WebTransport(url, hashes.length ? { serverCertificateHashes: hashes } : {});
+  } catch (e) {
+    throw new WtgateError('invalid', `cannot connect to ${url}: ${e?.message ?? e}`, { url, cause: e });
+  }
+  // `closed` rejects when the session fails; observe it from the start so it is never unhandled.
+  let closedInfo = null;
+  let closedFailure = null;
+  const closed = transport.closed.then(
+    (info) => { closedInfo = info; },
+    (e) => { closedFailure = e; },
+  );
+
+  const timeoutMs = options.timeout ?? 10_000;
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new WtgateError('unreachable', `no session to ${url} within ${timeoutMs} ms`, { url })), timeoutMs);
+  });
+  timeout.catch(() => {}); // raced below; never an unhandled rejection
+
+  try {
+    try {
+      await Promise.race([transport.ready, timeout]);
+    } catch (e) {
+      if (e instanceof WtgateError) throw e;
+      throw new WtgateError('unreachable', unreachableMessage(url, hashes, e), { url, cause: e });
+    }
+
+    const bidi = await Promise.race([transport.createBidirectionalStream(), timeout]);
+    const writer = bidi.writable.getWriter();
+    const reader = bidi.readable.getReader();
+    const frames = new FrameDecoder(decodeServerFrame, MAX_SERVER_FRAME);
+    await Promise.race([writer.write(encodeClientFrame({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token })), timeout]);
+
+    // The first frame: Welcome, or Error followed by the close.
+    let first = null;
+    while (first === null) {
+      try {
+        first = frames.next();
+      } catch (e) {
+        if (e.kind === 'UnknownVariant') continue;
+        throw new WtgateError('protocol', `${url}: the server's first frame is malformed: ${e.message}`, { url });
+      }
+      if (first !== null) break;
+      const { value, done } = await Promise.race([reader.read(), timeout]);
+      if (done) break;
+      frames.push(value);
+    }
+    if (first?.type === 'Error') {
+      throw new WtgateError('server', `${url} refused the session: ${errorName(first.code)}: ${first.message}`, { code: first.code, url });
+    }
+    if (first?.type !== 'Welcome') {
+      if (first === null) {
+        await settledWithin(closed, 1000);
+        const code = closedInfo?.closeCode;
+        if (code) throw new WtgateError('server', `${url} closed the session with ${errorName(code)}: ${closedInfo.reason}`, { code, url });
+        throw new WtgateError('closed', `${url} closed the session before Welcome${closedFailure ? `: ${closedFailure.message}` : ''}`, { url });
+      }
+      throw new WtgateError('protocol', `${url}: expected Welcome, got ${first.type}`, { url });
+    }
+
+    const session = new Session(url, transport, writer, first, handlers);
+    closed.then(() => session.handleClosed(closedInfo, closedFailure));
+    // Let the caller attach its listeners before any event of this session is delivered.
+    setTimeout(() => {
+      session.readControl(reader, frames);
+      session.acceptRoomStreams();
+      session.readDatagrams();
+    }, 0);
+    return session;
+  } catch (e) {
+    try {
+      transport.close({ closeCode: 0, reason: 'handshake failed' });
+    } catch {
+      // Never opened.
+    }
+    if (e instanceof WtgateError) throw e;
+    await settledWithin(closed, 1000);
+    const code = closedInfo?.closeCode;
+    if (code) throw new WtgateError('server', `${url} closed the session with ${errorName(code)}: ${closedInfo.reason}`, { code, url });
+    throw new WtgateError('closed', `${url}: the session failed during the handshake: ${e?.message ?? e}`, { url, cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+}

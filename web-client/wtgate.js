@@ -1,0 +1,662 @@
+// wtgate browser client: rooms, presence, history recovery, volatile events and
+// notifications over WebTransport. Promise-based, in the spirit of socket.io-client.
+//
+//   import { connect } from './wtgate.js';
+//   const chat = await connect('https://localhost:4433/chat', { token, serverCertificateHashes: [hash] });
+//   const lobby = await chat.join('lobby');
+//   lobby.on('message', (m) => console.log(m.from, m.text));
+//   const seq = await lobby.publish('hello');
+//
+// Layers: protocol.js (frames, bytes) ← session.js (one WebTransport session) ←
+// this file (reconnection, rooms, events). Numbers that are u64 on the wire (seq,
+// epoch, ts, ids) are numbers when ≤ Number.MAX_SAFE_INTEGER and bigints above.
+
+import { ErrorCode, errorName } from './protocol.js';
+import { PERMANENT_CODES, WtgateError, openSession, parseCertificateHashes, toBytes } from './session.js';
+
+export { ErrorCode, errorName, PROTOCOL_VERSION } from './protocol.js';
+export { MAX_VOLATILE_BODY, WtgateError } from './session.js';
+
+const textDecoder = new TextDecoder();
+
+/** Received payloads carry `body` (bytes) and a lazily decoded `text` (UTF-8). */
+const WITH_TEXT = Object.freeze({
+  /** The body decoded as UTF-8 (invalid sequences become U+FFFD). */
+  get text() {
+    return textDecoder.decode(this.body);
+  },
+});
+const withText = (fields) => Object.freeze(Object.assign(Object.create(WITH_TEXT), fields));
+
+/** Reports an exception thrown by an application listener without stopping the client. */
+function reportListenerError(error) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
+  else setTimeout(() => { throw error; }, 0);
+}
+
+/** A minimal event emitter: `on` returns a function that removes the listener. */
+class Emitter {
+  /** @type {Map<string, Set<Function>>} */
+  #listeners = new Map();
+
+  /**
+   * Adds a listener.
+   * @param {string} event
+   * @param {(payload: any) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  on(event, listener) {
+    if (typeof listener !== 'function') throw new WtgateError('invalid', 'a listener must be a function');
+    let set = this.#listeners.get(event);
+    if (!set) this.#listeners.set(event, (set = new Set()));
+    set.add(listener);
+    return () => this.off(event, listener);
+  }
+
+  /**
+   * Adds a listener called at most once.
+   * @param {string} event
+   * @param {(payload: any) => void} listener
+   * @returns {() => void} removes the listener
+   */
+  once(event, listener) {
+    const off = this.on(event, (payload) => {
+      off();
+      listener(payload);
+    });
+    return off;
+  }
+
+  /** Removes a listener. @param {string} event @param {Function} listener */
+  off(event, listener) {
+    this.#listeners.get(event)?.delete(listener);
+  }
+
+  /** @protected @returns {boolean} whether anyone listened */
+  emit(event, payload) {
+    const set = this.#listeners.get(event);
+    if (!set || set.size === 0) return false;
+    for (const listener of [...set]) {
+      try {
+        listener(payload);
+      } catch (e) {
+        reportListenerError(e);
+      }
+    }
+    return true;
+  }
+}
+
+const maxU64 = (a, b) => (a >= b ? a : b);
+
+/**
+ * A joined room. Get one from {@link Client#join}.
+ *
+ * Events:
+ * - `message`: `{room, epoch, seq, from, body, text, ts, replayed}`: a room message,
+ *   in `seq` order; `replayed` is true for messages recovered through `since`;
+ * - `presence`: `{kind: 'join'|'leave'|'sync', user?, members}`: a member came or
+ *   went (`sync` after every join and rejoin, with the whole list);
+ * - `volatile`: `{room, from, body, text}`: a datagram from another member;
+ * - `join`: `{rejoin, recovered, epoch, seq, since, members}`: after the first join
+ *   and after each rejoin; `recovered: false` after a `since` means messages were
+ *   missed and could not be replayed: reload the room's state from your application;
+ * - `error`: a {@link WtgateError}, e.g. a rejoin the server refused (the room is then left).
+ */
+export class Room extends Emitter {
+  /** The room name. @type {string} */
+  name;
+  /** The room's current life (`Joined.epoch`); `seq` numbers count within it. @type {number|bigint|null} */
+  epoch = null;
+  /** Highest `seq` delivered in this epoch (or skipped over after `recovered: false`). @type {number|bigint} */
+  lastSeq = 0;
+  /** Whether the last (re)join replayed everything after `since`. */
+  recovered = false;
+  /** The room's handle in the current session, or null while not joined. @type {number|null} */
+  handle = null;
+
+  #client;
+  /** @type {'joining'|'joined'|'rejoining'|'left'} */
+  #state = 'joining';
+  #members = new Set();
+  #generation = 0;
+  #holding = true;
+  #held = [];
+  #replayUpTo = -1;
+
+  /** @private Use Client#join. */
+  constructor(client, name, since) {
+    super();
+    this.#client = client;
+    this.name = name;
+    if (since !== undefined && since !== null) {
+      this.epoch = since.epoch;
+      this.lastSeq = since.seq;
+    }
+  }
+
+  /**
+   * Where this client is in the room: pass it as `since` to a later `join` (e.g.
+   * after a page reload) to be replayed what was missed. Null before the first join.
+   * @returns {{epoch: number|bigint, seq: number|bigint} | null}
+   */
+  get position() {
+    return this.epoch === null ? null : { epoch: this.epoch, seq: this.lastSeq };
+  }
+
+  /** `'joining'`, `'joined'`, `'rejoining'` (while the client reconnects) or `'left'`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The room's users (presence), as last known. @returns {string[]} */
+  get members() {
+    return [...this.#members];
+  }
+
+  /**
+   * Publishes a message to the room; resolves with its `seq` once the server has it.
+   * @param {string | Uint8Array | ArrayBuffer} body strings are sent as UTF-8
+   * @returns {Promise<number|bigint>}
+   * @throws {WtgateError} `disconnected` while reconnecting, `server` (e.g. RateLimited), `invalid`
+   */
+  async publish(body) {
+    const bytes = toBytes(body);
+    return this.#client._session(this, 'publish').publish(this.name, bytes);
+  }
+
+  /**
+   * Sends a volatile event (typing, cursor…) to the other members, as a datagram:
+   * not acknowledged, not stored, may be lost. Returns false when not sent because
+   * the room is not joined right now (e.g. while reconnecting).
+   * @param {string | Uint8Array | ArrayBuffer} body at most 1024 bytes
+   * @returns {boolean}
+   * @throws {WtgateError} `invalid` when the body is too large
+   */
+  sendVolatile(body) {
+    const bytes = toBytes(body);
+    const session = this.#client._currentSession();
+    if (this.#state !== 'joined' || session === null) return false;
+    return session.sendVolatile(this.name, bytes);
+  }
+
+  /**
+   * Leaves the room. No more events are emitted for it.
+   * @returns {Promise<void>}
+   */
+  async leave() {
+    if (this.#state === 'left') return;
+    const session = this.#client._currentSession();
+    const wasJoined = this.#state === 'joined';
+    this.#markLeft();
+    if (wasJoined && session !== null) {
+      try {
+        await session.leave(this.name);
+      } catch (e) {
+        // Disconnected meanwhile: the server has dropped the membership anyway.
+        if (!(e instanceof WtgateError && e.kind === 'disconnected')) throw e;
+      }
+    }
+  }
+
+  #markLeft() {
+    this.#state = 'left';
+    this.#generation++;
+    this.handle = null;
+    this.#held = [];
+    this.#client._forget(this);
+  }
+
+  /**
+   * @internal Joins (or rejoins) on `session`, with `since` for recovery.
+   * Events of the room stream are held until the caller has had the chance to
+   * attach listeners, then delivered after the `join` event.
+   */
+  async _attach(session, since, rejoin) {
+    const generation = ++this.#generation;
+    this.#state = rejoin ? 'rejoining' : 'joining';
+    this.#holding = true;
+    this.#held = [];
+    const current = () => generation === this.#generation;
+    const sink = {
+      onFrame: (frame) => current() && this.#onFrame(frame),
+      onVolatile: (from, body) => current() && !this.#holding && this.emit('volatile', withText({ room: this.name, from, body })),
+      onEnd: (error) => current() && this.#onEnd(error, session),
+    };
+    const reply = await session.join(this.name, since, sink);
+    if (!current()) {
+      // Left while the join was on its way: undo it on the server.
+      if (this.#state === 'left') session.leave(this.name).catch(() => {});
+      return;
+    }
+    this.handle = reply.handle;
+    this.recovered = reply.recovered;
+    // Recovered: the replay continues from since.seq. Otherwise the gap (or a new
+    // life of the room) is accepted, and counting restarts at Joined.seq.
+    if (!reply.recovered) this.lastSeq = reply.seq;
+    this.epoch = reply.epoch;
+    this.#replayUpTo = since === null ? -1 : reply.seq;
+    this.#members = new Set(reply.members);
+    this.#state = 'joined';
+    setTimeout(() => {
+      if (!current()) return;
+      this.emit('join', { rejoin, recovered: reply.recovered, epoch: reply.epoch, seq: reply.seq, since, members: this.members });
+      this.emit('presence', { kind: 'sync', members: this.members });
+      this.#holding = false;
+      const held = this.#held;
+      this.#held = [];
+      for (const frame of held) this.#deliver(frame);
+    }, 0);
+  }
+
+  /** @internal The session is gone; wait for the rejoin. */
+  _suspend() {
+    if (this.#state === 'left') return;
+    this.#generation++;
+    this.#state = 'rejoining';
+    this.handle = null;
+    this.#held = [];
+  }
+
+  /** @internal A rejoin was refused: the room is left. */
+  _fail(error) {
+    this.#markLeft();
+    const wrapped = new WtgateError(error.kind ?? 'server', `rejoining room ${this.name} failed: ${error.message}`, { code: error.code, cause: error });
+    if (!this.emit('error', wrapped)) this.#client._reportError(wrapped);
+  }
+
+  #onFrame(frame) {
+    if (this.#holding) this.#held.push(frame);
+    else this.#deliver(frame);
+  }
+
+  #deliver(frame) {
+    switch (frame.type) {
+      case 'Message': {
+        this.lastSeq = maxU64(this.lastSeq, frame.seq);
+        const replayed = this.#replayUpTo !== -1 && frame.seq <= this.#replayUpTo;
+        this.emit('message', withText({ room: this.name, epoch: this.epoch, seq: frame.seq, from: frame.from, body: frame.body, ts: frame.ts, replayed }));
+        break;
+      }
+      case 'PresenceJoin':
+        if (!this.#members.has(frame.user)) {
+          this.#members.add(frame.user);
+          this.emit('presence', { kind: 'join', user: frame.user, members: this.members });
+        }
+        break;
+      case 'PresenceLeave':
+        if (this.#members.delete(frame.user)) {
+          this.emit('presence', { kind: 'leave', user: frame.user, members: this.members });
+        }
+        break;
+    }
+  }
+
+  #onEnd(error, session) {
+    if (session.closed || this.#state === 'left') return; // a disconnect: the client rejoins
+    // The server finished or reset the stream of a room we did not leave.
+    const why = error ? error.message : 'the server ended the room stream';
+    this.#markLeft();
+    const e = new WtgateError('closed', `room ${this.name} was closed: ${why}`, { cause: error ?? undefined });
+    if (!this.emit('error', e)) this.#client._reportError(e);
+  }
+}
+
+/**
+ * @typedef {string | Uint8Array | {algorithm: string, value: BufferSource}} CertificateHash
+ */
+
+/**
+ * @typedef {object} ConnectOptions
+ * @property {string | (() => string | Promise<string>)} token HS256 token, or a function
+ *   called before every (re)connection (to refresh expired tokens)
+ * @property {CertificateHash[] | (() => CertificateHash[] | Promise<CertificateHash[]>)} [serverCertificateHashes]
+ *   SHA-256 hashes of a self-signed certificate (hex); a function is called before
+ *   every (re)connection, so a rotated certificate is picked up
+ * @property {boolean | {initialDelay?: number, maxDelay?: number, maxAttempts?: number}} [reconnect]
+ *   automatic reconnection (default on: 250 ms doubling up to 10 s, with jitter, forever)
+ * @property {number} [timeout] ms to wait for a session and its `Welcome` (default 10 000)
+ */
+
+/**
+ * A connection to one namespace (`https://host:port/chat`), reconnecting on its own.
+ * Get one from {@link connect}.
+ *
+ * Events:
+ * - `connect`: `{user, session, reconnect}` after every (re)connection;
+ * - `disconnect`: `{code, reason, error, willReconnect}` when a session ends;
+ * - `reconnecting`: `{attempt, delay, error}` before each reconnection attempt;
+ * - `close`: `{code, reason, error}` once, when the client is closed for good
+ *   (by `close()`, or because reconnecting cannot succeed, e.g. Unauthorized);
+ * - `online`: `{kind: 'join'|'leave'|'sync', user?, users}`: who is online in the namespace;
+ * - `broadcast`: `{from, body, text, ts}`: a namespace-wide push;
+ * - `notification`: `{id, kind, body, text, ts, ack()}`: from the user's inbox
+ *   (`/notifications` namespace); redelivered until acknowledged, duplicates dropped;
+ * - `goaway`: `{message}`: the server is shutting down; the client will reconnect;
+ * - `error`: a {@link WtgateError} that is not the answer to a call (logged with
+ *   console.error when nobody listens).
+ */
+export class Client extends Emitter {
+  /** The URL of the namespace. @type {string} */
+  url;
+  /** The user id (the token's `sub`), from the last `Welcome`. @type {string} */
+  user = '';
+  /** The server's id for the current session. @type {number|bigint|null} */
+  sessionId = null;
+
+  #options;
+  /** @type {import('./session.js').Session | null} */
+  #session = null;
+  /** @type {'connecting'|'connected'|'reconnecting'|'closed'} */
+  #state = 'connecting';
+  /** @type {Map<string, Room>} */
+  #rooms = new Map();
+  /** @type {Set<string> | null} */
+  #online = null;
+  /** Pending (unacknowledged) notifications by id. */
+  #inbox = new Map();
+  /** Ids already delivered, to drop redeliveries (bounded). */
+  #seen = new Set();
+  #wake = null;
+  #closeInfo = null;
+
+  /** @private Use connect(). */
+  constructor(url, options) {
+    super();
+    this.url = url;
+    this.#options = options;
+  }
+
+  /** `'connecting'`, `'connected'`, `'reconnecting'` or `'closed'`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** Users online in the namespace as last known, or null where namespace presence is off. @returns {string[] | null} */
+  get onlineUsers() {
+    return this.#online === null ? null : [...this.#online];
+  }
+
+  /** The joined rooms. @returns {Room[]} */
+  get rooms() {
+    return [...this.#rooms.values()];
+  }
+
+  /** Notifications received and not yet acknowledged, oldest first. */
+  get notifications() {
+    return [...this.#inbox.values()];
+  }
+
+  /**
+   * Joins a room (joining a room already joined returns its Room). Listeners added
+   * right after `await join()` receive every event, including replayed messages.
+   * @param {string} name
+   * @param {{since?: {epoch: number | bigint, seq: number | bigint} | null}} [options]
+   *   `since`: the room's `position` from an earlier visit (e.g. kept in
+   *   sessionStorage across a page reload), to be replayed what was missed
+   * @returns {Promise<Room>}
+   * @throws {WtgateError} `server` (InvalidRoom, Forbidden, TooManyRooms…), `disconnected`
+   */
+  async join(name, options = {}) {
+    if (typeof name !== 'string' || name.length === 0) throw new WtgateError('invalid', 'a room name must be a non-empty string');
+    const existing = this.#rooms.get(name);
+    if (existing) return existing;
+    const session = this.#requireSession(`join ${name}`);
+    const room = new Room(this, name, options.since);
+    this.#rooms.set(name, room);
+    try {
+      await room._attach(session, options.since ?? null, false);
+    } catch (e) {
+      if (this.#rooms.get(name) === room) this.#rooms.delete(name);
+      throw e;
+    }
+    return room;
+  }
+
+  /** The joined room called `name`, if any. @param {string} name @returns {Room | undefined} */
+  room(name) {
+    return this.#rooms.get(name);
+  }
+
+  /**
+   * Asks the server who is online in the namespace.
+   * @returns {Promise<string[]>}
+   */
+  async fetchOnline() {
+    return this.#requireSession('ask who is online').online();
+  }
+
+  /**
+   * Acknowledges a notification: the server removes it from the user's inbox.
+   * @param {number | bigint} id
+   * @returns {Promise<void>}
+   */
+  async ack(id) {
+    await this.#requireSession(`acknowledge notification ${id}`).ackNotification(id);
+    this.#inbox.delete(String(id));
+  }
+
+  /**
+   * Closes the client for good: leaves every room, ends the session, stops reconnecting.
+   * @returns {Promise<void>} resolves once the session is closed
+   */
+  async close() {
+    if (this.#state === 'closed') return;
+    const session = this.#session;
+    this.#finish({ code: 0, reason: 'closed by the client', error: null });
+    if (session) {
+      session.close();
+      await Promise.race([session.transport.closed.catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // For Room and connect(); not part of the public API.
+
+  /** @internal */
+  _currentSession() {
+    return this.#session;
+  }
+
+  /** @internal The session for a room command, if the room is usable now. */
+  _session(room, what) {
+    if (room.state === 'left') throw new WtgateError('invalid', `cannot ${what} in room ${room.name}: it was left`);
+    if (room.state !== 'joined') throw new WtgateError('disconnected', `cannot ${what} in room ${room.name} now: it is ${room.state} (the client is ${this.#state})`);
+    return this.#requireSession(`${what} in room ${room.name}`);
+  }
+
+  /** @internal */
+  _forget(room) {
+    if (this.#rooms.get(room.name) === room) this.#rooms.delete(room.name);
+  }
+
+  /** @internal */
+  _reportError(error) {
+    if (!this.emit('error', error)) console.error('wtgate:', error);
+  }
+
+  /** @internal Opens the first session; rejects when it fails. */
+  async _start() {
+    this.#install(await this.#open(), false);
+  }
+
+  #requireSession(what) {
+    if (this.#session === null) {
+      throw new WtgateError('disconnected', `cannot ${what}: the client is ${this.#state}`, { url: this.url });
+    }
+    return this.#session;
+  }
+
+  async #open() {
+    const { token, serverCertificateHashes, timeout } = this.#options;
+    const tokenValue = typeof token === 'function' ? await token() : token;
+    if (typeof tokenValue !== 'string') throw new WtgateError('invalid', 'the token must be a string (or a function returning one)');
+    const hashes = typeof serverCertificateHashes === 'function' ? await serverCertificateHashes() : serverCertificateHashes;
+    return openSession(this.url, { token: tokenValue, serverCertificateHashes: parseCertificateHashes(hashes ?? []), timeout }, {
+      onEvent: (frame) => this.#onEvent(frame),
+      onClosed: (info) => this.#onClosed(info),
+      onError: (error) => this._reportError(error),
+    });
+  }
+
+  #install(session, reconnect) {
+    this.#session = session;
+    this.#state = 'connected';
+    this.user = session.welcome.user;
+    this.sessionId = session.welcome.session;
+    this.#online = session.welcome.online === null ? null : new Set(session.welcome.online);
+    // Delivered after the caller of connect() has attached its listeners.
+    setTimeout(() => {
+      if (this.#session !== session) return;
+      this.emit('connect', { user: this.user, session: this.sessionId, reconnect });
+      if (this.#online !== null) this.emit('online', { kind: 'sync', users: this.onlineUsers });
+    }, 0);
+  }
+
+  #onEvent(frame) {
+    switch (frame.type) {
+      case 'OnlineJoin':
+      case 'OnlineLeave': {
+        if (this.#online === null) this.#online = new Set();
+        const joined = frame.type === 'OnlineJoin';
+        const changed = joined ? !this.#online.has(frame.user) : this.#online.has(frame.user);
+        if (joined) this.#online.add(frame.user);
+        else this.#online.delete(frame.user);
+        if (changed) this.emit('online', { kind: joined ? 'join' : 'leave', user: frame.user, users: this.onlineUsers });
+        break;
+      }
+      case 'Broadcast':
+        this.emit('broadcast', withText({ from: frame.from, body: frame.body, ts: frame.ts }));
+        break;
+      case 'Notification': {
+        const key = String(frame.id);
+        if (this.#seen.has(key)) break;
+        this.#seen.add(key);
+        if (this.#seen.size > 10_000) this.#seen.delete(this.#seen.values().next().value);
+        const id = frame.id;
+        const notification = withText({ id, kind: frame.kind, body: frame.body, ts: frame.ts, ack: () => this.ack(id) });
+        this.#inbox.set(key, notification);
+        this.emit('notification', notification);
+        break;
+      }
+      case 'GoAway':
+        this.emit('goaway', { message: frame.message });
+        break;
+      case 'Error': {
+        // Not tied to a request: fatal ones are followed by the close, which reports them.
+        const fatal = [1, 2, 4, 5, 12, 13, 14, 15].includes(frame.code);
+        if (!fatal) this._reportError(new WtgateError('server', `${errorName(frame.code)}: ${frame.message}`, { code: frame.code, url: this.url }));
+        break;
+      }
+      default:
+        this._reportError(new WtgateError('protocol', `unexpected ${frame.type} on the control stream`, { url: this.url }));
+    }
+  }
+
+  #onClosed({ code, reason, error, byClient }) {
+    if (this.#session !== null && this.#session.closed) this.#session = null;
+    if (byClient || this.#state === 'closed') return;
+    for (const room of this.#rooms.values()) room._suspend();
+    const reconnect = this.#options.reconnect ?? true;
+    const permanent = code !== null && PERMANENT_CODES.has(code);
+    const willReconnect = reconnect !== false && !permanent;
+    this.emit('disconnect', { code, reason, error, willReconnect });
+    if (!willReconnect) {
+      this.#finish({ code, reason, error });
+      return;
+    }
+    this.#reconnect(error);
+  }
+
+  async #reconnect(lastError) {
+    const settings = typeof this.#options.reconnect === 'object' ? this.#options.reconnect : {};
+    const initial = settings.initialDelay ?? 250;
+    const max = settings.maxDelay ?? 10_000;
+    const attempts = settings.maxAttempts ?? Infinity;
+    this.#state = 'reconnecting';
+    for (let attempt = 1; this.#state === 'reconnecting'; attempt++) {
+      // Exponential backoff with jitter: between half and all of the nominal delay.
+      const nominal = Math.min(max, initial * 2 ** Math.min(attempt - 1, 30));
+      const delay = Math.round(nominal / 2 + (Math.random() * nominal) / 2);
+      this.emit('reconnecting', { attempt, delay, error: lastError });
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wake = () => { clearTimeout(timer); resolve(); };
+      });
+      this.#wake = null;
+      if (this.#state !== 'reconnecting') return;
+      let session;
+      try {
+        session = await this.#open();
+      } catch (e) {
+        lastError = e;
+        const permanent = e.kind === 'unsupported' || e.kind === 'invalid' || (e.kind === 'server' && PERMANENT_CODES.has(e.code));
+        if (permanent || attempt >= attempts) {
+          this.#finish({ code: e.code ?? null, reason: e.message, error: e });
+          return;
+        }
+        continue;
+      }
+      if (this.#state !== 'reconnecting') {
+        session.close();
+        return;
+      }
+      this.#install(session, true);
+      await Promise.all(this.rooms.map((room) => this.#rejoin(room, session)));
+      return;
+    }
+  }
+
+  async #rejoin(room, session) {
+    try {
+      await room._attach(session, room.position, true);
+    } catch (e) {
+      // A session that died meanwhile triggers the next reconnection; anything
+      // else (e.g. the token no longer allows the room) leaves the room.
+      if (session.closed || (e instanceof WtgateError && e.kind === 'disconnected')) return;
+      room._fail(e);
+    }
+  }
+
+  #finish(info) {
+    this.#state = 'closed';
+    this.#closeInfo = info;
+    this.#session = null;
+    this.#wake?.();
+    for (const room of this.rooms) room._suspend();
+    this.#rooms.clear();
+    this.emit('close', info);
+    if (info.error && !this.emit('error', info.error) && info.code !== 0) console.error('wtgate:', info.error);
+  }
+}
+
+/**
+ * Connects to a namespace: opens a WebTransport session to `url`, authenticates
+ * with `token`, and resolves once the server has welcomed the client. Later
+ * disconnections are repaired automatically (see `reconnect`), rooms rejoined
+ * with `since`.
+ *
+ * ```js
+ * const chat = await connect('https://localhost:4433/chat', {
+ *   token,                                   // from your backend
+ *   serverCertificateHashes: [certHashHex],  // development certificates only
+ * });
+ * ```
+ * @param {string} url `https://host:port/namespace`
+ * @param {ConnectOptions} options
+ * @returns {Promise<Client>}
+ * @throws {WtgateError} `unsupported` (no WebTransport), `unreachable` (says what
+ *   was tried), `server` with `code` (e.g. `ErrorCode.Unauthorized` for a bad
+ *   token), `invalid` (bad options)
+ */
+export async function connect(url, options) {
+  if (typeof url !== 'string' || !/^https:\/\//.test(url)) {
+    throw new WtgateError('invalid', `the URL must be https://host:port/namespace, got ${JSON.stringify(url)}`);
+  }
+  if (!options || (typeof options.token !== 'string' && typeof options.token !== 'function')) {
+    throw new WtgateError('invalid', 'connect() needs options.token (a string or a function returning one)');
+  }
+  const client = new Client(url, options);
+  await client._start();
+  return client;
+}
