@@ -147,6 +147,18 @@ pub enum Event {
         /// Server time (ms since the epoch).
         ts: u64,
     },
+    /// A notification from the user's inbox; acknowledge it with
+    /// [`Client::ack_notification`] or it is delivered again on the next connect.
+    Notification {
+        /// Inbox id (increasing per user).
+        id: u64,
+        /// Application-defined kind.
+        kind: String,
+        /// Payload.
+        body: Bytes,
+        /// When it was stored (ms since the epoch).
+        ts: u64,
+    },
     /// The server is going away; reconnect later.
     GoAway {
         /// Reason.
@@ -459,6 +471,17 @@ impl Client {
         }
     }
 
+    /// Removes a notification from the user's inbox.
+    pub async fn ack_notification(&self, id: u64) -> Result<(), ClientError> {
+        match self
+            .request(|req| ClientFrame::AckNotification { req, id })
+            .await?
+        {
+            ServerFrame::Ack { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends a volatile event to the other members of a joined room (a datagram).
     pub fn send_volatile(&self, room: &str, body: Bytes) -> Result<(), ClientError> {
         let handle = self
@@ -573,6 +596,9 @@ async fn read_control(
             ServerFrame::OnlineLeave { user } => Event::OnlineLeave { user },
             ServerFrame::Broadcast { from, body, ts } => Event::Broadcast { from, body, ts },
             ServerFrame::GoAway { message } => Event::GoAway { message },
+            ServerFrame::Notification { id, kind, body, ts } => {
+                Event::Notification { id, kind, body, ts }
+            }
             _ => continue,
         };
         if events.send(event).await.is_err() {

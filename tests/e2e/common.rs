@@ -31,6 +31,12 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::start_in(dir, data, config).await
+    }
+
+    /// A server keeping its inboxes in `data` (reuse it to test restarts).
+    pub async fn start_in(dir: tempfile::TempDir, data: std::path::PathBuf, config: Config) -> TestServer {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: TlsSource::SelfSigned {
@@ -40,7 +46,7 @@ impl TestServer {
             dev: false,
             allowed_origins: vec![],
             config,
-            data_dir: dir.path().join("data"),
+            data_dir: data,
             api_key: Some(API_KEY.into()),
         };
         let server = Server::bind(settings).await.expect("server binds");

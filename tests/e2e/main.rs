@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod datagrams;
 mod limits;
+mod notifications;
 mod presence;
 mod rooms;
 mod shutdown;
