@@ -1,4 +1,4 @@
-//! The command line: `wtgate serve | certs | token`.
+//! The command line: `wtgate serve | certs | token | notify | publish | broadcast`.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -6,9 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use wtgate::api_client::ApiClient;
 use wtgate::auth::{self, Claims};
 use wtgate::certs;
+use wtgate::client::Trust;
 use wtgate::config::{Config, Settings, TlsSource};
+pub use wtgate::load::LoadArgs;
 
 /// Default WebTransport port.
 const DEFAULT_PORT: u16 = 4433;
@@ -34,6 +37,14 @@ pub enum Command {
     Certs(CertsArgs),
     /// Mint an access token.
     Token(TokenArgs),
+    /// Load-test servers: paced publishers, latency, loss, duplicates, misrouting.
+    Load(LoadArgs),
+    /// Push a notification to a user through the server API; prints its id.
+    Notify(NotifyArgs),
+    /// Publish to a room as the server through the server API; prints its seq.
+    Publish(PublishArgs),
+    /// Send a broadcast to every session of a namespace through the server API.
+    Broadcast(BroadcastArgs),
 }
 
 /// `wtgate serve`.
@@ -91,6 +102,13 @@ pub struct ServeArgs {
     /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
     #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     pub demo_listen: SocketAddr,
+    /// Cluster mode: share rooms, presence, history and inboxes with the other nodes
+    /// through this Redis, e.g. redis://10.0.0.5:6379 (without it: a single process).
+    #[arg(long, env = "WTGATE_REDIS", value_name = "URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This node's id in the cluster, 1 to 64 of A-Z a-z 0-9 . _ - [default: random].
+    #[arg(long, env = "WTGATE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -173,6 +191,8 @@ impl ServeArgs {
             config,
             data_dir: self.data_dir,
             api_key: self.api_key.filter(|k| !k.is_empty()),
+            redis: self.redis.filter(|u| !u.is_empty()),
+            node_id: self.node_id.filter(|n| !n.is_empty()),
         };
         Ok((settings, generated))
     }
@@ -263,6 +283,141 @@ pub fn run_token(args: TokenArgs) -> anyhow::Result<()> {
         .context("system clock before 1970")?
         .as_secs();
     println!("{}", args.mint(now)?);
+    Ok(())
+}
+
+/// How `notify`, `publish` and `broadcast` reach the server API.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Server URL; the API is HTTPS on the WebTransport port number.
+    #[arg(long, env = "WTGATE_SERVER", default_value = "https://localhost:4433")]
+    pub server: String,
+    /// Bearer key of the server API.
+    #[arg(long, env = "WTGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Trust the server's certificate with this SHA-256 hash (64 hex digits).
+    #[arg(long, value_name = "HEX", conflicts_with = "ca")]
+    pub cert_hash: Option<String>,
+    /// Trust certificates issued by this CA (PEM file).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Without --cert-hash or --ca, for a loopback server: pin the development
+    /// certificate in this directory if there is one (else: the system roots).
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+}
+
+impl ApiArgs {
+    /// The trust setting: --cert-hash, --ca, the development certificate of a
+    /// loopback server, or the system roots.
+    pub fn trust(&self) -> anyhow::Result<Trust> {
+        if let Some(hash) = &self.cert_hash {
+            return Ok(Trust::Hash(hash.clone()));
+        }
+        if let Some(ca) = &self.ca {
+            return Ok(Trust::Ca(ca.clone()));
+        }
+        let dev_cert = self.certs_dir.join(certs::CERT_FILE);
+        if is_loopback_url(&self.server) && dev_cert.exists() {
+            let info = certs::inspect(&dev_cert)?;
+            return Ok(Trust::Hash(info.hash));
+        }
+        Ok(Trust::System)
+    }
+
+    /// A client of the server API.
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient::new(
+            &self.server,
+            self.api_key.as_deref(),
+            &self.trust()?,
+        )?)
+    }
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `wtgate notify`.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// Where the server API is.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The recipient's user id.
+    #[arg(long)]
+    pub user: String,
+    /// Notification kind, e.g. `invoice.paid`.
+    #[arg(long)]
+    pub kind: String,
+    /// The body (UTF-8 text, e.g. JSON).
+    pub body: String,
+}
+
+/// Stores and pushes a notification; prints its id.
+pub async fn run_notify(args: NotifyArgs) -> anyhow::Result<()> {
+    let api = args.api.client()?;
+    let id = api
+        .notify(&args.user, &args.kind, args.body.as_bytes())
+        .await?;
+    println!("{id}");
+    Ok(())
+}
+
+/// `wtgate publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Where the server API is.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Namespace, e.g. `chat` or `/chat`.
+    #[arg(long)]
+    pub namespace: String,
+    /// Room name.
+    #[arg(long)]
+    pub room: String,
+    /// The body (UTF-8 text, e.g. JSON).
+    pub body: String,
+}
+
+/// Publishes to a room as the server; prints the message's seq.
+pub async fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
+    let api = args.api.client()?;
+    let seq = api
+        .publish(&args.namespace, &args.room, args.body.as_bytes())
+        .await?;
+    println!("{seq}");
+    Ok(())
+}
+
+/// `wtgate broadcast`.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Where the server API is.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Namespace, e.g. `chat` or `/chat`.
+    #[arg(long)]
+    pub namespace: String,
+    /// The body (UTF-8 text, e.g. JSON).
+    pub body: String,
+}
+
+/// Sends a broadcast to a namespace.
+pub async fn run_broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
+    let api = args.api.client()?;
+    api.broadcast(&args.namespace, args.body.as_bytes()).await?;
     Ok(())
 }
 
@@ -511,6 +666,86 @@ mod tests {
         bare.secret = None;
         let err = bare.mint(0).unwrap_err().to_string();
         assert!(err.contains("no token secret"), "{err}");
+    }
+
+    #[test]
+    fn api_commands_parse() {
+        let cli = parse(&[
+            "notify",
+            "--user",
+            "alice",
+            "--kind",
+            "k",
+            "hello",
+            "--server",
+            "https://127.0.0.1:9",
+            "--api-key",
+            "key",
+            "--cert-hash",
+            &"ab".repeat(32),
+        ])
+        .unwrap();
+        let Command::Notify(args) = cli.command else {
+            panic!("not notify");
+        };
+        assert_eq!((args.user.as_str(), args.kind.as_str()), ("alice", "k"));
+        assert_eq!(args.body, "hello");
+        assert_eq!(args.api.api_key.as_deref(), Some("key"));
+        assert!(matches!(args.api.trust().unwrap(), Trust::Hash(h) if h == "ab".repeat(32)));
+
+        let cli = parse(&["publish", "--namespace", "chat", "--room", "r", "hi"]).unwrap();
+        let Command::Publish(args) = cli.command else {
+            panic!("not publish");
+        };
+        assert_eq!((args.namespace.as_str(), args.room.as_str()), ("chat", "r"));
+        assert_eq!(args.api.certs_dir, PathBuf::from("certs"));
+
+        assert!(parse(&["notify", "--user", "alice", "hello"]).is_err());
+        assert!(parse(&["publish", "--room", "r", "hi"]).is_err());
+        assert!(parse(&["broadcast", "--namespace", "chat"]).is_err());
+        assert!(parse(&[
+            "notify",
+            "--user",
+            "u",
+            "--kind",
+            "k",
+            "b",
+            "--ca",
+            "c.pem",
+            "--cert-hash",
+            "ab"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn api_trust_defaults_to_the_dev_certificate_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certs::generate(dir.path(), 1).unwrap();
+        let args = |server: &str| ApiArgs {
+            server: server.into(),
+            api_key: None,
+            cert_hash: None,
+            ca: None,
+            certs_dir: dir.path().into(),
+        };
+        for local in [
+            "https://localhost:4433",
+            "https://127.0.0.1:1",
+            "https://[::1]:4433",
+        ] {
+            assert!(
+                matches!(args(local).trust().unwrap(), Trust::Hash(ref h) if *h == files.hash),
+                "{local}"
+            );
+        }
+        assert!(matches!(
+            args("https://example.com").trust().unwrap(),
+            Trust::System
+        ));
+        let mut none = args("https://localhost:4433");
+        none.certs_dir = dir.path().join("missing");
+        assert!(matches!(none.trust().unwrap(), Trust::System));
     }
 
     #[test]

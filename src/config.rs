@@ -22,6 +22,10 @@
 //! shutdown_grace = "5s"
 //! max_datagram_body = 1024       # bytes
 //! max_inbox = 1000               # notifications kept per user (oldest dropped)
+//! datagram_rate = 100            # datagrams per second per session (excess dropped)
+//! datagram_burst = 200
+//! connect_rate_per_ip = 100      # new connections per second per IP (excess refused)
+//! connect_burst_per_ip = 200
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
@@ -164,6 +168,15 @@ pub struct Limits {
     pub max_datagram_body: usize,
     /// Notifications kept per user; the oldest are dropped beyond it.
     pub max_inbox: usize,
+    /// Volatile datagrams a session may send per second; the excess is dropped.
+    pub datagram_rate: f64,
+    /// Datagrams a session may send in a burst above the rate.
+    pub datagram_burst: u32,
+    /// New connections per second from one IP address; the excess is refused
+    /// before the handshake.
+    pub connect_rate_per_ip: f64,
+    /// New connections one IP address may open in a burst above the rate.
+    pub connect_burst_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -182,6 +195,10 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(5),
             max_datagram_body: 1024,
             max_inbox: 1000,
+            datagram_rate: 100.0,
+            datagram_burst: 200,
+            connect_rate_per_ip: 100.0,
+            connect_burst_per_ip: 200,
         }
     }
 }
@@ -307,8 +324,14 @@ impl Config {
                 &format!("must be 1 to {MAX_FRAME_LIMIT} bytes"),
             ));
         }
-        if !(l.publish_rate.is_finite() && l.publish_rate > 0.0) {
-            return Err(invalid("limits.publish_rate", "must be a positive number"));
+        for (key, rate) in [
+            ("limits.publish_rate", l.publish_rate),
+            ("limits.datagram_rate", l.datagram_rate),
+            ("limits.connect_rate_per_ip", l.connect_rate_per_ip),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(invalid(key, "must be a positive number"));
+            }
         }
         let positive = [
             ("limits.max_rooms_per_session", l.max_rooms_per_session),
@@ -319,6 +342,11 @@ impl Config {
             ("limits.max_sessions_per_user", l.max_sessions_per_user),
             ("limits.max_datagram_body", l.max_datagram_body),
             ("limits.max_inbox", l.max_inbox),
+            ("limits.datagram_burst", l.datagram_burst as usize),
+            (
+                "limits.connect_burst_per_ip",
+                l.connect_burst_per_ip as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -382,6 +410,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Bearer key of the server API; `None` disables the API outside dev mode.
     pub api_key: Option<String>,
+    /// Cluster mode: the Redis URL (`redis://host:6379`) that nodes share rooms,
+    /// presence, history and inboxes through; `None` runs a single process.
+    pub redis: Option<String>,
+    /// This node's id in the cluster (random when `None`).
+    pub node_id: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -395,6 +428,8 @@ impl std::fmt::Debug for Settings {
             .field("config", &self.config)
             .field("data_dir", &self.data_dir)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("redis", &self.redis.as_ref().map(|_| "<set>"))
+            .field("node_id", &self.node_id)
             .finish()
     }
 }
@@ -614,6 +649,8 @@ mod tests {
             config: Config::default(),
             data_dir: PathBuf::from("data"),
             api_key: None,
+            redis: None,
+            node_id: None,
         }
     }
 

@@ -136,6 +136,8 @@ pub fn app(state: DemoState) -> Router {
     files
         .route("/cert-hash", get(cert_hash))
         .route("/dev-token", get(dev_token))
+        // Browsers ask for it; no icon, and no 404 in the console either.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(middleware::from_fn(loopback_hosts_only))
         .with_state(state)
 }

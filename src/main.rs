@@ -33,6 +33,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Certs(args) => cli::run_certs(args),
         Command::Token(args) => cli::run_token(args),
+        Command::Load(args) => load(args).await,
+        Command::Notify(args) => cli::run_notify(args).await,
+        Command::Publish(args) => cli::run_publish(args).await,
+        Command::Broadcast(args) => cli::run_broadcast(args).await,
     }
 }
 
@@ -40,9 +44,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let demo_addr = args.demo_addr()?;
     let (settings, generated_secret) = args.into_settings()?;
     let secret = settings.secret.clone();
+    let api_access = match (&settings.api_key, settings.dev) {
+        (Some(_), _) => "bearer key required",
+        (None, true) => "open: dev mode without WTGATE_API_KEY",
+        (None, false) => "disabled without WTGATE_API_KEY; /healthz and /metrics only",
+    };
     let server = Server::bind(settings).await?;
     let addr = server.local_addr();
     println!("wtgate listening on https://{addr} (UDP, WebTransport)");
+    println!(
+        "server API on https://{}/api/ (TCP; {api_access})",
+        server.api_addr()
+    );
     println!("certificate sha-256: {}", server.cert_hash());
     if let Some(secret) = generated_secret {
         println!("dev token secret (random, this run only): {secret}");
@@ -64,6 +77,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(shutdown).await;
     if let Some(task) = demo {
         task.await.context("demo page task")?.context("demo page")?;
+    }
+    Ok(())
+}
+
+/// Runs `wtgate load`; exits with status 1 when the run failed its checks.
+async fn load(args: cli::LoadArgs) -> anyhow::Result<()> {
+    let report = wtgate::load::run(&args).await?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if !report.passed {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -86,19 +86,43 @@ impl Metrics {
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
         r.register("rooms", "Rooms with members on this node", m.rooms.clone());
-        r.register("messages_in", "Messages accepted for publishing", m.messages_in.clone());
-        r.register("deliveries", "Room messages written to sessions", m.deliveries.clone());
+        r.register(
+            "messages_in",
+            "Messages accepted for publishing",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Room messages written to sessions",
+            m.deliveries.clone(),
+        );
         r.register("datagrams_in", "Datagrams received", m.datagrams_in.clone());
         r.register("datagrams_out", "Datagrams sent", m.datagrams_out.clone());
-        r.register("datagrams_dropped", "Datagrams dropped", m.datagrams_dropped.clone());
+        r.register(
+            "datagrams_dropped",
+            "Datagrams dropped",
+            m.datagrams_dropped.clone(),
+        );
         r.register(
             "frames_dropped",
             "Reliable frames dropped by slow consumers' overflowing queues",
             m.frames_dropped.clone(),
         );
-        r.register("errors", "Error frames and closes by code", m.errors.clone());
-        r.register("notifications_pushed", "Notifications stored", m.notifications_pushed.clone());
-        r.register("notifications_acked", "Notifications acknowledged", m.notifications_acked.clone());
+        r.register(
+            "errors",
+            "Error frames and closes by code",
+            m.errors.clone(),
+        );
+        r.register(
+            "notifications_pushed",
+            "Notifications stored",
+            m.notifications_pushed.clone(),
+        );
+        r.register(
+            "notifications_acked",
+            "Notifications acknowledged",
+            m.notifications_acked.clone(),
+        );
         r.register(
             "notifications_evicted",
             "Notifications dropped from full inboxes",
@@ -165,10 +189,22 @@ mod tests {
         m.error(crate::protocol::ErrorCode::RateLimited);
         m.publish_latency.observe(0.001);
         let text = m.render();
-        assert!(text.contains("wtgate_sessions{namespace=\"/chat\"} 1"), "{text}");
-        assert!(text.contains("wtgate_messages_in_total{namespace=\"/chat\"} 1"), "{text}");
-        assert!(text.contains("wtgate_errors_total{code=\"RateLimited\"} 1"), "{text}");
-        assert!(text.contains("wtgate_publish_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("wtgate_sessions{namespace=\"/chat\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wtgate_messages_in_total{namespace=\"/chat\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wtgate_errors_total{code=\"RateLimited\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wtgate_publish_latency_seconds_count 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -13,6 +13,7 @@ const DEFAULT_ROOM = 'lobby';
 const KEEP_MESSAGES = 200;
 const TYPING_SEND_EVERY = 1000; // ms between two "typing" datagrams while typing
 const TYPING_SHOW_FOR = 3000; // ms a "typing…" stays after the last datagram
+const TYPING_AFTER_MESSAGE = 1000; // ms after someone's message during which their "typing" is stale
 
 // ---------------------------------------------------------------------------
 // State kept across reloads (sessionStorage: per tab).
@@ -53,6 +54,8 @@ let notes = null;
 const rooms = new Map();
 /** room → (user → timer) of people typing */
 const typing = new Map();
+/** `room\nuser` → when their last message arrived: a datagram sent before it may arrive after it. */
+const lastMessageAt = new Map();
 const unread = new Map();
 let lastTypingSent = 0;
 
@@ -233,6 +236,7 @@ async function joinRoom(name, since = null) {
       if (name === stored.current) renderConversation();
     }
     addLine(name, { key, from: m.from, text: m.text, ts: Number(m.ts), replayed: m.replayed || undefined });
+    lastMessageAt.set(`${name}\n${m.from}`, Date.now());
     stopTyping(name, m.from);
   });
 
@@ -272,6 +276,7 @@ async function leaveCurrentRoom() {
 }
 
 function startTyping(room, user) {
+  if (Date.now() - (lastMessageAt.get(`${room}\n${user}`) ?? 0) < TYPING_AFTER_MESSAGE) return;
   if (!typing.has(room)) typing.set(room, new Map());
   const people = typing.get(room);
   clearTimeout(people.get(user));
@@ -419,7 +424,6 @@ $('join-form').addEventListener('submit', async (event) => {
   const name = $('room-input').value.trim();
   if (!name) return;
   try {
-    stored.current = name;
     await joinRoom(name);
     switchRoom(name);
     $('room-input').value = '';

@@ -21,6 +21,18 @@ import {
 /** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10). */
 export const MAX_VOLATILE_BODY = 1024;
 
+/** Codes after which the server closes the session (`ErrorCode::is_fatal` in Rust). */
+export const FATAL_CODES = new Set([
+  ErrorCode.Protocol,
+  ErrorCode.Unauthorized,
+  ErrorCode.UnsupportedVersion,
+  ErrorCode.FrameTooLarge,
+  ErrorCode.SlowConsumer,
+  ErrorCode.GoingAway,
+  ErrorCode.HelloTimeout,
+  ErrorCode.TooManySessions,
+]);
+
 /** Codes after which reconnecting with the same credentials cannot succeed. */
 export const PERMANENT_CODES = new Set([ErrorCode.Unauthorized, ErrorCode.Forbidden, ErrorCode.UnsupportedVersion]);
 
@@ -147,6 +159,9 @@ export class Session {
   #url;
   #handlers;
   #writer;
+  #reader;
+  #frames;
+  #started = false;
   #datagramWriter = null;
   #nextReq = 1;
   /** @type {Map<number, {resolve: Function, reject: Function, expect: string}>} */
@@ -159,12 +174,26 @@ export class Session {
   #lastFatal = null;
 
   /** @private Use openSession(). */
-  constructor(url, transport, writer, welcome, handlers) {
+  constructor(url, transport, control, welcome, handlers) {
     this.#url = url;
     this.transport = transport;
-    this.#writer = writer;
+    this.#writer = control.writer;
+    this.#reader = control.reader;
+    this.#frames = control.frames;
     this.welcome = welcome;
     this.#handlers = handlers;
+  }
+
+  /**
+   * Starts reading the control stream (after `Welcome`), the room streams and the
+   * datagrams. Until then nothing is delivered, so the owner can get ready first.
+   */
+  start() {
+    if (this.#started) return;
+    this.#started = true;
+    this.#readControl();
+    this.#acceptRoomStreams();
+    this.#readDatagrams();
   }
 
   /** The user id from the token. */
@@ -193,11 +222,15 @@ export class Session {
     }
   }
 
-  /** Leaves `room`; its sink gets no more frames or datagrams. @param {string} room */
+  /**
+   * Leaves `room`. Its sink gets nothing more from the moment `Leave` is sent (the
+   * server's stream may still carry a few frames before it finishes).
+   * @param {string} room
+   */
   async leave(room) {
-    const sink = this.#sinks.get(room);
-    await this.#request('Left', (req) => ({ type: 'Leave', req, room }));
-    this.#forget(room, sink);
+    const reply = this.#request('Left', (req) => ({ type: 'Leave', req, room }));
+    this.#forget(room, this.#sinks.get(room));
+    await reply;
   }
 
   /**
@@ -292,7 +325,7 @@ export class Session {
   }
 
   /** Dispatches a frame of the control stream (after `Welcome`). */
-  handleControl(frame) {
+  #handleControl(frame) {
     const req = frame.req;
     if (req !== undefined && req !== 0 && frame.type !== 'Welcome') {
       const waiter = this.#pending.get(req);
@@ -315,7 +348,9 @@ export class Session {
   }
 
   /** Reads the control stream until it ends. */
-  async readControl(reader, frames) {
+  async #readControl() {
+    const reader = this.#reader;
+    const frames = this.#frames;
     try {
       for (;;) {
         for (;;) {
@@ -327,7 +362,7 @@ export class Session {
             throw e;
           }
           if (frame === null) break;
-          this.handleControl(frame);
+          this.#handleControl(frame);
         }
         const { value, done } = await reader.read();
         if (done) break;
@@ -344,7 +379,7 @@ export class Session {
   }
 
   /** Accepts the room streams the server opens. */
-  async acceptRoomStreams() {
+  async #acceptRoomStreams() {
     const incoming = this.transport.incomingUnidirectionalStreams.getReader();
     try {
       for (;;) {
@@ -412,7 +447,7 @@ export class Session {
   }
 
   /** Reads datagrams until the session ends. */
-  async readDatagrams() {
+  async #readDatagrams() {
     const reader = this.transport.datagrams.readable.getReader();
     try {
       for (;;) {
@@ -489,6 +524,8 @@ export class Session {
 
 /**
  * Opens a WebTransport session to `url`, sends `Hello` and waits for `Welcome`.
+ * Nothing after `Welcome` is read until the caller calls `session.start()`, so it
+ * can get ready for the session's events first.
  * @param {string} url `https://host:port/namespace`
  * @param {OpenOptions} options
  * @param {SessionHandlers} handlers
@@ -520,7 +557,8 @@ export async function openSession(url, options, handlers) {
   const timeoutMs = options.timeout ?? 10_000;
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new WtgateError('unreachable', `no session to ${url} within ${timeoutMs} ms`, { url })), timeoutMs);
+    const message = unreachableMessage(url, hashes, `no answer within ${timeoutMs} ms.`);
+    timer = setTimeout(() => reject(new WtgateError('unreachable', message, { url })), timeoutMs);
   });
   timeout.catch(() => {}); // raced below; never an unhandled rejection
 
@@ -565,14 +603,8 @@ export async function openSession(url, options, handlers) {
       throw new WtgateError('protocol', `${url}: expected Welcome, got ${first.type}`, { url });
     }
 
-    const session = new Session(url, transport, writer, first, handlers);
+    const session = new Session(url, transport, { writer, reader, frames }, first, handlers);
     closed.then(() => session.handleClosed(closedInfo, closedFailure));
-    // Let the caller attach its listeners before any event of this session is delivered.
-    setTimeout(() => {
-      session.readControl(reader, frames);
-      session.acceptRoomStreams();
-      session.readDatagrams();
-    }, 0);
     return session;
   } catch (e) {
     try {

@@ -12,7 +12,7 @@
 // epoch, ts, ids) are numbers when ≤ Number.MAX_SAFE_INTEGER and bigints above.
 
 import { ErrorCode, errorName } from './protocol.js';
-import { PERMANENT_CODES, WtgateError, openSession, parseCertificateHashes, toBytes } from './session.js';
+import { FATAL_CODES, PERMANENT_CODES, WtgateError, openSession, parseCertificateHashes, toBytes } from './session.js';
 
 export { ErrorCode, errorName, PROTOCOL_VERSION } from './protocol.js';
 export { MAX_VOLATILE_BODY, WtgateError } from './session.js';
@@ -505,11 +505,13 @@ export class Client extends Emitter {
     this.user = session.welcome.user;
     this.sessionId = session.welcome.session;
     this.#online = session.welcome.online === null ? null : new Set(session.welcome.online);
-    // Delivered after the caller of connect() has attached its listeners.
+    // After the caller of connect() has attached its listeners: `connect` and the
+    // online list first, then the session's own events.
     setTimeout(() => {
       if (this.#session !== session) return;
       this.emit('connect', { user: this.user, session: this.sessionId, reconnect });
       if (this.#online !== null) this.emit('online', { kind: 'sync', users: this.onlineUsers });
+      session.start();
     }, 0);
   }
 
@@ -544,8 +546,7 @@ export class Client extends Emitter {
         break;
       case 'Error': {
         // Not tied to a request: fatal ones are followed by the close, which reports them.
-        const fatal = [1, 2, 4, 5, 12, 13, 14, 15].includes(frame.code);
-        if (!fatal) this._reportError(new WtgateError('server', `${errorName(frame.code)}: ${frame.message}`, { code: frame.code, url: this.url }));
+        if (!FATAL_CODES.has(frame.code)) this._reportError(new WtgateError('server', `${errorName(frame.code)}: ${frame.message}`, { code: frame.code, url: this.url }));
         break;
       }
       default:

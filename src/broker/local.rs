@@ -2,11 +2,13 @@
 //! straight into this node's hub.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{now_millis, Broker, BrokerError};
 use crate::config::Config;
@@ -26,6 +28,20 @@ pub struct Local {
 
 type Logs = HashMap<(String, String), Log>;
 
+/// (namespace, room) → postcard-encoded [`SavedRoom`].
+const ROOMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rooms");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRoom {
+    epoch: u64,
+    last_seq: u64,
+    frames: Vec<(u64, Vec<u8>)>,
+}
+
+fn snapshot_err(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("room history snapshot: {e}"))
+}
+
 #[derive(Debug)]
 struct Log {
     history: History,
@@ -38,7 +54,10 @@ impl Local {
         let spaces = &config.namespaces;
         Local {
             hub,
-            history_sizes: spaces.iter().map(|(p, ns)| (p.clone(), ns.history)).collect(),
+            history_sizes: spaces
+                .iter()
+                .map(|(p, ns)| (p.clone(), ns.history))
+                .collect(),
             inbox_namespaces: spaces
                 .iter()
                 .filter(|(_, ns)| ns.inbox)
@@ -68,6 +87,79 @@ impl Local {
                 history: History::new(now_millis(), cap),
                 touched: Instant::now(),
             })
+    }
+
+    /// Writes every room's history to `path` (a redb file), so a graceful restart
+    /// keeps recovery working: clients rejoining with `since` get what they missed.
+    pub fn save(&self, path: &Path) -> Result<usize, BrokerError> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let db = Database::create(path).map_err(snapshot_err)?;
+        let tx = db.begin_write().map_err(snapshot_err)?;
+        {
+            let mut table = tx.open_table(ROOMS).map_err(snapshot_err)?;
+            for ((ns, room), log) in logs.iter() {
+                let saved = SavedRoom {
+                    epoch: log.history.epoch(),
+                    last_seq: log.history.last_seq(),
+                    frames: log
+                        .history
+                        .frames()
+                        .map(|(seq, f)| (*seq, f.to_vec()))
+                        .collect(),
+                };
+                let bytes = postcard::to_stdvec(&saved).map_err(snapshot_err)?;
+                table
+                    .insert((ns.as_str(), room.as_str()), bytes.as_slice())
+                    .map_err(snapshot_err)?;
+            }
+        }
+        tx.commit().map_err(snapshot_err)?;
+        Ok(logs.len())
+    }
+
+    /// Loads histories saved by [`Local::save`] and deletes the snapshot, so that
+    /// after a later crash no stale history (and no reused seq) comes back.
+    pub fn restore(&self, path: &Path) -> Result<usize, BrokerError> {
+        if !path.exists() {
+            return Ok(0);
+        }
+        let db = Database::create(path).map_err(snapshot_err)?;
+        let mut loaded = Vec::new();
+        {
+            let tx = db.begin_read().map_err(snapshot_err)?;
+            let table = match tx.open_table(ROOMS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(snapshot_err(e)),
+            };
+            for entry in table.iter().map_err(snapshot_err)? {
+                let (key, value) = entry.map_err(snapshot_err)?;
+                let (ns, room) = key.value();
+                let saved: SavedRoom = postcard::from_bytes(value.value()).map_err(snapshot_err)?;
+                loaded.push((ns.to_owned(), room.to_owned(), saved));
+            }
+        }
+        drop(db);
+        std::fs::remove_file(path).map_err(snapshot_err)?;
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = loaded.len();
+        for (ns, room, saved) in loaded {
+            let cap = self.history_sizes.get(&ns).copied().unwrap_or(0);
+            let frames = saved
+                .frames
+                .into_iter()
+                .map(|(seq, f)| (seq, Bytes::from(f)))
+                .collect();
+            let history = History::restore(saved.epoch, cap, saved.last_seq, frames);
+            logs.insert(
+                (ns, room),
+                Log {
+                    history,
+                    touched: Instant::now(),
+                },
+            );
+        }
+        Ok(n)
     }
 
     /// Rooms with a history in memory.
@@ -160,5 +252,52 @@ impl Broker for Local {
 
     async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError> {
         Ok(self.hub.close_user(user, code))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::SessionLimits;
+
+    fn broker() -> Local {
+        let config = Config::default();
+        let hub = Arc::new(Hub::new(
+            config.namespaces.keys().map(String::as_str),
+            SessionLimits {
+                max_sessions: 10,
+                max_sessions_per_user: 10,
+            },
+        ));
+        Local::new(hub, &config)
+    }
+
+    #[tokio::test]
+    async fn history_survives_save_and_restore_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rooms.redb");
+        let a = broker();
+        for i in 0..3 {
+            a.publish("/chat", "r", "ann", Bytes::from(vec![i]))
+                .await
+                .unwrap();
+        }
+        let epoch = a.recover("/chat", "r", None).await.unwrap().epoch;
+        assert_eq!(a.save(&path).unwrap(), 1);
+
+        let b = broker();
+        assert_eq!(b.restore(&path).unwrap(), 1);
+        let since = Some(Since { epoch, seq: 1 });
+        let r = b.recover("/chat", "r", since).await.unwrap();
+        assert_eq!((r.epoch, r.last_seq), (epoch, 3));
+        assert_eq!(r.replay.unwrap().len(), 2);
+        assert_eq!(
+            b.publish("/chat", "r", "ann", Bytes::new()).await.unwrap(),
+            4
+        );
+
+        // The snapshot is consumed: a crash later cannot bring back stale history.
+        assert!(!path.exists());
+        assert_eq!(broker().restore(&path).unwrap(), 0);
     }
 }

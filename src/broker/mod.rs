@@ -5,7 +5,9 @@
 //! hub's `deliver_*` methods on each node when a message arrives.
 
 mod local;
+mod redis;
 
+pub use self::redis::Redis;
 pub use local::Local;
 
 use async_trait::async_trait;
@@ -27,6 +29,23 @@ impl BrokerError {
     /// The wire error code for a request that failed with this error.
     pub fn code(&self) -> ErrorCode {
         ErrorCode::Internal
+    }
+}
+
+/// Whether a broker can serve, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerHealth {
+    /// Serving.
+    Ok,
+    /// The shared backend cannot be reached: publishes, joins and presence fail with
+    /// [`BrokerError::Unavailable`] until it returns (the broker reconnects by itself).
+    Unavailable(String),
+}
+
+impl BrokerHealth {
+    /// True when serving.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, BrokerHealth::Ok)
     }
 }
 
@@ -86,6 +105,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Closes every session of `user` on every node with `code`; returns how many
     /// sessions this node closed.
     async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError>;
+
+    /// Whether the broker can serve right now; a single process always can.
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::Ok
+    }
 }
 
 /// Milliseconds since the Unix epoch, the `ts` of messages.

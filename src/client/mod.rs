@@ -261,6 +261,15 @@ pub async fn open_session(
     Ok((endpoint, conn))
 }
 
+/// A client endpoint (one UDP socket) trusting the server as `trust` says; one
+/// endpoint can open many sessions, which is how the load tester stays cheap.
+pub fn client_endpoint(trust: &Trust) -> Result<Endpoint<endpoint_side::Client>, ClientError> {
+    Endpoint::client(client_config(trust)?).map_err(|e| ClientError::Connect {
+        url: String::new(),
+        reason: format!("cannot bind a client socket: {e}"),
+    })
+}
+
 fn client_config(trust: &Trust) -> Result<ClientConfig, ClientError> {
     let builder = ClientConfig::builder().with_bind_default();
     let builder = match trust {

@@ -38,6 +38,22 @@ impl History {
         }
     }
 
+    /// A history as saved earlier: `frames` oldest first, at most `cap` kept.
+    pub fn restore(epoch: u64, cap: usize, last_seq: u64, frames: Vec<(u64, Bytes)>) -> Self {
+        let skip = frames.len().saturating_sub(cap);
+        History {
+            epoch,
+            cap,
+            last_seq,
+            frames: frames.into_iter().skip(skip).collect(),
+        }
+    }
+
+    /// The held messages, oldest first.
+    pub fn frames(&self) -> impl Iterator<Item = &(u64, Bytes)> {
+        self.frames.iter()
+    }
+
     /// The sequence number the next message gets.
     pub fn next_seq(&self) -> u64 {
         self.last_seq + 1
@@ -147,6 +163,16 @@ mod tests {
         let old = Some(Since { epoch: 6, seq: 3 });
         assert_eq!(seqs(&h.recover(old)), None);
         assert_eq!(h.recover(old).epoch, EPOCH);
+    }
+
+    #[test]
+    fn restored_history_recovers_and_keeps_counting() {
+        let h = filled(3, 5);
+        let saved: Vec<_> = h.frames().cloned().collect();
+        let mut back = History::restore(EPOCH, 2, h.last_seq(), saved);
+        assert_eq!(seqs(&back.recover(at(3))), Some(vec![4, 5]));
+        assert_eq!(seqs(&back.recover(at(2))), None, "only 2 kept");
+        assert_eq!(back.push(Bytes::new()), 6);
     }
 
     #[test]

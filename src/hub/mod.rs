@@ -460,7 +460,6 @@ impl Hub {
     }
 }
 
-
 /// Drops `tx` from `room`, deleting the room when it empties.
 /// `Some(true)` when it was the user's last session in the room.
 fn remove_member(rooms: &mut HashMap<String, Room>, room: &str, tx: &SessionTx) -> Option<bool> {

@@ -61,7 +61,10 @@ fn messages_reach_members_of_that_room_only() {
     assert_ne!(ha, hc);
     hub.join("/other", "lobby", 4).unwrap();
 
-    assert_eq!(hub.deliver_message("/chat", "lobby", 1, &message(1), Instant::now()), 2);
+    assert_eq!(
+        hub.deliver_message("/chat", "lobby", 1, &message(1), Instant::now()),
+        2
+    );
     for rx in [&mut a, &mut b] {
         let got = drain(rx);
         assert_eq!(got.len(), 1);
@@ -264,7 +267,10 @@ fn notifications_reach_every_session_of_the_user_in_inbox_namespaces() {
     });
     assert_eq!(hub.deliver_notification(["/other"], "ann", 4, &frame), 1);
     assert!(drain(&mut a1).is_empty(), "not an inbox namespace");
-    assert!(matches!(drain(&mut a2)[..], [(0, ServerFrame::Notification { id: 4, .. })]));
+    assert!(matches!(
+        drain(&mut a2)[..],
+        [(0, ServerFrame::Notification { id: 4, .. })]
+    ));
     assert!(drain(&mut b).is_empty(), "another user");
 }
 

@@ -39,7 +39,8 @@ impl Embedded {
     pub fn open(dir: &Path, max_per_user: usize) -> Result<Self, InboxError> {
         std::fs::create_dir_all(dir).map_err(|e| store_err(format!("{}: {e}", dir.display())))?;
         let path = dir.join("inbox.redb");
-        let db = Database::create(&path).map_err(|e| store_err(format!("{}: {e}", path.display())))?;
+        let db =
+            Database::create(&path).map_err(|e| store_err(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(store_err)?;
         tx.open_table(INBOX).map_err(store_err)?;
         tx.open_table(USERS).map_err(store_err)?;
@@ -68,7 +69,9 @@ impl Embedded {
                 .map(|v| v.value())
                 .unwrap_or((0, 0));
             let id = last + 1;
-            inbox.insert((user, id), bytes.as_slice()).map_err(store_err)?;
+            inbox
+                .insert((user, id), bytes.as_slice())
+                .map_err(store_err)?;
             let mut count = count + 1;
             let mut evicted = 0;
             while count > self.max_per_user {
@@ -103,7 +106,10 @@ impl Embedded {
         let tx = self.db.begin_read().map_err(store_err)?;
         let inbox = tx.open_table(INBOX).map_err(store_err)?;
         let mut out = Vec::new();
-        for entry in inbox.range((user, 0)..=(user, u64::MAX)).map_err(store_err)? {
+        for entry in inbox
+            .range((user, 0)..=(user, u64::MAX))
+            .map_err(store_err)?
+        {
             let (key, value) = entry.map_err(store_err)?;
             let stored: Stored = postcard::from_bytes(value.value()).map_err(store_err)?;
             out.push(Notification {
@@ -160,7 +166,8 @@ impl Embedded {
 impl Inbox for Embedded {
     async fn push(&self, user: &str, kind: &str, body: Bytes) -> Result<Pushed, InboxError> {
         let (user, kind) = (user.to_owned(), kind.to_owned());
-        self.blocking(move |me| me.push_sync(&user, &kind, body)).await
+        self.blocking(move |me| me.push_sync(&user, &kind, body))
+            .await
     }
 
     async fn pending(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
@@ -191,17 +198,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inbox = Embedded::open(dir.path(), 3).unwrap();
         for i in 1..=4 {
-            let p = inbox.push("ann", "k", body(&format!("n{i}"))).await.unwrap();
+            let p = inbox
+                .push("ann", "k", body(&format!("n{i}")))
+                .await
+                .unwrap();
             assert_eq!(p.notification.id, i);
             assert_eq!(p.evicted, u64::from(i == 4));
         }
         inbox.push("bob", "k", body("b1")).await.unwrap();
-        let ids: Vec<u64> = inbox.pending("ann").await.unwrap().iter().map(|n| n.id).collect();
+        let ids: Vec<u64> = inbox
+            .pending("ann")
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.id)
+            .collect();
         assert_eq!(ids, [2, 3, 4], "the oldest was dropped");
         assert!(inbox.ack("ann", 3).await.unwrap());
-        assert!(!inbox.ack("ann", 3).await.unwrap(), "acking twice is harmless");
+        assert!(
+            !inbox.ack("ann", 3).await.unwrap(),
+            "acking twice is harmless"
+        );
         assert!(!inbox.ack("ann", 1).await.unwrap());
-        let ids: Vec<u64> = inbox.pending("ann").await.unwrap().iter().map(|n| n.id).collect();
+        let ids: Vec<u64> = inbox
+            .pending("ann")
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.id)
+            .collect();
         assert_eq!(ids, [2, 4]);
         assert_eq!(inbox.total_pending().await.unwrap(), 3);
         // "an" is a prefix of "ann": keys of other users never mix.
@@ -220,7 +245,23 @@ mod tests {
         let inbox = Embedded::open(dir.path(), 10).unwrap();
         let pending = inbox.pending("ann").await.unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!((pending[0].id, pending[0].kind.as_str(), &pending[0].body[..]), (1, "mention", &b"hello"[..]));
-        assert_eq!(inbox.push("ann", "k", body("x")).await.unwrap().notification.id, 3, "ids never repeat");
+        assert_eq!(
+            (
+                pending[0].id,
+                pending[0].kind.as_str(),
+                &pending[0].body[..]
+            ),
+            (1, "mention", &b"hello"[..])
+        );
+        assert_eq!(
+            inbox
+                .push("ann", "k", body("x"))
+                .await
+                .unwrap()
+                .notification
+                .id,
+            3,
+            "ids never repeat"
+        );
     }
 }

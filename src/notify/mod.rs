@@ -6,7 +6,9 @@
 //! [`Embedded`] keeps inboxes in a local redb file; a Redis inbox serves clusters.
 
 mod embedded;
+mod redis;
 
+pub use self::redis::RedisInbox;
 pub use embedded::Embedded;
 
 use async_trait::async_trait;

@@ -155,7 +155,8 @@ impl Gateway {
         kind: &str,
         body: Bytes,
     ) -> Result<Notification, GatewayError> {
-        crate::auth::validate_subject(user).map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
+        crate::auth::validate_subject(user)
+            .map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
         if kind.is_empty() || kind.len() > MAX_KIND_LEN || kind.chars().any(char::is_control) {
             return Err(GatewayError::InvalidKind);
         }
@@ -165,9 +166,7 @@ impl Gateway {
         }
         let pushed = self.inbox.push(user, kind, body).await?;
         self.metrics.notifications_pushed.inc();
-        self.metrics
-            .notifications_evicted
-            .inc_by(pushed.evicted);
+        self.metrics.notifications_evicted.inc_by(pushed.evicted);
         let n = pushed.notification;
         let frame = frame_bytes(&ServerFrame::Notification {
             id: n.id,
@@ -180,7 +179,11 @@ impl Gateway {
     }
 
     /// Users in a room, or online in the namespace when `room` is `None`.
-    pub async fn presence(&self, ns: &str, room: Option<&str>) -> Result<Vec<String>, GatewayError> {
+    pub async fn presence(
+        &self,
+        ns: &str,
+        room: Option<&str>,
+    ) -> Result<Vec<String>, GatewayError> {
         self.check_namespace(ns)?;
         Ok(match room {
             Some(room) => {
@@ -194,8 +197,12 @@ impl Gateway {
 
     /// Closes every session of `user`; returns how many were closed on this node.
     pub async fn disconnect(&self, user: &str) -> Result<usize, GatewayError> {
-        crate::auth::validate_subject(user).map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
-        Ok(self.broker.disconnect_user(user, ErrorCode::Forbidden).await?)
+        crate::auth::validate_subject(user)
+            .map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
+        Ok(self
+            .broker
+            .disconnect_user(user, ErrorCode::Forbidden)
+            .await?)
     }
 
     /// The metrics in Prometheus text format, with scrape-time gauges refreshed.
@@ -205,7 +212,10 @@ impl Gateway {
             self.metrics.notifications_pending.set(n as i64);
         }
         let stats = self.hub.stats();
-        self.metrics.frames_dropped.inner().store(stats.frames_dropped, Ordering::Relaxed);
+        self.metrics
+            .frames_dropped
+            .inner()
+            .store(stats.frames_dropped, Ordering::Relaxed);
         self.metrics.render()
     }
 }

@@ -1,11 +1,16 @@
 //! The WebTransport server: accepts sessions, routes them by path to a namespace,
-//! and runs one [`session`] task each until shutdown.
+//! and runs one [`session`] task each until shutdown; next to it, on TCP with the
+//! same port number, the HTTPS server API ([`app`]).
 
+mod admission;
 mod gateway;
+mod http;
 mod rate;
 mod session;
 
+pub use admission::ConnectLimiter;
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
+pub use http::{app, API_DISABLED};
 pub use rate::TokenBucket;
 
 use std::net::SocketAddr;
@@ -13,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -20,11 +27,11 @@ use wtransport::config::Ipv6DualStackConfig;
 use wtransport::endpoint::{endpoint_side, IncomingSession};
 use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
-use crate::broker::Local;
+use crate::broker::{Broker, Local, Redis};
 use crate::certs;
 use crate::config::{Settings, TlsSource};
 use crate::hub::{Hub, SessionLimits};
-use crate::notify::Embedded;
+use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
 
 /// Why the server could not start.
@@ -36,7 +43,10 @@ pub enum ServerError {
     /// The data directory (notification inboxes) is unusable.
     #[error("data directory: {0}")]
     DataDir(String),
-    /// The UDP socket could not be bound.
+    /// Cluster mode (`--redis`) could not start: Redis unreachable or a bad setting.
+    #[error("cluster mode: {0}")]
+    Cluster(String),
+    /// The UDP socket (WebTransport) or the TCP socket (server API) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -49,22 +59,22 @@ pub enum ServerError {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     endpoint: Endpoint<endpoint_side::Server>,
+    api: TcpListener,
+    api_tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
-    local: Arc<Local>,
+    /// The single-process broker; `None` in cluster mode (Redis).
+    local: Option<Arc<Local>>,
     cert_hash: String,
 }
 
 impl Server {
-    /// Loads (or makes) the certificate and binds the UDP socket.
+    /// Loads (or makes) the certificate, binds the UDP socket and the TCP socket of
+    /// the server API on the same port number.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
         let identity = load_identity(&settings.tls).await?;
         let cert_hash = certs::hash_der(identity.certificate_chain().as_slice()[0].der());
-        let endpoint = Endpoint::server(server_config(&settings, identity)).map_err(|source| {
-            ServerError::Bind {
-                addr: settings.listen,
-                source,
-            }
-        })?;
+        let api_tls = http::tls_config(&identity).map_err(ServerError::Certificate)?;
+        let (endpoint, api) = bind_sockets(&settings, identity).await?;
         let config = &settings.config;
         let limits = &config.limits;
         let hub = Arc::new(Hub::new(
@@ -74,12 +84,25 @@ impl Server {
                 max_sessions_per_user: limits.max_sessions_per_user,
             },
         ));
-        let local = Arc::new(Local::new(hub.clone(), config));
-        let inbox = Embedded::open(&settings.data_dir, limits.max_inbox)
-            .map_err(|e| ServerError::DataDir(e.to_string()))?;
-        let gateway = Arc::new(Gateway::new(settings, hub, local.clone(), Arc::new(inbox)));
+        let (broker, inbox, local): (Arc<dyn Broker>, Arc<dyn Inbox>, _) = match &settings.redis {
+            Some(url) => cluster_backends(&settings, url, hub.clone()).await?,
+            None => {
+                let local = Arc::new(Local::new(hub.clone(), config));
+                match local.restore(&snapshot_path(&settings)) {
+                    Ok(0) => {}
+                    Ok(rooms) => info!(rooms, "restored room history saved at the last shutdown"),
+                    Err(e) => warn!("room history not restored: {e}"),
+                }
+                let inbox = Embedded::open(&settings.data_dir, limits.max_inbox)
+                    .map_err(|e| ServerError::DataDir(e.to_string()))?;
+                (local.clone(), Arc::new(inbox), Some(local))
+            }
+        };
+        let gateway = Arc::new(Gateway::new(settings, hub, broker, inbox));
         Ok(Server {
             endpoint,
+            api,
+            api_tls,
             gateway,
             local,
             cert_hash,
@@ -93,6 +116,13 @@ impl Server {
             .expect("a bound endpoint has an address")
     }
 
+    /// The bound TCP address of the server API (HTTPS).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     /// SHA-256 of the certificate (hex), for `serverCertificateHashes`.
     pub fn cert_hash(&self) -> &str {
         &self.cert_hash
@@ -103,19 +133,43 @@ impl Server {
         self.gateway.clone()
     }
 
-    /// Accepts sessions until `shutdown` is cancelled, then closes every session with
-    /// `GoingAway` and waits for them, at most `shutdown_grace`.
+    /// Accepts sessions and serves the API until `shutdown` is cancelled, then closes
+    /// every session with `GoingAway` and waits for them and for API requests in
+    /// flight, at most `shutdown_grace`.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
-        let sweeper = tasks.spawn(sweep_rooms(
-            self.local.clone(),
-            self.gateway.config.limits.room_ttl,
+        // Only the single-process broker keeps rooms in memory; Redis expires them.
+        let sweeper = self.local.clone().map(|local| {
+            tasks.spawn(sweep_rooms(
+                local,
+                self.gateway.config.limits.room_ttl,
+                shutdown.clone(),
+            ))
+        });
+        let (udp_addr, api_addr) = (self.local_addr(), self.api_addr());
+        tasks.spawn(http::serve(
+            self.api,
+            self.api_tls,
+            http::app(self.gateway.clone()),
             shutdown.clone(),
+            self.gateway.config.limits.shutdown_grace,
         ));
-        info!(addr = %self.local_addr(), "accepting WebTransport sessions");
+        info!(addr = %api_addr, "serving the server API (HTTPS)");
+        info!(addr = %udp_addr, "accepting WebTransport sessions");
+        let limits = &self.gateway.config.limits;
+        let mut admission =
+            ConnectLimiter::new(limits.connect_rate_per_ip, limits.connect_burst_per_ip);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
+                    // Refused before the handshake: a flood costs one packet each.
+                    let peer = incoming.remote_address();
+                    if !admission.admit(peer.ip(), Instant::now()) {
+                        debug!(%peer, "connection rate limit: refused");
+                        self.gateway.metrics.error(ErrorCode::TooManySessions);
+                        incoming.refuse();
+                        continue;
+                    }
                     let gateway = self.gateway.clone();
                     tasks.spawn(handle_incoming(gateway, incoming));
                 }
@@ -126,10 +180,18 @@ impl Server {
         let open = self.gateway.hub.close_all(ErrorCode::GoingAway);
         self.gateway.shutdown.cancel();
         info!(sessions = open, "shutting down");
-        sweeper.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             warn!("sessions still open after {grace:?}; closing the endpoint");
+        }
+        if let Some(local) = &self.local {
+            match local.save(&snapshot_path(self.gateway.settings())) {
+                Ok(rooms) => debug!(rooms, "saved room history for the next start"),
+                Err(e) => warn!("room history not saved: {e}"),
+            }
         }
         self.endpoint.close(
             VarInt::from_u32(ErrorCode::GoingAway.to_code()),
@@ -156,6 +218,47 @@ async fn load_identity(tls: &TlsSource) -> Result<Identity, ServerError> {
         .map_err(|e| ServerError::Certificate(format!("{}: {e}", cert.display())))
 }
 
+/// Times [`bind_sockets`] tries fresh port pairs when the port is 0.
+const BIND_ATTEMPTS: usize = 8;
+
+/// Binds the UDP endpoint, then TCP on the port UDP got. With port 0 another
+/// process may hold that TCP port: then both are bound again on a new port.
+async fn bind_sockets(
+    settings: &Settings,
+    identity: Identity,
+) -> Result<(Endpoint<endpoint_side::Server>, TcpListener), ServerError> {
+    let attempts = if settings.listen.port() == 0 {
+        BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let bind_err = |source| ServerError::Bind {
+            addr: settings.listen,
+            source,
+        };
+        let endpoint = Endpoint::server(server_config(settings, identity.clone_identity()))
+            .map_err(bind_err)?;
+        let port = endpoint.local_addr().map_err(bind_err)?.port();
+        // On Linux a TCP socket on `[::]` is dual-stack, like the UDP endpoint.
+        let tcp_addr = SocketAddr::new(settings.listen.ip(), port);
+        match TcpListener::bind(tcp_addr).await {
+            Ok(listener) => return Ok((endpoint, listener)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                debug!(%tcp_addr, "TCP port taken; binding a new pair");
+            }
+            Err(source) => {
+                return Err(ServerError::Bind {
+                    addr: tcp_addr,
+                    source,
+                })
+            }
+        }
+    }
+}
+
 fn server_config(settings: &Settings, identity: Identity) -> ServerConfig {
     let builder = ServerConfig::builder();
     let builder = match settings.listen {
@@ -166,11 +269,50 @@ fn server_config(settings: &Settings, identity: Identity) -> ServerConfig {
         addr => builder.with_bind_address(addr),
     };
     builder
-        .with_identity(identity)
+        .with_custom_transport(identity, quic_transport())
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(Duration::from_secs(30)))
         .expect("a valid idle timeout")
         .build()
+}
+
+/// Where a graceful shutdown leaves the rooms' history for the next start.
+fn snapshot_path(settings: &Settings) -> std::path::PathBuf {
+    settings.data_dir.join("rooms.redb")
+}
+
+/// QUIC settings that bound what one client can make the server hold.
+fn quic_transport() -> wtransport::config::QuicTransportConfig {
+    let mut t = wtransport::config::QuicTransportConfig::default();
+    // A client needs 2 bidirectional streams (the WebTransport CONNECT request and
+    // the control stream) and 3 unidirectional ones (HTTP/3 control and QPACK);
+    // everything else it might open is refused by flow control, not buffered.
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_uni_streams(8u32.into());
+    // Client → server traffic is small control frames: small receive windows.
+    t.stream_receive_window((256u32 * 1024).into());
+    t.receive_window((1024u32 * 1024).into());
+    // Unacknowledged data held for one slow client stays bounded.
+    t.send_window(2 * 1024 * 1024);
+    t.datagram_receive_buffer_size(Some(64 * 1024));
+    t.datagram_send_buffer_size(64 * 1024);
+    t
+}
+
+/// Cluster mode: the Redis broker and inbox, shared with the other nodes.
+async fn cluster_backends(
+    settings: &Settings,
+    url: &str,
+    hub: Arc<Hub>,
+) -> Result<(Arc<dyn Broker>, Arc<dyn Inbox>, Option<Arc<Local>>), ServerError> {
+    let config = &settings.config;
+    let broker = Redis::connect(url, settings.node_id.clone(), hub, config)
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+    let inbox = RedisInbox::connect(url, config.limits.max_inbox)
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+    Ok((Arc::new(broker), Arc::new(inbox), None))
 }
 
 /// Drops the history of rooms that emptied more than `ttl` ago.

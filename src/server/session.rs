@@ -61,6 +61,7 @@ struct Live {
     /// Room streams by handle.
     streams: HashMap<u32, RoomOut>,
     publish_bucket: TokenBucket,
+    datagram_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
 }
@@ -163,6 +164,11 @@ impl Session {
             publish_bucket: TokenBucket::new(
                 limits.publish_rate,
                 limits.publish_burst,
+                Instant::now(),
+            ),
+            datagram_bucket: TokenBucket::new(
+                limits.datagram_rate,
+                limits.datagram_burst,
                 Instant::now(),
             ),
             last_notification: 0,
@@ -544,7 +550,7 @@ impl Session {
         }
     }
 
-    fn on_datagram(&self, live: &Live, payload: &[u8]) -> Result<(), Refusal> {
+    fn on_datagram(&self, live: &mut Live, payload: &[u8]) -> Result<(), Refusal> {
         let (handle, body) = match decode_datagram(payload) {
             Ok(Datagram::Send { handle, body }) => (handle, body),
             Ok(Datagram::Recv { .. }) => {
@@ -563,7 +569,10 @@ impl Session {
             self.gateway.metrics.datagrams_dropped.inc();
             return Ok(());
         };
-        if !self.ns_config.datagrams || body.len() > limits.max_datagram_body {
+        if !self.ns_config.datagrams
+            || body.len() > limits.max_datagram_body
+            || !live.datagram_bucket.try_take(Instant::now())
+        {
             debug!(
                 handle,
                 len = body.len(),

@@ -17,6 +17,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server API's TCP address (HTTPS).
+    pub api: SocketAddr,
     pub hash: String,
     pub gateway: Arc<Gateway>,
     shutdown: CancellationToken,
@@ -36,8 +38,23 @@ impl TestServer {
     }
 
     /// A server keeping its inboxes in `data` (reuse it to test restarts).
-    pub async fn start_in(dir: tempfile::TempDir, data: std::path::PathBuf, config: Config) -> TestServer {
-        let settings = Settings {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        data: std::path::PathBuf,
+        config: Config,
+    ) -> TestServer {
+        Self::start_adjusted(dir, data, config, |_| {}).await
+    }
+
+    /// Like [`start_in`](Self::start_in), with `adjust` applied to the settings
+    /// (e.g. `api_key = None`).
+    pub async fn start_adjusted(
+        dir: tempfile::TempDir,
+        data: std::path::PathBuf,
+        config: Config,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: TlsSource::SelfSigned {
                 dir: dir.path().to_owned(),
@@ -48,15 +65,20 @@ impl TestServer {
             config,
             data_dir: data,
             api_key: Some(API_KEY.into()),
+            redis: None,
+            node_id: None,
         };
+        adjust(&mut settings);
         let server = Server::bind(settings).await.expect("server binds");
         let shutdown = CancellationToken::new();
         let addr = server.local_addr();
+        let api = server.api_addr();
         let hash = server.cert_hash().to_owned();
         let gateway = server.gateway();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             addr,
+            api,
             hash,
             gateway,
             shutdown,
@@ -71,6 +93,16 @@ impl TestServer {
             self.addr.port(),
             ns.trim_start_matches('/')
         )
+    }
+
+    /// The server API's base URL.
+    pub fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.api.port())
+    }
+
+    /// A client of the server API sending `key`, pinning the certificate.
+    pub fn api_client(&self, key: Option<&str>) -> wtgate::api_client::ApiClient {
+        wtgate::api_client::ApiClient::new(&self.api_url(), key, &self.trust()).unwrap()
     }
 
     pub fn trust(&self) -> Trust {

@@ -3,9 +3,13 @@
 
 mod common;
 
+mod api;
 mod auth;
+mod cli;
 mod datagrams;
+mod floods;
 mod limits;
+mod load;
 mod notifications;
 mod presence;
 mod rooms;

@@ -45,7 +45,10 @@ async fn an_online_user_gets_it_on_every_session() {
     let id = notify(&server, "ann", "hello ann").await;
     for tab in [&mut tab1, &mut tab2] {
         let got = next_notification(tab).await;
-        assert_eq!(got, (id, "mention".into(), Bytes::from_static(b"hello ann")));
+        assert_eq!(
+            got,
+            (id, "mention".into(), Bytes::from_static(b"hello ann"))
+        );
     }
     expect_no_notification(&mut bob).await;
     expect_no_notification(&mut chat).await;
@@ -86,7 +89,11 @@ async fn ack_removes_and_unacked_ones_come_back() {
     ann.ack_notification(999).await.unwrap();
     ann.close().await;
     let mut ann = server.client("/notifications", "ann").await;
-    assert_eq!(next_notification(&mut ann).await.0, b, "unacked b is redelivered");
+    assert_eq!(
+        next_notification(&mut ann).await.0,
+        b,
+        "unacked b is redelivered"
+    );
     expect_no_notification(&mut ann).await;
     server.stop().await;
 }
@@ -95,7 +102,12 @@ async fn ack_removes_and_unacked_ones_come_back() {
 async fn inboxes_survive_a_restart_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = TestServer::start_in(tempfile::tempdir().unwrap(), data.clone(), Config::default()).await;
+    let server = TestServer::start_in(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        Config::default(),
+    )
+    .await;
     let first = notify(&server, "ann", "before restart 1").await;
     let second = notify(&server, "ann", "before restart 2").await;
     let mut ann = server.client("/notifications", "ann").await;
@@ -130,8 +142,14 @@ async fn the_inbox_is_bounded_oldest_first() {
     }
     expect_no_notification(&mut ann).await;
     let metrics = server.gateway.metrics_text().await;
-    assert!(metrics.contains("wtgate_notifications_evicted_total 2"), "{metrics}");
-    assert!(metrics.contains("wtgate_notifications_pending 3"), "{metrics}");
+    assert!(
+        metrics.contains("wtgate_notifications_evicted_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wtgate_notifications_pending 3"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -141,7 +159,13 @@ async fn acks_outside_inbox_namespaces_are_refused() {
     let chat = server.client("/chat", "ann").await;
     let err = chat.ack_notification(1).await.unwrap_err();
     assert!(
-        matches!(err, wtgate::client::ClientError::Server { code: wtgate::protocol::ErrorCode::Forbidden, .. }),
+        matches!(
+            err,
+            wtgate::client::ClientError::Server {
+                code: wtgate::protocol::ErrorCode::Forbidden,
+                ..
+            }
+        ),
         "{err:?}"
     );
     server.stop().await;
@@ -153,10 +177,16 @@ async fn notify_validates_its_input() {
     let g = &server.gateway;
     let body = Bytes::from_static(b"x");
     assert!(g.notify("", "k", body.clone()).await.is_err());
-    assert!(g.notify("server", "k", body.clone()).await.is_err(), "reserved user");
+    assert!(
+        g.notify("server", "k", body.clone()).await.is_err(),
+        "reserved user"
+    );
     assert!(g.notify("two words", "k", body.clone()).await.is_err());
     assert!(g.notify("ann", "", body.clone()).await.is_err());
-    assert!(g.notify("ann", &"k".repeat(65), body.clone()).await.is_err());
+    assert!(g
+        .notify("ann", &"k".repeat(65), body.clone())
+        .await
+        .is_err());
     let huge = Bytes::from(vec![0u8; 70_000]);
     assert!(g.notify("ann", "k", huge).await.is_err());
     server.stop().await;

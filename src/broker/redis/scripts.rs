@@ -1,0 +1,198 @@
+//! The Lua scripts: each runs atomically in Redis, which is what keeps seq numbers
+//! gap-free, history in step with them, and presence counts exact.
+//!
+//! Every script gets the key prefix as `ARGV[1]` and builds the names of the keys
+//! it touches from it (see [`super::wire`]); times come from Redis' clock, so
+//! nodes with skewed clocks agree on heartbeat deadlines and epochs. Scripts that
+//! derive key names from their arguments need a single Redis (not Redis Cluster).
+
+use redis::Script;
+
+/// Shared helpers, prepended to every script.
+const PRELUDE: &str = r#"
+local pre = ARGV[1]
+local function int(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- A presence tuple: 'r{ns} {room} {user}' or 'o{ns} {user}'. Returns the hash
+-- counting the user's nodes, the channel for events, the user, and the event head.
+local function place(t)
+  local sp = string.find(t, ' ', 2, true)
+  local ns = string.sub(t, 2, sp - 1)
+  if string.sub(t, 1, 1) == 'r' then
+    local sp2 = string.find(t, ' ', sp + 1, true)
+    local room = string.sub(t, sp + 1, sp2 - 1)
+    local user = string.sub(t, sp2 + 1)
+    return pre .. 'members:' .. ns .. ':' .. room, pre .. 'ch:room:' .. ns .. ':' .. room, user,
+      function(flag) return 'P' .. flag .. user end
+  end
+  local user = string.sub(t, sp + 1)
+  return pre .. 'online:' .. ns, pre .. 'ch:all', user,
+    function(flag) return 'O' .. flag .. ns .. ' ' .. user end
+end
+-- One more node has the user there: the first one announces the join.
+local function add(t)
+  local hash, chan, user, event = place(t)
+  if redis.call('HINCRBY', hash, user, 1) == 1 then
+    redis.call('PUBLISH', chan, event('1'))
+  end
+end
+-- One node less: the last one announces the leave.
+local function drop(t)
+  local hash, chan, user, event = place(t)
+  if redis.call('HINCRBY', hash, user, -1) <= 0 then
+    redis.call('HDEL', hash, user)
+    redis.call('PUBLISH', chan, event('0'))
+  end
+end
+-- Removes everything a node contributed.
+local function reap(node)
+  local set = pre .. 'node:' .. node
+  for _, t in ipairs(redis.call('SMEMBERS', set)) do drop(t) end
+  redis.call('DEL', set)
+end
+"#;
+
+/// KEYS: room, hist, channel. ARGV: prefix, record, history cap, ttl ms.
+/// Creates the room's epoch if needed, assigns the next seq, stores the message and
+/// publishes it. Returns the seq.
+const PUBLISH: &str = r#"
+local room, hist, chan = KEYS[1], KEYS[2], KEYS[3]
+local cap, ttl = tonumber(ARGV[3]), ARGV[4]
+redis.call('HSETNX', room, 'epoch', int(now_ms()))
+local epoch = redis.call('HGET', room, 'epoch')
+local seq = redis.call('HINCRBY', room, 'seq', 1)
+local entry = int(seq) .. ':' .. ARGV[2]
+if cap > 0 then
+  redis.call('RPUSH', hist, entry)
+  redis.call('LTRIM', hist, -cap, -1)
+  redis.call('PEXPIRE', hist, ttl)
+end
+redis.call('PEXPIRE', room, ttl)
+redis.call('PUBLISH', chan, 'M' .. epoch .. ':' .. entry)
+return seq
+"#;
+
+/// KEYS: room, hist. ARGV: prefix, ttl ms, since epoch ('' for none), since seq.
+/// Creates the room's epoch if needed (a member's epoch stays valid) and returns
+/// `{epoch, last seq, 1 when recovered, entries after since}`.
+const RECOVER: &str = r#"
+local room, hist, ttl = KEYS[1], KEYS[2], ARGV[2]
+redis.call('HSETNX', room, 'epoch', int(now_ms()))
+redis.call('PEXPIRE', room, ttl)
+redis.call('PEXPIRE', hist, ttl)
+local epoch = redis.call('HGET', room, 'epoch')
+local last = tonumber(redis.call('HGET', room, 'seq') or '0')
+local ok, entries = 0, {}
+if ARGV[3] ~= '' and ARGV[3] == epoch then
+  local since = tonumber(ARGV[4])
+  if since == last then
+    ok = 1
+  elseif since < last then
+    local n = last - since
+    if redis.call('LLEN', hist) >= n then
+      entries = redis.call('LRANGE', hist, -n, -1)
+      ok = 1
+    end
+  end
+end
+return {epoch, last, ok, entries}
+"#;
+
+/// KEYS: room, hist. ARGV: prefix, ttl ms, epoch, seq this node delivered last.
+/// After a reconnect: restores a room whose keys Redis lost (its data was wiped)
+/// with the epoch and seq its members know, or returns what this node missed.
+/// Returns `{status, entries}`: 0 caught up (entries missed), 1 restored, 2 the room
+/// is in another epoch now, 3 history no longer reaches back (entries it has).
+const RESUME: &str = r#"
+local room, hist, ttl = KEYS[1], KEYS[2], ARGV[2]
+local epoch = redis.call('HGET', room, 'epoch')
+if not epoch then
+  redis.call('HSET', room, 'epoch', ARGV[3], 'seq', ARGV[4])
+  redis.call('PEXPIRE', room, ttl)
+  return {1, {}}
+end
+if epoch ~= ARGV[3] then return {2, {}} end
+local last = tonumber(redis.call('HGET', room, 'seq') or '0')
+local known = tonumber(ARGV[4])
+if last < known then
+  redis.call('HSET', room, 'seq', ARGV[4])
+  return {0, {}}
+end
+local n = last - known
+if n == 0 then return {0, {}} end
+if redis.call('LLEN', hist) < n then return {3, redis.call('LRANGE', hist, 0, -1)} end
+return {0, redis.call('LRANGE', hist, -n, -1)}
+"#;
+
+/// ARGV: prefix, node, '1' join / '0' leave, tuple.
+/// Records or removes one presence of this node; cluster-wide transitions publish
+/// the join or leave event.
+const PRESENCE: &str = r#"
+local set = pre .. 'node:' .. ARGV[2]
+if ARGV[3] == '1' then
+  if redis.call('SADD', set, ARGV[4]) == 1 then add(ARGV[4]) end
+else
+  if redis.call('SREM', set, ARGV[4]) == 1 then drop(ARGV[4]) end
+end
+return 0
+"#;
+
+/// ARGV: prefix, node, tuple... Makes the node's presence exactly the given tuples
+/// (after Redis lost it, the node was declared dead, or writes failed), publishing
+/// only the differences.
+const RESYNC: &str = r#"
+local set = pre .. 'node:' .. ARGV[2]
+local want = {}
+for i = 3, #ARGV do want[ARGV[i]] = true end
+for _, t in ipairs(redis.call('SMEMBERS', set)) do
+  if want[t] then want[t] = nil else redis.call('SREM', set, t); drop(t) end
+end
+for i = 3, #ARGV do
+  local t = ARGV[i]
+  if want[t] then want[t] = nil; redis.call('SADD', set, t); add(t) end
+end
+return 0
+"#;
+
+/// ARGV: prefix, node, ttl ms. Extends this node's heartbeat deadline and reaps up
+/// to 8 nodes whose deadline passed (their users leave where no other node has
+/// them). Returns `{1 when this node was not registered, reaped nodes}`: reaping
+/// inside the script makes each dead node's leave events happen exactly once.
+const HEARTBEAT: &str = r#"
+local nodes = pre .. 'nodes'
+local now = now_ms()
+local added = redis.call('ZADD', nodes, int(now + tonumber(ARGV[3])), ARGV[2])
+local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', int(now), 'LIMIT', 0, 8)
+for _, node in ipairs(dead) do
+  redis.call('ZREM', nodes, node)
+  reap(node)
+end
+return {added, dead}
+"#;
+
+/// The loaded scripts (loaded again by `EVALSHA` fallback after a Redis restart).
+pub(super) struct Scripts {
+    pub(super) publish: Script,
+    pub(super) recover: Script,
+    pub(super) resume: Script,
+    pub(super) presence: Script,
+    pub(super) resync: Script,
+    pub(super) heartbeat: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Scripts {
+            publish: script(PUBLISH),
+            recover: script(RECOVER),
+            resume: script(RESUME),
+            presence: script(PRESENCE),
+            resync: script(RESYNC),
+            heartbeat: script(HEARTBEAT),
+        }
+    }
+}

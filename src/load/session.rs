@@ -1,0 +1,222 @@
+//! One load client's session, lean: it speaks the protocol directly over a shared
+//! client endpoint instead of going through [`crate::client::Client`], so a
+//! delivery costs no task hop, no channel and no allocation — the load tester
+//! shares the machine with the server it measures.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use wtransport::endpoint::endpoint_side;
+use wtransport::{Connection, Endpoint, RecvStream, SendStream};
+
+use super::wire::{split_frame, WireError};
+use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use crate::transport::FrameReader;
+
+/// How long opening a session, `Hello` and the join may take each.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest frame accepted from the server.
+pub(crate) const MAX_FRAME: usize = crate::config::MAX_FRAME_LIMIT;
+
+/// Why a client could not get going; `kind` is what the report counts.
+#[derive(Debug)]
+pub(crate) struct SetupError {
+    pub(crate) kind: String,
+    pub(crate) detail: String,
+}
+
+fn fail(kind: &str, detail: impl ToString) -> SetupError {
+    SetupError {
+        kind: kind.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// A session that said `Hello` and joined its room.
+pub(crate) struct Joined {
+    pub(crate) conn: Connection,
+    pub(crate) control: SendStream,
+    pub(crate) replies: FrameReader<RecvStream>,
+    pub(crate) room: RoomReader,
+    pub(crate) handle: u32,
+    /// Time from the first packet until `Welcome`.
+    pub(crate) connect_time: Duration,
+}
+
+/// Opens a session on `url`, says `Hello` with `token` and joins `room`.
+pub(crate) async fn open(
+    endpoint: &Endpoint<endpoint_side::Client>,
+    url: &str,
+    token: &str,
+    room: &str,
+) -> Result<Joined, SetupError> {
+    let started = Instant::now();
+    let conn = match tokio::time::timeout(STEP_TIMEOUT, endpoint.connect(url)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(fail("connect", e)),
+        Err(_) => return Err(fail("connect", "timed out")),
+    };
+    let step = async {
+        let (mut control, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| fail("connect", e))?
+            .await
+            .map_err(|e| fail("connect", e))?;
+        let hello = frame_bytes(&ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+        });
+        control
+            .write_all(&hello)
+            .await
+            .map_err(|e| fail("hello", e))?;
+        let mut replies = FrameReader::new(recv, MAX_FRAME);
+        match replies.next::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Welcome { .. })) => {}
+            Ok(Some(ServerFrame::Error { code, message, .. })) => {
+                return Err(fail(&format!("hello: {code:?}"), message))
+            }
+            Ok(other) => return Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+            Err(e) => return Err(fail("hello", e)),
+        }
+        Ok((control, replies))
+    };
+    let (mut control, mut replies) = within(step).await?;
+    let connect_time = started.elapsed();
+
+    let join = async {
+        let frame = frame_bytes(&ClientFrame::Join {
+            req: 1,
+            room: room.to_owned(),
+            since: None,
+        });
+        control
+            .write_all(&frame)
+            .await
+            .map_err(|e| fail("join", e))?;
+        let handle = match replies.next::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Joined { handle, .. })) => handle,
+            Ok(Some(ServerFrame::Error { code, message, .. })) => {
+                return Err(fail(&format!("join: {code:?}"), message))
+            }
+            Ok(other) => return Err(fail("join", format!("expected Joined, got {other:?}"))),
+            Err(e) => return Err(fail("join", e)),
+        };
+        let stream = conn.accept_uni().await.map_err(|e| fail("join", e))?;
+        let mut reader = RoomReader::new(stream);
+        match reader.header().await {
+            Ok(Some(h)) if h == handle => {}
+            Ok(h) => return Err(fail("join", format!("room stream header {h:?}"))),
+            Err(e) => return Err(fail("join", e)),
+        }
+        Ok((handle, reader))
+    };
+    let (handle, room) = within(join).await?;
+    Ok(Joined {
+        conn,
+        control,
+        replies,
+        room,
+        handle,
+        connect_time,
+    })
+}
+
+async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, SetupError>>,
+) -> Result<T, SetupError> {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(fail("timeout", "no answer in time")))
+}
+
+/// Why reading a room stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RoomReadError {
+    /// The stream failed or the connection closed.
+    #[error("room stream: {0}")]
+    Stream(#[from] wtransport::error::StreamReadError),
+    /// The server finished the stream.
+    #[error("room stream finished")]
+    Finished,
+    /// The bytes are not frames.
+    #[error("room stream: {0}")]
+    Wire(#[from] WireError),
+    /// The header is not a `RoomStream` frame.
+    #[error("room stream header: {0}")]
+    Header(String),
+}
+
+/// Reads a room stream into one reused buffer and hands out whole frames in
+/// place.
+pub(crate) struct RoomReader {
+    stream: RecvStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl RoomReader {
+    fn new(stream: RecvStream) -> Self {
+        RoomReader {
+            stream,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads the `RoomStream` header: its handle.
+    async fn header(&mut self) -> Result<Option<u32>, RoomReadError> {
+        loop {
+            if let Some((_, used)) = split_frame(&self.buf[self.start..self.end], MAX_FRAME)? {
+                let mut frame = BytesMut::from(&self.buf[self.start..self.start + used]);
+                self.start += used;
+                return match decode_frame::<ServerFrame>(&mut frame, MAX_FRAME) {
+                    Ok(Some(ServerFrame::RoomStream { handle, .. })) => Ok(Some(handle)),
+                    Ok(other) => Err(RoomReadError::Header(format!("{other:?}"))),
+                    Err(e) => Err(RoomReadError::Header(e.to_string())),
+                };
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Waits for more bytes. Cancel-safe: nothing is lost if the future is dropped.
+    pub(crate) async fn fill(&mut self) -> Result<(), RoomReadError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && (self.end == self.buf.len() || self.start >= self.buf.len() / 2)
+        {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // One frame larger than the buffer (split_frame caps it at MAX_FRAME).
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+        match self.stream.read(&mut self.buf[self.end..]).await? {
+            Some(n) => {
+                self.end += n;
+                Ok(())
+            }
+            None => Err(RoomReadError::Finished),
+        }
+    }
+
+    /// The next whole frame body already buffered.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<&[u8]>, RoomReadError> {
+        let (len, used) = match split_frame(&self.buf[self.start..self.end], MAX_FRAME)? {
+            Some((body, used)) => (body.len(), used),
+            None => return Ok(None),
+        };
+        let at = self.start + (used - len);
+        self.start += used;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+}

@@ -1,0 +1,680 @@
+//! Cluster mode end to end: a real `redis-server` on a free loopback port and 2–3
+//! real `wtgate serve --redis` processes, driven by the Rust client and the server
+//! API client. Every process is killed when its guard drops, also on failure (and
+//! then the tail of each node's log is printed).
+//!
+//! Needs `redis-server` on the PATH (Debian: `apt-get install redis-server`).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use std::io::{Read, Write};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use wtgate::api_client::ApiClient;
+use wtgate::auth::{mint, Claims};
+use wtgate::client::{Client, ClientError, Event, Trust};
+use wtgate::protocol::{ErrorCode, Since};
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+const API_KEY: &str = "cluster-api-key";
+/// How long any single expected event may take.
+const WAIT: Duration = Duration::from_secs(10);
+/// A killed node's users must leave everyone's presence within this (the design
+/// bound is about 5 s: a 4 s heartbeat deadline plus one heartbeat).
+const DEAD_NODE_BOUND: Duration = Duration::from_secs(8);
+
+/// A `redis-server` without persistence, in a temp dir.
+struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut redis = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (Debian: apt-get install redis-server)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !redis_ping(self.port) {
+            assert!(started.elapsed() < WAIT, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the data is gone (no persistence).
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// `PING` over a raw socket.
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `wtgate serve --redis` process.
+struct Node {
+    id: String,
+    addr: SocketAddr,
+    hash: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    async fn start(id: &str, redis: &RedisServer, base: &Path) -> Node {
+        let dir = base.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("wtgate.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--certs-dir")
+            .arg(dir.join("certs"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--secret", SECRET, "--api-key", API_KEY])
+            .args(["--redis", &redis.url(), "--node-id", id])
+            .args(["--publish-rate", "1000"])
+            .args(["--log", "info,wtgate=debug"])
+            .env_remove("WTGATE_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut hash) = (None, None);
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("wtgate listening on https://") {
+                    addr = rest.split_whitespace().next().map(|a| a.parse().unwrap());
+                }
+                if let Some(rest) = line.strip_prefix("certificate sha-256: ") {
+                    hash = Some(rest.trim().to_owned());
+                }
+                if addr.is_some() && hash.is_some() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .is_err()
+            || addr.is_none()
+        {
+            let log = std::fs::read_to_string(dir.join("wtgate.log")).unwrap_or_default();
+            panic!("node {id} did not start:\n{log}");
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            id: id.to_owned(),
+            addr: addr.unwrap(),
+            hash: hash.unwrap(),
+            dir,
+            child: Some(child),
+        }
+    }
+
+    fn trust(&self) -> Trust {
+        Trust::Hash(self.hash.clone())
+    }
+
+    fn url(&self, ns: &str) -> String {
+        format!("https://127.0.0.1:{}{ns}", self.addr.port())
+    }
+
+    fn api(&self) -> ApiClient {
+        let base = format!("https://127.0.0.1:{}", self.addr.port());
+        ApiClient::new(&base, Some(API_KEY), &self.trust()).unwrap()
+    }
+
+    async fn client(&self, ns: &str, user: &str) -> Client {
+        Client::connect(&self.url(ns), &token(user), &self.trust())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects to {} {ns}: {e}", self.id))
+    }
+
+    /// SIGKILL, no goodbye.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("wtgate.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of node {} ---", self.id);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A Redis and `n` nodes `n1`, `n2`, … in one temp dir.
+struct Cluster {
+    nodes: Vec<Node>,
+    redis: RedisServer,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Cluster {
+        let redis = RedisServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            nodes.push(Node::start(&format!("n{i}"), &redis, dir.path()).await);
+        }
+        Cluster { nodes, redis, dir }
+    }
+}
+
+fn token(user: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    mint(SECRET.as_bytes(), &Claims::new(user, now, 3600)).unwrap()
+}
+
+/// The next event `pick` accepts, skipping others; panics after [`WAIT`].
+async fn expect<T>(client: &mut Client, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, client.next_event()).await {
+            Ok(Some(event)) => {
+                if let Some(t) = pick(event) {
+                    return t;
+                }
+            }
+            Ok(None) => panic!("session ended while waiting for {what}"),
+            Err(_) => panic!("no {what} within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next room message as (room, seq, body).
+async fn message(client: &mut Client) -> (String, u64, Bytes) {
+    expect(client, "a message", |e| match e {
+        Event::Message {
+            room, seq, body, ..
+        } => Some((room, seq, body)),
+        _ => None,
+    })
+    .await
+}
+
+fn is_internal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Server {
+            code: ErrorCode::Internal,
+            ..
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_reaches_every_node_complete_and_in_order() {
+    let cluster = Cluster::start(3).await;
+    const CLIENTS: usize = 120;
+    const PER_PUBLISHER: usize = 40;
+    let nodes = &cluster.nodes;
+
+    let mut clients = Vec::new();
+    for chunk in (0..CLIENTS).collect::<Vec<_>>().chunks(20) {
+        let joined = chunk.iter().map(|&i| async move {
+            let node = &nodes[i % nodes.len()];
+            let c = node.client("/chat", &format!("u{i}")).await;
+            let reply = c.join("fan", None).await.unwrap();
+            assert_eq!(reply.seq, 0, "a fresh room");
+            c
+        });
+        clients.extend(futures::future::join_all(joined).await);
+    }
+
+    // One publisher per node, concurrently, each waiting for its acks.
+    let mut publishers = Vec::new();
+    for p in 0..nodes.len() {
+        let client = clients.remove(0); // u0, u1, u2 sit on n1, n2, n3
+        publishers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for k in 0..PER_PUBLISHER {
+                let body = Bytes::from(format!("p{p}-{k:03}"));
+                seqs.push(client.publish("fan", body).await.unwrap());
+            }
+            (client, seqs)
+        }));
+    }
+    let mut acked = Vec::new();
+    for p in publishers {
+        let (client, seqs) = p.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "acks increase");
+        acked.extend(seqs);
+        clients.push(client);
+    }
+    let total = nodes.len() * PER_PUBLISHER;
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "gap-free seqs"
+    );
+
+    let receivers = clients.into_iter().map(|mut c| async move {
+        let mut got = Vec::with_capacity(total);
+        while got.len() < total {
+            got.push(message(&mut c).await);
+        }
+        // Nothing more (no duplicates) shortly after.
+        let extra = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if let Some(Event::Message { seq, .. }) = c.next_event().await {
+                    return seq;
+                }
+            }
+        })
+        .await;
+        assert!(extra.is_err(), "a duplicate or extra message: {extra:?}");
+        got
+    });
+    for got in futures::future::join_all(receivers).await {
+        let seqs: Vec<u64> = got.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "every seq once, in order"
+        );
+        for p in 0..nodes.len() {
+            let prefix = format!("p{p}-");
+            let bodies: Vec<&Bytes> = got
+                .iter()
+                .map(|(_, _, b)| b)
+                .filter(|b| b.starts_with(prefix.as_bytes()))
+                .collect();
+            assert_eq!(bodies.len(), PER_PUBLISHER);
+            assert!(
+                bodies.windows(2).all(|w| w[0] < w[1]),
+                "publisher order kept"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_volatile_span_nodes() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    let mut ann = a.client("/chat", "ann").await;
+    ann.join("lobby", None).await.unwrap();
+    let mut bob = b.client("/chat", "bob").await;
+    assert_eq!(
+        bob.welcome().online.as_deref(),
+        Some(&["ann".to_owned(), "bob".to_owned()][..])
+    );
+    expect(&mut ann, "OnlineJoin bob", |e| {
+        (e == Event::OnlineJoin { user: "bob".into() }).then_some(())
+    })
+    .await;
+    let joined = bob.join("lobby", None).await.unwrap();
+    assert_eq!(joined.members, ["ann", "bob"]);
+    expect(&mut ann, "PresenceJoin bob", |e| match e {
+        Event::PresenceJoin { room, user } if room == "lobby" && user == "bob" => Some(()),
+        _ => None,
+    })
+    .await;
+    for node in [a, b] {
+        let users = node.api().presence("/chat", Some("lobby")).await.unwrap();
+        assert_eq!(users, ["ann", "bob"], "room presence on {}", node.id);
+        let online = node.api().presence("/chat", None).await.unwrap();
+        assert_eq!(online, ["ann", "bob"], "online on {}", node.id);
+    }
+
+    // A user on both nodes counts once, and leaves when their last session does.
+    let carl_a = a.client("/chat", "carl").await;
+    carl_a.join("lobby", None).await.unwrap();
+    expect(&mut bob, "PresenceJoin carl", |e| match e {
+        Event::PresenceJoin { user, .. } if user == "carl" => Some(()),
+        _ => None,
+    })
+    .await;
+    let carl_b = b.client("/chat", "carl").await;
+    carl_b.join("lobby", None).await.unwrap();
+    carl_a.leave("lobby").await.unwrap();
+    carl_a.close().await;
+    let users = b.api().presence("/chat", Some("lobby")).await.unwrap();
+    assert_eq!(users, ["ann", "bob", "carl"], "carl is still on n2");
+    carl_b.close().await;
+    expect(&mut ann, "PresenceLeave carl", |e| match e {
+        Event::PresenceLeave { user, .. } if user == "carl" => Some(()),
+        Event::PresenceJoin { user, .. } if user == "carl" => None,
+        Event::OnlineLeave { user } if user == "carl" => None,
+        _ => None,
+    })
+    .await;
+
+    // Volatile events cross nodes; the sender does not get its own back.
+    bob.send_volatile("lobby", Bytes::from_static(b"typing"))
+        .unwrap();
+    let (from, body) = expect(&mut ann, "a volatile event", |e| match e {
+        Event::Volatile { from, body, .. } => Some((from, body)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((from.as_str(), &body[..]), ("bob", &b"typing"[..]));
+
+    bob.leave("lobby").await.unwrap();
+    expect(&mut ann, "PresenceLeave bob", |e| match e {
+        Event::PresenceLeave { user, .. } if user == "bob" => Some(()),
+        _ => None,
+    })
+    .await;
+    bob.close().await;
+    expect(&mut ann, "OnlineLeave bob", |e| {
+        (e == Event::OnlineLeave { user: "bob".into() }).then_some(())
+    })
+    .await;
+    assert!(
+        !std::iter::from_fn(|| bob.try_event()).any(|e| matches!(e, Event::Volatile { .. })),
+        "bob got his own volatile event"
+    );
+    assert_eq!(
+        a.api().presence("/chat", Some("lobby")).await.unwrap(),
+        ["ann"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_presence_within_the_bound() {
+    let mut cluster = Cluster::start(3).await;
+    let mut ann = cluster.nodes[0].client("/chat", "ann").await;
+    ann.join("r", None).await.unwrap();
+    let bob = cluster.nodes[1].client("/chat", "bob").await;
+    bob.join("r", None).await.unwrap();
+    let mut carl = cluster.nodes[2].client("/chat", "carl").await;
+    carl.join("r", None).await.unwrap();
+    let online = cluster.nodes[0]
+        .api()
+        .presence("/chat", None)
+        .await
+        .unwrap();
+    assert_eq!(online, ["ann", "bob", "carl"]);
+
+    let killed = Instant::now();
+    cluster.nodes[1].kill().await;
+    let (mut left_room, mut left_online) = (false, false);
+    while !(left_room && left_online) {
+        match expect(&mut ann, "bob's leave events", |e| match e {
+            Event::PresenceLeave { user, .. } if user == "bob" => Some(true),
+            Event::OnlineLeave { user } if user == "bob" => Some(false),
+            _ => None,
+        })
+        .await
+        {
+            true => left_room = true,
+            false => left_online = true,
+        }
+    }
+    let took = killed.elapsed();
+    assert!(took <= DEAD_NODE_BOUND, "bob left after {took:?}");
+    for node in [&cluster.nodes[0], &cluster.nodes[2]] {
+        assert_eq!(
+            node.api().presence("/chat", Some("r")).await.unwrap(),
+            ["ann", "carl"]
+        );
+        assert_eq!(
+            node.api().presence("/chat", None).await.unwrap(),
+            ["ann", "carl"]
+        );
+    }
+
+    // The survivors carry on.
+    let seq = ann
+        .publish("r", Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    let (_, got, body) = message(&mut carl).await;
+    assert_eq!((got, &body[..]), (seq, &b"still here"[..]));
+    let dave = cluster.nodes[2].client("/chat", "dave").await;
+    assert_eq!(
+        dave.join("r", None).await.unwrap().members,
+        ["ann", "carl", "dave"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_fails_clearly_then_recovers() {
+    let mut cluster = Cluster::start(2).await;
+    let ann = cluster.nodes[0].client("/chat", "ann").await;
+    let joined = ann.join("r", None).await.unwrap();
+    let mut bob = cluster.nodes[1].client("/chat", "bob").await;
+    bob.join("r", None).await.unwrap();
+    for i in 1..=3u64 {
+        assert_eq!(
+            ann.publish("r", Bytes::from(vec![i as u8])).await.unwrap(),
+            i
+        );
+        assert_eq!(message(&mut bob).await.1, i);
+    }
+
+    cluster.redis.kill().await;
+    let err = ann
+        .publish("r", Bytes::from_static(b"lost?"))
+        .await
+        .expect_err("publishing without redis fails");
+    assert!(is_internal(&err), "{err}");
+    assert!(err.to_string().contains("redis"), "a clear message: {err}");
+    let refused = cluster.nodes[1].client("/chat", "carl").await;
+    let err = refused
+        .join("r", None)
+        .await
+        .expect_err("joining without redis fails");
+    assert!(is_internal(&err), "{err}");
+
+    cluster.redis.spawn().await;
+    let started = Instant::now();
+    let seq = loop {
+        match ann.publish("r", Bytes::from_static(b"back")).await {
+            Ok(seq) => break seq,
+            Err(e) if is_internal(&e) && started.elapsed() < WAIT => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("publish did not recover: {e}"),
+        }
+    };
+    assert_eq!(seq, 4, "the room kept its epoch and seq");
+    let (_, got, body) = message(&mut bob).await;
+    assert_eq!((got, &body[..]), (4, &b"back"[..]));
+
+    // Presence is written back; joins work again, in the same epoch.
+    let api = cluster.nodes[1].api();
+    let started = Instant::now();
+    while api.presence("/chat", Some("r")).await.ok().as_deref()
+        != Some(&["ann".to_owned(), "bob".to_owned()][..])
+    {
+        assert!(started.elapsed() < WAIT, "presence was not restored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let carl = cluster.nodes[1].client("/chat", "carl").await;
+    let again = carl.join("r", None).await.unwrap();
+    assert_eq!((again.epoch, again.seq), (joined.epoch, 4));
+    assert_eq!(again.members, ["ann", "bob", "carl"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_with_since_across_nodes() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let ann = a.client("/chat", "ann").await;
+    ann.join("log", None).await.unwrap();
+
+    let mut bob = a.client("/chat", "bob").await;
+    let joined = bob.join("log", None).await.unwrap();
+    for i in 1..=3u8 {
+        ann.publish("log", Bytes::from(vec![i])).await.unwrap();
+    }
+    let mut last = 0;
+    while last < 3 {
+        last = message(&mut bob).await.1;
+    }
+    bob.close().await;
+    drop(bob);
+    for i in 4..=8u8 {
+        ann.publish("log", Bytes::from(vec![i])).await.unwrap();
+    }
+
+    // Bob comes back through the other node.
+    let mut bob = b.client("/chat", "bob").await;
+    let since = Since {
+        epoch: joined.epoch,
+        seq: last,
+    };
+    let rejoined = bob.join("log", Some(since)).await.unwrap();
+    assert!(rejoined.recovered);
+    assert_eq!((rejoined.epoch, rejoined.seq), (joined.epoch, 8));
+    ann.publish("log", Bytes::from(vec![9])).await.unwrap();
+    for expected in 4..=9u64 {
+        let (_, seq, body) = message(&mut bob).await;
+        assert_eq!((seq, &body[..]), (expected, &[expected as u8][..]));
+    }
+
+    // Too far back (another epoch) is not recovered.
+    let carl = b.client("/chat", "carl").await;
+    let stale = Since {
+        epoch: joined.epoch - 1,
+        seq: 2,
+    };
+    assert!(!carl.join("log", Some(stale)).await.unwrap().recovered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_api_and_notifications_span_nodes() {
+    let mut cluster = Cluster::start(2).await;
+    let api_a = cluster.nodes[0].api();
+
+    // Online user on n2, notified through n1's API.
+    let mut dave = cluster.nodes[1].client("/notifications", "dave").await;
+    let id = api_a.notify("dave", "ping", b"hello").await.unwrap();
+    let (got, body) = expect(&mut dave, "a notification", |e| match e {
+        Event::Notification { id, body, .. } => Some((id, body)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((got, &body[..]), (id, &b"hello"[..]));
+    dave.ack_notification(id).await.unwrap();
+
+    // Offline user: stored in Redis, delivered on connect to the other node, kept
+    // across a restart of that node until acknowledged.
+    let id = api_a.notify("erin", "invoice", b"paid").await.unwrap();
+    let mut erin = cluster.nodes[1].client("/notifications", "erin").await;
+    let first = expect(&mut erin, "the pending notification", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, id);
+    erin.close().await;
+    drop(erin);
+    cluster.nodes[1].kill().await;
+    let restarted = Node::start("n2", &cluster.redis, cluster.dir.path()).await;
+    cluster.nodes[1] = restarted;
+    let mut erin = cluster.nodes[1].client("/notifications", "erin").await;
+    let again = expect(&mut erin, "the notification after a restart", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        again, id,
+        "unacknowledged notifications survive node restarts"
+    );
+    erin.ack_notification(id).await.unwrap();
+
+    // Publish, broadcast and disconnect through n1 act on n2's sessions.
+    let mut fred = cluster.nodes[1].client("/chat", "fred").await;
+    fred.join("news", None).await.unwrap();
+    let seq = api_a.publish("/chat", "news", b"extra").await.unwrap();
+    let (_, got, body) = message(&mut fred).await;
+    assert_eq!((got, &body[..]), (seq, &b"extra"[..]));
+    api_a.broadcast("/chat", b"all hands").await.unwrap();
+    expect(&mut fred, "the broadcast", |e| match e {
+        Event::Broadcast { from, body, .. } if from == "server" && &body[..] == b"all hands" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        api_a.presence("/chat", Some("news")).await.unwrap(),
+        ["fred"]
+    );
+    assert_eq!(
+        api_a.disconnect("fred").await.unwrap(),
+        0,
+        "none on n1 itself"
+    );
+    expect(&mut fred, "the close", |e| match e {
+        Event::Closed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+}

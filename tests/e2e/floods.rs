@@ -1,0 +1,242 @@
+//! Hostile clients are limited or closed; a well-behaved client next to them loses
+//! nothing and keeps a bounded latency.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use wtgate::client::{open_session, Client, ClientError, Event};
+use wtgate::config::Config;
+use wtgate::protocol::{encode_datagram, encode_frame, ClientFrame, Datagram, ErrorCode, Since};
+
+use crate::common::*;
+
+/// A listener and a polite publisher in room "r": the publisher sends `n` messages
+/// one by one; every one must reach the listener in order, each within `bound`.
+async fn polite_traffic_is_unharmed(
+    server: &TestServer,
+    listener: &mut Client,
+    n: u64,
+    bound: Duration,
+) {
+    let polite = server.client("/chat", "polite").await;
+    polite.join("r", None).await.unwrap();
+    let mut worst = Duration::ZERO;
+    let mut last_seq = 0;
+    for i in 0..n {
+        let sent = Instant::now();
+        let body = Bytes::from(format!("polite {i}"));
+        polite.publish("r", body.clone()).await.unwrap();
+        let seq = expect_event(listener, "polite message", |e| match e {
+            Event::Message {
+                seq, from, body: b, ..
+            } if from == "polite" && *b == body => Some(*seq),
+            _ => None,
+        })
+        .await;
+        assert!(seq > last_seq, "order kept");
+        last_seq = seq;
+        worst = worst.max(sent.elapsed());
+    }
+    assert!(
+        worst < bound,
+        "worst polite latency {worst:?} exceeds {bound:?}"
+    );
+}
+
+async fn listener(server: &TestServer) -> Client {
+    let c = server.client("/chat", "listener").await;
+    c.join("r", None).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn a_publish_storm_is_rate_limited() {
+    let server = TestServer::start().await;
+    let mut listen = listener(&server).await;
+    let mut attacker = server.client("/chat", "attacker").await;
+    attacker.join("r", None).await.unwrap();
+    // 2,000 publishes pipelined without waiting for replies.
+    let mut storm = BytesMut::new();
+    for req in 1..=2000 {
+        encode_frame(
+            &ClientFrame::Publish {
+                req,
+                room: "r".into(),
+                body: Bytes::from_static(b"spam"),
+            },
+            &mut storm,
+        );
+    }
+    attacker.send_raw(&storm).await.unwrap();
+    polite_traffic_is_unharmed(&server, &mut listen, 20, Duration::from_secs(2)).await;
+    // Only about the burst (100) got through; the rest was refused.
+    let mut spam = 0;
+    while let Some(e) = listen.try_event() {
+        if matches!(&e, Event::Message { from, .. } if from == "attacker") {
+            spam += 1;
+        }
+    }
+    assert!(spam <= 150, "{spam} spam messages delivered");
+    let metrics = server.gateway.metrics_text().await;
+    assert!(
+        metrics.contains("wtgate_errors_total{code=\"RateLimited\"}"),
+        "{metrics}"
+    );
+    let _ = attacker.try_event();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_storm_is_capped() {
+    let mut config = Config::default();
+    config.limits.max_rooms_per_session = 20;
+    let server = TestServer::start_with(config).await;
+    let mut listen = listener(&server).await;
+    let attacker = server.client("/chat", "attacker").await;
+    let mut refused = 0;
+    for i in 0..200 {
+        match attacker.join(&format!("room{i}"), None).await {
+            Ok(_) => {}
+            Err(ClientError::Server {
+                code: ErrorCode::TooManyRooms,
+                ..
+            }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refused, 180);
+    assert_eq!(server.gateway.hub.room_count(), 21, "20 rooms + r");
+    polite_traffic_is_unharmed(&server, &mut listen, 10, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_datagram_flood_is_dropped_beyond_the_rate() {
+    let mut config = Config::default();
+    config.limits.datagram_rate = 50.0;
+    config.limits.datagram_burst = 50;
+    let server = TestServer::start_with(config).await;
+    let mut listen = listener(&server).await;
+    let attacker = server.client("/chat", "attacker").await;
+    let handle = attacker.join("r", None).await.unwrap().handle;
+    let d = encode_datagram(&Datagram::Send {
+        handle,
+        body: Bytes::from_static(b"flood"),
+    });
+    let started = Instant::now();
+    for _ in 0..3000 {
+        let _ = attacker.send_raw_datagram(d.clone());
+        tokio::task::yield_now().await;
+    }
+    let elapsed = started.elapsed();
+    polite_traffic_is_unharmed(&server, &mut listen, 10, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = 0;
+    while let Some(e) = listen.try_event() {
+        if matches!(e, Event::Volatile { .. }) {
+            got += 1;
+        }
+    }
+    let allowed = 50.0 + 50.0 * (elapsed.as_secs_f64() + 0.5);
+    assert!(
+        f64::from(got) <= allowed,
+        "{got} datagrams passed, at most {allowed} allowed"
+    );
+    let metrics = server.gateway.metrics_text().await;
+    assert!(
+        !metrics.contains("wtgate_datagrams_dropped_total 0\n"),
+        "drops are counted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn opening_streams_endlessly_is_capped_by_flow_control() {
+    let server = TestServer::start().await;
+    let mut listen = listener(&server).await;
+    let (_ep, conn) = open_session(&server.url("/chat"), &server.trust())
+        .await
+        .unwrap();
+    let mut opened = 0;
+    let attempt = tokio::time::timeout(Duration::from_millis(800), async {
+        for _ in 0..1000 {
+            let stream = conn.open_bi().await.unwrap().await.unwrap();
+            std::mem::forget(stream);
+            opened += 1;
+        }
+    })
+    .await;
+    assert!(
+        attempt.is_err(),
+        "the server let the client open 1,000 streams"
+    );
+    assert!(opened <= 4, "{opened} streams opened");
+    polite_traffic_is_unharmed(&server, &mut listen, 5, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_per_ip_are_rate_limited() {
+    let mut config = Config::default();
+    config.limits.connect_rate_per_ip = 2.0;
+    config.limits.connect_burst_per_ip = 3;
+    let server = TestServer::start_with(config).await;
+    let url = server.url("/chat");
+    let mut refused = 0;
+    for i in 0..8 {
+        match Client::connect(&url, &server.token(&format!("u{i}")), &server.trust()).await {
+            Ok(c) => drop(c),
+            Err(ClientError::Connect { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused >= 4, "only {refused} of 8 refused");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Client::connect(&url, &server.token("later"), &server.trust())
+        .await
+        .expect("the budget refills");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_recovery_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_in(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        Config::default(),
+    )
+    .await;
+    let mut ann = server.client("/chat", "ann").await;
+    let epoch = ann.join("r", None).await.unwrap().epoch;
+    let bob = server.client("/chat", "bob").await;
+    bob.join("r", None).await.unwrap();
+    bob.publish("r", Bytes::from_static(b"one")).await.unwrap();
+    expect_event(&mut ann, "one", |e| {
+        matches!(e, Event::Message { .. }).then_some(())
+    })
+    .await;
+    // Acknowledged while ann is still connected, then the server restarts.
+    bob.publish("r", Bytes::from_static(b"two")).await.unwrap();
+    bob.publish("r", Bytes::from_static(b"three"))
+        .await
+        .unwrap();
+    drop((ann, bob));
+    server.stop().await;
+
+    let server = TestServer::start_in(tempfile::tempdir().unwrap(), data, Config::default()).await;
+    let mut ann = server.client("/chat", "ann").await;
+    let joined = ann.join("r", Some(Since { epoch, seq: 1 })).await.unwrap();
+    assert!(joined.recovered, "history survived the graceful restart");
+    assert_eq!((joined.epoch, joined.seq), (epoch, 3));
+    for want in [&b"two"[..], b"three"] {
+        let body = expect_event(&mut ann, "replay", |e| match e {
+            Event::Message { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(&body[..], want);
+    }
+    server.stop().await;
+}

@@ -1,0 +1,156 @@
+//! `wtgate load` against an in-process server: the real load path, in-process and
+//! through the binary.
+
+use std::time::Duration;
+
+use wtgate::config::Config;
+use wtgate::load::{self, LoadArgs, Mode};
+
+use crate::common::*;
+
+/// A server fit for load: publish limits raised, and no namespace-level online
+/// events (every session would otherwise tell every other one it came online).
+async fn load_server() -> TestServer {
+    let mut config = Config::default();
+    config.limits.publish_rate = 10_000.0;
+    config.limits.publish_burst = 10_000;
+    config.limits.max_sessions_per_user = 10_000;
+    config.namespaces.get_mut("/chat").unwrap().online = false;
+    TestServer::start_with(config).await
+}
+
+fn args(server: &TestServer) -> LoadArgs {
+    LoadArgs {
+        urls: vec![server.url("/chat")],
+        cert_hash: Some(server.hash.clone()),
+        ca: None,
+        token_secret: Some(SECRET.into()),
+        clients: 50,
+        rooms: 5,
+        senders: 5,
+        rate: 100.0,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        body: 64,
+        mode: Mode::Stream,
+        connect_rate: 0.0,
+        json: true,
+        server_pids: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_lose_nothing() {
+    let server = load_server().await;
+    let a = args(&server);
+    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
+        .await
+        .expect("the run ends in time")
+        .expect("the run starts");
+    assert_eq!(report.connected, 50, "{}", report.to_text());
+    // 100 msg/s for 2 s, give or take the edges of the window (and sends a busy
+    // debug build skipped rather than burst).
+    assert!(
+        (100..=205).contains(&report.sent),
+        "sent {}\n{}",
+        report.sent,
+        report.to_text()
+    );
+    // 10 members per room, the sender included (the server echoes).
+    assert_eq!(report.expected, report.sent * 10);
+    assert_eq!(report.delivered, report.expected, "{}", report.to_text());
+    assert_eq!(
+        (report.lost, report.duplicates, report.misrouted),
+        (0, 0, 0)
+    );
+    let unexpected: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|k| !k.starts_with("send skipped"))
+        .collect();
+    assert!(unexpected.is_empty(), "{:?}", report.errors);
+    assert!(report.passed);
+    assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.max >= report.latency_ms.p99);
+    assert!(report.connect_ms.p50 > 0.0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_reach_the_others_and_loss_does_not_fail() {
+    let mut config = Config::default();
+    config.namespaces.get_mut("/chat").unwrap().online = false;
+    let server = TestServer::start_with(config).await;
+    let a = LoadArgs {
+        clients: 10,
+        rooms: 1,
+        senders: 2,
+        rate: 100.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        mode: Mode::Datagram,
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    // Datagrams are not echoed: 9 receivers each.
+    assert_eq!(report.expected, report.sent * 9);
+    assert!(report.delivered > 0, "{}", report.to_text());
+    assert_eq!((report.duplicates, report.misrouted), (0, 0));
+    assert!(report.passed, "{}", report.to_text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_prints_one_json_object() {
+    let server = load_server().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .args(["load", "--json", "--url", &server.url("/chat")])
+        .args(["--cert-hash", &server.hash, "--token-secret", SECRET])
+        .args(["--clients", "10", "--rooms", "2", "--senders", "2"])
+        .args(["--rate", "40", "--duration", "1s", "--warmup", "200ms"])
+        .env_remove("WTGATE_SECRET")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("wtgate load ends in time")
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim().lines().count(), 1, "one line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in [
+        "clients",
+        "rooms",
+        "senders",
+        "rate",
+        "duration_s",
+        "body_bytes",
+        "mode",
+        "sent",
+        "expected",
+        "delivered",
+        "lost",
+        "duplicates",
+        "misrouted",
+        "deliveries_per_sec",
+        "errors",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing: {v}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(v["latency_ms"][key].is_number(), "latency_ms.{key}: {v}");
+    }
+    for key in ["p50", "p99", "max"] {
+        assert!(v["connect_ms"][key].is_number(), "connect_ms.{key}: {v}");
+    }
+    assert_eq!(v["clients"], 10);
+    assert_eq!(v["mode"], "stream");
+    assert_eq!(v["lost"], 0);
+    assert!(v["delivered"].as_u64().unwrap() > 0);
+    assert_eq!(v["delivered"], v["expected"]);
+    server.stop().await;
+}
