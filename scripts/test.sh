@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 
+# The cluster tests start real redis-server processes.
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server"
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+
 echo "== cargo test"
 cargo test --all-targets
 

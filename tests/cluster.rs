@@ -523,12 +523,30 @@ async fn redis_restart_fails_clearly_then_recovers() {
         .expect_err("publishing without redis fails");
     assert!(is_internal(&err), "{err}");
     assert!(err.to_string().contains("redis"), "a clear message: {err}");
-    let refused = cluster.nodes[1].client("/chat", "carl").await;
-    let err = refused
-        .join("r", None)
+    let err = bob
+        .join("r2", None)
         .await
         .expect_err("joining without redis fails");
     assert!(is_internal(&err), "{err}");
+    // New sessions are refused clearly, and /healthz says why, until Redis is back.
+    let node = &cluster.nodes[1];
+    let started = Instant::now();
+    loop {
+        match Client::connect(&node.url("/chat"), &token("carl"), &node.trust()).await {
+            Err(e) if is_internal(&e) => {
+                assert!(e.to_string().contains("unavailable"), "{e}");
+                break;
+            }
+            Ok(_) if started.elapsed() < WAIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("a new session while redis is down: {other:?}"),
+        }
+    }
+    assert!(
+        node.api().health().await.is_err(),
+        "/healthz reports the outage"
+    );
 
     cluster.redis.spawn().await;
     let started = Instant::now();
@@ -554,6 +572,7 @@ async fn redis_restart_fails_clearly_then_recovers() {
         assert!(started.elapsed() < WAIT, "presence was not restored");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(cluster.nodes[1].api().health().await.unwrap().status, "ok");
     let carl = cluster.nodes[1].client("/chat", "carl").await;
     let again = carl.join("r", None).await.unwrap();
     assert_eq!((again.epoch, again.seq), (joined.epoch, 4));

@@ -28,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+
+use crate::broker::BrokerHealth;
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -451,8 +453,18 @@ async fn disconnect(
     Ok(Json(json!({ "closed": closed })))
 }
 
-async fn healthz(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
-    Json(json!({ "status": "ok", "sessions": gateway.hub.session_count() }))
+/// 200 `{"status": "ok"}` while serving; 503 `{"status": "degraded", "broker": why}`
+/// while the cluster backend is unreachable (new sessions are refused meanwhile).
+async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let sessions = gateway.hub.session_count();
+    match gateway.broker.health() {
+        BrokerHealth::Ok => Json(json!({ "status": "ok", "sessions": sessions })).into_response(),
+        BrokerHealth::Unavailable(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "sessions": sessions, "broker": why })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

@@ -13,6 +13,7 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::{Gateway, TokenBucket};
 use crate::auth::Claims;
+use crate::broker::BrokerHealth;
 use crate::config::NamespaceConfig;
 use crate::hub::{session_queues, validate_room_name, Closer, Outbound, SessionId, SessionRx};
 use crate::protocol::{
@@ -200,6 +201,13 @@ impl Session {
             return refuse(
                 ErrorCode::Forbidden,
                 format!("the token does not allow namespace {}", self.ns),
+            );
+        }
+        // Better refused now, clearly, than accepted and then failing every command.
+        if let BrokerHealth::Unavailable(why) = self.gateway.broker.health() {
+            return refuse(
+                ErrorCode::Internal,
+                format!("cluster backend unavailable: {why}"),
             );
         }
         Ok(claims)

@@ -325,3 +325,24 @@ test('close() is final: no reconnection, a close event, rooms gone', async () =>
   assert.equal(room.sendVolatile('x'), false);
   await assert.rejects(room.publish('x'), (e) => e.kind === 'disconnected');
 });
+
+test('GoAway is surfaced, then the client reconnects after the close', async () => {
+  const c = await client();
+  const events = [];
+  c.on('goaway', (e) => events.push(['goaway', e.message]));
+  c.on('disconnect', (e) => events.push(['disconnect', e.code, e.reason, e.willReconnect]));
+  c.on('reconnecting', (e) => events.push(['reconnecting', e.attempt]));
+  c.on('connect', (e) => events.push(['connect', e.reconnect]));
+  await tick(5);
+  const t = FakeTransport.made[0];
+  t.send({ type: 'GoAway', message: 'server shutting down' });
+  await until(() => events.length === 1, 'the goaway event');
+  t.serverClose(ErrorCode.GoingAway, 'server shutting down');
+  await until(() => c.state === 'connected' && FakeTransport.made.length === 2 && events.length === 5, 'the reconnection');
+  assert.deepEqual(events, [
+    ['goaway', 'server shutting down'],
+    ['disconnect', ErrorCode.GoingAway, 'server shutting down', true],
+    ['reconnecting', 1],
+    ['connect', true],
+  ].concat(events.length === 5 ? [events[4]] : []).slice(0, 5));
+});
