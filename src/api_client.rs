@@ -132,7 +132,18 @@ impl ApiClient {
         if base.host().is_none() {
             return Err(url_err("no host"));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if base.host_str() == Some("localhost") {
+            // A dev server listens on [::1] (browsers resolve localhost there), while
+            // the system resolver may give only 127.0.0.1: try both loopbacks.
+            let port = base.port_or_known_default().unwrap_or(443);
+            let both = [
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+            ];
+            builder = builder.resolve_to_addrs("localhost", &both);
+        }
+        let http = builder
             .tls_backend_preconfigured(tls_config(trust)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

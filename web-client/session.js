@@ -482,7 +482,7 @@ export class Session {
     }
   }
 
-  /** Called once when the transport has closed, cleanly or not. */
+  /** @internal Called once by openSession when the transport has closed, cleanly or not. */
   handleClosed(info, failure) {
     if (this.closed) return;
     this.closed = true;
