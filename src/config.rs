@@ -254,6 +254,23 @@ struct RawConfig {
 }
 
 impl Config {
+    /// Messages of history kept per room, by namespace path.
+    pub fn history_sizes(&self) -> std::collections::HashMap<String, usize> {
+        self.namespaces
+            .iter()
+            .map(|(path, ns)| (path.clone(), ns.history))
+            .collect()
+    }
+
+    /// Paths of the namespaces whose sessions receive notification inboxes.
+    pub fn inbox_namespaces(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .filter(|(_, ns)| ns.inbox)
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
     /// Parses and validates configuration text (see the [module docs](self)).
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
         Self::parse(s, "config")

@@ -51,18 +51,10 @@ struct Log {
 impl Local {
     /// A broker over `hub` for the namespaces of `config`.
     pub fn new(hub: Arc<Hub>, config: &Config) -> Self {
-        let spaces = &config.namespaces;
         Local {
             hub,
-            history_sizes: spaces
-                .iter()
-                .map(|(p, ns)| (p.clone(), ns.history))
-                .collect(),
-            inbox_namespaces: spaces
-                .iter()
-                .filter(|(_, ns)| ns.inbox)
-                .map(|(p, _)| p.clone())
-                .collect(),
+            history_sizes: config.history_sizes(),
+            inbox_namespaces: config.inbox_namespaces(),
             logs: Mutex::new(HashMap::new()),
         }
     }

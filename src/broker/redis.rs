@@ -219,21 +219,13 @@ impl Redis {
         let client = redis::Client::open(url)
             .map_err(|e| BrokerError::Unavailable(format!("invalid redis url {shown}: {e}")))?;
         let conn = connection_manager(client.clone(), &shown).await?;
-        let spaces = &config.namespaces;
         let inner = Arc::new(Inner {
             node,
             hub,
             conn,
             scripts: Scripts::new(),
-            history_sizes: spaces
-                .iter()
-                .map(|(p, ns)| (p.clone(), ns.history))
-                .collect(),
-            inbox_namespaces: spaces
-                .iter()
-                .filter(|(_, ns)| ns.inbox)
-                .map(|(p, _)| p.clone())
-                .collect(),
+            history_sizes: config.history_sizes(),
+            inbox_namespaces: config.inbox_namespaces(),
             room_ttl: config.limits.room_ttl.max(MIN_ROOM_TTL),
             subs: Subscriptions::default(),
             presence: Presence::default(),

@@ -37,6 +37,13 @@ impl TestServer {
         Self::start_in(dir, data, config).await
     }
 
+    /// A default server keeping its durable state in `data`: start another on the
+    /// same `data` to test a restart.
+    pub async fn start_with_data(data: &std::path::Path) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, data.to_owned(), Config::default()).await
+    }
+
     /// A server keeping its inboxes in `data` (reuse it to test restarts).
     pub async fn start_in(
         dir: tempfile::TempDir,
@@ -145,6 +152,16 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The error code of a request the server refused; fails on anything else.
+pub fn refused<T: std::fmt::Debug>(
+    r: Result<T, wtgate::client::ClientError>,
+) -> wtgate::protocol::ErrorCode {
+    match r {
+        Err(wtgate::client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 /// Awaits `f`, failing the test after [`WAIT`].

@@ -202,12 +202,7 @@ async fn connections_per_ip_are_rate_limited() {
 async fn a_graceful_restart_keeps_recovery_working() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = TestServer::start_in(
-        tempfile::tempdir().unwrap(),
-        data.clone(),
-        Config::default(),
-    )
-    .await;
+    let server = TestServer::start_with_data(&data).await;
     let mut ann = server.client("/chat", "ann").await;
     let epoch = ann.join("r", None).await.unwrap().epoch;
     let bob = server.client("/chat", "bob").await;
@@ -225,7 +220,7 @@ async fn a_graceful_restart_keeps_recovery_working() {
     drop((ann, bob));
     server.stop().await;
 
-    let server = TestServer::start_in(tempfile::tempdir().unwrap(), data, Config::default()).await;
+    let server = TestServer::start_with_data(&data).await;
     let mut ann = server.client("/chat", "ann").await;
     let joined = ann.join("r", Some(Since { epoch, seq: 1 })).await.unwrap();
     assert!(joined.recovered, "history survived the graceful restart");

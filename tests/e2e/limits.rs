@@ -9,13 +9,6 @@ use wtgate::protocol::{encode_frame, ClientFrame, ErrorCode};
 
 use crate::common::*;
 
-fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
-    match r {
-        Err(ClientError::Server { code, .. }) => code,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 fn small_limits() -> Config {
     let mut c = Config::default();
     c.limits.max_frame = 1024;

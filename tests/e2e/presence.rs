@@ -75,13 +75,9 @@ async fn namespace_presence_lists_who_is_online() {
     // /notifications has namespace presence off.
     let n = server.client("/notifications", "ann").await;
     assert_eq!(n.welcome().online, None);
-    let err = n.online().await.unwrap_err();
-    assert!(matches!(
-        err,
-        wtgate::client::ClientError::Server {
-            code: wtgate::protocol::ErrorCode::Forbidden,
-            ..
-        }
-    ));
+    assert_eq!(
+        refused(n.online().await),
+        wtgate::protocol::ErrorCode::Forbidden
+    );
     server.stop().await;
 }
