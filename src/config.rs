@@ -26,6 +26,7 @@
 //! datagram_burst = 200
 //! connect_rate_per_ip = 100      # new connections per second per IP (excess refused)
 //! connect_burst_per_ip = 200
+//! flush_interval = "1ms"         # a busy session's frames share packets; 0 = off
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
@@ -177,6 +178,10 @@ pub struct Limits {
     pub connect_rate_per_ip: f64,
     /// New connections one IP address may open in a burst above the rate.
     pub connect_burst_per_ip: u32,
+    /// How long a busy session holds its frames so several share a packet; an idle
+    /// session writes at once. Zero disables coalescing.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
 }
 
 impl Default for Limits {
@@ -199,6 +204,7 @@ impl Default for Limits {
             datagram_burst: 200,
             connect_rate_per_ip: 100.0,
             connect_burst_per_ip: 200,
+            flush_interval: Duration::from_millis(1),
         }
     }
 }

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::time::timeout_at;
 use tracing::{debug, info, warn};
-use wtransport::error::{ConnectionError, StreamWriteError};
+use wtransport::error::ConnectionError;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
-use super::{Gateway, TokenBucket};
+use super::{FlushPolicy, Gateway, TokenBucket};
 use crate::auth::Claims;
 use crate::broker::BrokerHealth;
 use crate::config::NamespaceConfig;
@@ -65,6 +65,9 @@ struct Live {
     datagram_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
+    /// Queued frames held back briefly so that several share a packet.
+    held: Vec<Outbound>,
+    flush: FlushPolicy,
 }
 
 struct RoomOut {
@@ -173,6 +176,8 @@ impl Session {
                 Instant::now(),
             ),
             last_notification: 0,
+            held: Vec::with_capacity(WRITE_BATCH),
+            flush: FlushPolicy::new(limits.flush_interval),
         };
         let sessions = self.gateway.metrics.sessions_in(&self.ns);
         sessions.inc();
@@ -269,14 +274,20 @@ impl Session {
                     let code = ErrorCode::GoingAway;
                     return Err(self.fatal(&mut live.control, code, close_message(code)).await);
                 }
+                _ = sleep_until_flush(live.flush.deadline()), if !live.held.is_empty() => {
+                    self.flush_held(live).await?;
+                }
                 item = live.rx.frames.recv() => {
                     let Some(item) = item else { return Ok(()) };
-                    self.write_out(live, item).await?;
-                    for _ in 1..WRITE_BATCH {
+                    live.held.push(item);
+                    while live.held.len() < WRITE_BATCH {
                         match live.rx.frames.try_recv() {
-                            Ok(item) => self.write_out(live, item).await?,
+                            Ok(item) => live.held.push(item),
                             Err(_) => break,
                         }
+                    }
+                    if live.flush.due(tokio::time::Instant::now()) || live.held.len() >= WRITE_BATCH {
+                        self.flush_held(live).await?;
                     }
                 }
                 Some(datagram) = live.rx.datagrams.recv() => {
@@ -595,16 +606,28 @@ impl Session {
         Ok(())
     }
 
+    /// Writes the frames held back for coalescing.
+    async fn flush_held(&self, live: &mut Live) -> Result<(), SessionError> {
+        let mut held = std::mem::take(&mut live.held);
+        for item in held.drain(..) {
+            self.write_out(live, item).await?;
+        }
+        // Keep the allocation for the next batch.
+        live.held = held;
+        live.flush.flushed(tokio::time::Instant::now());
+        Ok(())
+    }
+
     /// Writes one queued frame; a room stream the client stopped means it left the room.
     async fn write_out(&self, live: &mut Live, item: Outbound) -> Result<(), SessionError> {
         match item {
-            Outbound::Control(frame) => self.write_control_bytes(live, &frame).await,
+            Outbound::Control(frame) => self.write_control_bytes(live, frame).await,
             Outbound::Notification { id, frame } => {
                 if id <= live.last_notification {
                     return Ok(());
                 }
                 live.last_notification = id;
-                self.write_control_bytes(live, &frame).await
+                self.write_control_bytes(live, frame).await
             }
             Outbound::Room {
                 handle,
@@ -618,7 +641,7 @@ impl Session {
                 if seq != 0 && seq <= out.last_seq {
                     return Ok(());
                 }
-                match guarded_write(&mut out.stream, &frame, &live.closer).await {
+                match guarded_write(&mut out.stream, frame, &live.closer).await {
                     Ok(()) => {
                         if seq != 0 {
                             out.last_seq = seq;
@@ -631,10 +654,8 @@ impl Session {
                         Ok(())
                     }
                     Err(WriteStop::Closed) => Ok(()), // the loop sees the close request
-                    Err(WriteStop::Failed(e)) => {
-                        if let Some(e) = connection_gone(&self.conn, &e).await {
-                            return Err(e);
-                        }
+                    Err(WriteStop::ConnectionLost) => Err(self.conn.closed().await.into()),
+                    Err(WriteStop::StreamFailed(e)) => {
                         debug!(room = out.room, "client stopped the room stream: {e}");
                         let room = out.room.clone();
                         live.streams.remove(&handle);
@@ -665,19 +686,17 @@ impl Session {
         live: &mut Live,
         frame: &ServerFrame,
     ) -> Result<(), SessionError> {
-        self.write_control_bytes(live, &frame_bytes(frame)).await
+        self.write_control_bytes(live, frame_bytes(frame)).await
     }
 
-    async fn write_control_bytes(&self, live: &mut Live, bytes: &[u8]) -> Result<(), SessionError> {
+    async fn write_control_bytes(&self, live: &mut Live, bytes: Bytes) -> Result<(), SessionError> {
         match guarded_write(&mut live.control, bytes, &live.closer).await {
             Ok(()) | Err(WriteStop::Closed) => Ok(()),
-            Err(WriteStop::Failed(e)) => match connection_gone(&self.conn, &e).await {
-                Some(e) => Err(e),
-                None => {
-                    let code = ErrorCode::Protocol;
-                    Err(self.close(code, "the control stream was stopped"))
-                }
-            },
+            Err(WriteStop::ConnectionLost) => Err(self.conn.closed().await.into()),
+            Err(WriteStop::StreamFailed(_)) => {
+                let code = ErrorCode::Protocol;
+                Err(self.close(code, "the control stream was stopped"))
+            }
         }
     }
 
@@ -745,28 +764,32 @@ impl Session {
 enum WriteStop {
     /// The session was asked to close while the write waited.
     Closed,
-    /// The stream failed.
-    Failed(StreamWriteError),
+    /// The whole connection is gone.
+    ConnectionLost,
+    /// This stream failed (the client stopped it).
+    StreamFailed(String),
 }
 
-/// A write that gives up when the session is asked to close, so a client that
-/// stopped reading cannot pin the task.
+/// Hands a shared frame to the stream without copying it, giving up when the
+/// session is asked to close, so a client that stopped reading cannot pin the task.
 async fn guarded_write(
     stream: &mut SendStream,
-    bytes: &[u8],
+    frame: Bytes,
     closer: &Closer,
 ) -> Result<(), WriteStop> {
     tokio::select! {
-        r = stream.write_all(bytes) => r.map_err(WriteStop::Failed),
+        r = stream.quic_stream_mut().write_chunk(frame) => r.map_err(|e| match e {
+            wtransport::quinn::WriteError::ConnectionLost(_) => WriteStop::ConnectionLost,
+            e => WriteStop::StreamFailed(e.to_string()),
+        }),
         _ = closer.requested() => Err(WriteStop::Closed),
     }
 }
 
-/// If a stream write failed because the whole connection is gone, that error.
-async fn connection_gone(conn: &Connection, e: &StreamWriteError) -> Option<SessionError> {
-    match e {
-        StreamWriteError::NotConnected => Some(conn.closed().await.into()),
-        _ => None,
+async fn sleep_until_flush(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
