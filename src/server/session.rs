@@ -308,8 +308,13 @@ impl Session {
                         self.reply_error(live, 0, ErrorCode::UnknownCommand, msg).await?;
                     }
                     Err(ReadError::Io(e)) => {
+                        if self.conn.quic_connection().close_reason().is_some() {
+                            return Err(self.conn.closed().await.into());
+                        }
+                        // The client reset its control stream but kept the connection:
+                        // without a control stream the session is over.
                         debug!("control stream failed: {e}");
-                        return Err(self.conn.closed().await.into());
+                        return Err(self.close(ErrorCode::Protocol, "the control stream was reset"));
                     }
                     Err(e) => {
                         let (code, msg) = read_error_code(&e);

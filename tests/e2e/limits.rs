@@ -358,3 +358,42 @@ async fn datagrams_of_unknown_types_are_dropped_not_fatal() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn resetting_the_control_stream_ends_the_session() {
+    let server = TestServer::start().await;
+    let (_ep, conn) = open_session(&server.url("/chat"), &server.trust())
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap().await.unwrap();
+    let mut hello = BytesMut::new();
+    encode_frame(
+        &ClientFrame::Hello {
+            version: 1,
+            token: server.token("ann"),
+        },
+        &mut hello,
+    );
+    send.write_all(&hello).await.unwrap();
+    let mut welcome = [0u8; 64];
+    let _ = recv.read(&mut welcome).await.unwrap();
+    send.reset(7u32.into()).unwrap();
+    let closed = within("close after the reset", conn.closed()).await;
+    match closed {
+        wtransport::error::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(
+                ErrorCode::from(c.code().into_inner() as u32),
+                ErrorCode::Protocol
+            )
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    // No session is left behind.
+    within("the session to go", async {
+        while server.gateway.hub.session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
