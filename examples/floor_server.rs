@@ -48,6 +48,23 @@ struct Args {
     /// Where the self-signed certificate is kept (made when missing).
     #[arg(long, default_value = "certs")]
     certs_dir: PathBuf,
+    /// SO_RCVBUF/SO_SNDBUF of the UDP socket in bytes (0: the OS default, ~208 KiB;
+    /// the kernel caps it at net.core.rmem_max/wmem_max).
+    #[arg(long, default_value_t = 0)]
+    socket_buffer: usize,
+}
+
+/// The server's UDP socket, with the requested buffer sizes.
+fn bind(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer > 0 {
+        socket.set_recv_buffer_size(buffer)?;
+        socket.set_send_buffer_size(buffer)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 struct Member {
@@ -158,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     let identity = Identity::load_pemfiles(&files.cert, &files.key).await?;
     let hash = wtgate::certs::hash_der(identity.certificate_chain().as_slice()[0].der());
     let config = ServerConfig::builder()
-        .with_bind_address(args.listen)
+        .with_bind_socket(bind(args.listen, args.socket_buffer)?)
         .with_identity(identity)
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(Duration::from_secs(30)))?

@@ -261,17 +261,31 @@ pub async fn open_session(
     Ok((endpoint, conn))
 }
 
-/// A client endpoint (one UDP socket) trusting the server as `trust` says; one
-/// endpoint can open many sessions, which is how the load tester stays cheap.
-pub fn client_endpoint(trust: &Trust) -> Result<Endpoint<endpoint_side::Client>, ClientError> {
-    Endpoint::client(client_config(trust)?).map_err(|e| ClientError::Connect {
+/// A client endpoint on `socket` (bound, e.g. with larger buffers) trusting the
+/// server as `trust` says; one endpoint can open many sessions, which is how the
+/// load tester stays cheap.
+pub fn client_endpoint_on(
+    trust: &Trust,
+    socket: std::net::UdpSocket,
+) -> Result<Endpoint<endpoint_side::Client>, ClientError> {
+    Endpoint::client(client_config_on(trust, Some(socket))?).map_err(|e| ClientError::Connect {
         url: String::new(),
-        reason: format!("cannot bind a client socket: {e}"),
+        reason: format!("cannot use the client socket: {e}"),
     })
 }
 
 fn client_config(trust: &Trust) -> Result<ClientConfig, ClientError> {
-    let builder = ClientConfig::builder().with_bind_default();
+    client_config_on(trust, None)
+}
+
+fn client_config_on(
+    trust: &Trust,
+    socket: Option<std::net::UdpSocket>,
+) -> Result<ClientConfig, ClientError> {
+    let builder = match socket {
+        Some(socket) => ClientConfig::builder().with_bind_socket(socket),
+        None => ClientConfig::builder().with_bind_default(),
+    };
     let builder = match trust {
         Trust::Hash(hex) => {
             let digest =

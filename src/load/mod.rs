@@ -47,7 +47,7 @@ use wtransport::endpoint::endpoint_side;
 use wtransport::{Connection, Endpoint, SendStream, VarInt};
 
 use crate::auth::{self, Claims};
-use crate::client::{client_endpoint, Trust};
+use crate::client::{client_endpoint_on, Trust};
 use crate::protocol::ServerFrame;
 use crate::transport::FrameReader;
 use plan::{Pacer, Plan, Stamp, Window, STAMP_LEN};
@@ -65,6 +65,8 @@ pub const CLIENTS_PER_ENDPOINT: u32 = 64;
 pub const DRAIN: Duration = Duration::from_secs(5);
 /// The same for datagrams (which are never retransmitted).
 pub const DATAGRAM_DRAIN: Duration = Duration::from_secs(1);
+/// Requested receive and send buffer of each client socket.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// How far a sender that fell behind catches up; older sends are skipped.
 const CATCH_UP: Duration = Duration::from_millis(50);
 /// Largest body: the protocol's default frame limit leaves room for the header.
@@ -76,7 +78,8 @@ const MAX_DATAGRAM_BODY: usize = 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Server URL with the namespace, e.g. https://127.0.0.1:4433/chat
-    /// (repeatable: clients are spread round-robin over the servers).
+    /// (repeatable: client i uses URL i % urls, so the servers must form one
+    /// cluster unless every room's members land on one server).
     #[arg(long = "url", value_name = "URL", required = true)]
     pub urls: Vec<String>,
     /// Pin the server certificate's SHA-256 hash (hex), as printed by
@@ -277,10 +280,15 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             ProgressDrawTarget::stderr()
         }
     };
-    let endpoints: Vec<Arc<Endpoint<endpoint_side::Client>>> =
-        (0..plan.clients.div_ceil(CLIENTS_PER_ENDPOINT))
-            .map(|_| client_endpoint(&setup.trust).map(Arc::new))
-            .collect::<Result<_, _>>()?;
+    let endpoints: Vec<Arc<Endpoint<endpoint_side::Client>>> = (0..plan
+        .clients
+        .div_ceil(CLIENTS_PER_ENDPOINT))
+        .map(|_| {
+            let socket = client_socket()
+                .map_err(|e| LoadError::Args(format!("cannot bind a client UDP socket: {e}")))?;
+            Ok(Arc::new(client_endpoint_on(&setup.trust, socket)?))
+        })
+        .collect::<Result<_, LoadError>>()?;
     let run_id: u16 = rand::random();
     let rooms: Vec<String> = (0..plan.rooms)
         .map(|r| format!("load-{run_id:04x}-{r}"))
@@ -343,7 +351,15 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
                 clients[i as usize] = Some(j);
             }
             Err(e) => {
-                *errors.entry(e.kind.clone()).or_default() += 1;
+                let mut kind = format!("{}: {}", e.kind, e.detail);
+                if kind.len() > 80 {
+                    let mut end = 80;
+                    while !kind.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    kind.truncate(end);
+                }
+                *errors.entry(kind).or_default() += 1;
                 if first_error.is_none() {
                     bar.set_message(format!("first error: {}: {}", e.kind, e.detail));
                     first_error = Some(format!("{}: {}", e.kind, e.detail));
@@ -530,6 +546,21 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         errors: ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
         server,
     }))
+}
+
+/// A dual-stack client UDP socket with [`SOCKET_BUFFER`]-sized buffers: a burst
+/// of one packet per member must not overflow the default ~208 KiB (the kernel
+/// caps the size at `net.core.rmem_max`/`wmem_max`).
+fn client_socket() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    let any = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    socket.bind(&any.into())?;
+    Ok(socket.into())
 }
 
 /// What a receiving task owns.

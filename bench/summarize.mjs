@@ -1,0 +1,91 @@
+// Turns bench/run.sh's results.jsonl into markdown tables: the headline figures per
+// server with the ratios wtgate/Socket.IO and wtgate/floor, then every step.
+//
+//   node bench/summarize.mjs bench/results/DATE/results.jsonl
+
+import { readFileSync } from 'node:fs';
+
+const rows = readFileSync(process.argv[2], 'utf8')
+  .split('\n')
+  .filter((l) => l.trim())
+  .map((l) => JSON.parse(l));
+const SERVERS = ['wtgate', 'socketio', 'floor'];
+const LABEL = { wtgate: 'wtgate', socketio: 'Socket.IO', floor: 'floor' };
+const of = (server, scenario) => rows.filter((r) => r.server_name === server && r.scenario === scenario && r.clients);
+const clean = (r) => r.latency_ms.p99 < 100 && r.lost === 0 && r.passed;
+const cleanDatagram = (r) => r.latency_ms.p99 < 100 && r.expected > 0 && r.lost <= 0.01 * r.expected;
+const best = (list, ok) => list.filter(ok).sort((x, y) => y.deliveries_per_sec - x.deliveries_per_sec)[0];
+const step = (list, s) => list.find((r) => r.step === String(s));
+
+const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v) ? '–' : typeof v === 'number' ? (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : v.toFixed(digits)) : String(v));
+
+// Each metric: [label, (server) → number | undefined, digits]
+const metrics = [];
+const add = (label, f, digits = 1) => metrics.push([label, f, digits]);
+
+add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0);
+add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2);
+for (const rate of [250, 500, 1000]) {
+  add(`(a) ${rate * 200 / 1000}k deliveries/s: server CPU µs/delivery`, (s) => step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery, 2);
+  add(`(a) ${rate * 200 / 1000}k deliveries/s: p50 / p99 ms`, (s) => {
+    const r = step(of(s, 'a'), rate);
+    return r ? `${r.latency_ms.p50.toFixed(1)} / ${r.latency_ms.p99.toFixed(1)}` : undefined;
+  });
+}
+add('(b) deliveries/s (1,000 clients, 10 rooms, 2,000 msg/s)', (s) => of(s, 'b')[0]?.deliveries_per_sec, 0);
+add('(b) server CPU µs/delivery', (s) => of(s, 'b')[0]?.server?.cpu_us_per_delivery, 2);
+add('(b) p50 / p99 ms', (s) => {
+  const r = of(s, 'b')[0];
+  return r ? `${r.latency_ms.p50.toFixed(1)} / ${r.latency_ms.p99.toFixed(1)}` : undefined;
+});
+add('(b) lost / duplicated / misrouted', (s) => {
+  const r = of(s, 'b')[0];
+  return r ? `${r.lost} / ${r.duplicates} / ${r.misrouted}` : undefined;
+});
+add('(b) server peak RSS MiB', (s) => { const r = of(s, 'b')[0]; return r?.server ? r.server.rss_kb_peak / 1024 : undefined; });
+add('(c) idle sessions connected', (s) => of(s, 'c')[0]?.connected, 0);
+add('(c) server RSS KiB per idle session', (s) => of(s, 'c')[0]?.server?.rss_kb_per_session, 1);
+add('(c) sessions connected per second', (s) => of(s, 'c')[0]?.connects_per_sec, 0);
+add('(c) server CPU µs per connect', (s) => of(s, 'c')[0]?.server?.connect_cpu_us_per_session, 0);
+add('(c) server UDP receive-buffer drops while connecting', (s) => (s === 'socketio' ? undefined : of(s, 'c')[0]?.server_udp_drops), 0);
+add('(c) connect p50 / p99 ms', (s) => {
+  const r = of(s, 'c')[0];
+  return r ? `${r.connect_ms.p50.toFixed(0)} / ${r.connect_ms.p99.toFixed(0)}` : undefined;
+});
+add('(d) datagrams: max deliveries/s at p99 < 100 ms, ≤ 1% lost', (s) => best(of(s, 'd'), cleanDatagram)?.deliveries_per_sec, 0);
+add('(d) server CPU µs/delivery at that rate', (s) => best(of(s, 'd'), cleanDatagram)?.server?.cpu_us_per_delivery, 2);
+add('server peak RSS MiB (all scenarios)', (s) => {
+  const peaks = rows.filter((r) => r.server_name === s && r.server).map((r) => r.server.rss_kb_peak);
+  return peaks.length ? Math.max(...peaks) / 1024 : undefined;
+});
+
+const present = SERVERS.filter((s) => rows.some((r) => r.server_name === s));
+const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
+const header = ['metric', ...present.map((s) => LABEL[s])];
+if (present.includes('wtgate') && present.includes('socketio')) header.push('wtgate/Socket.IO');
+if (present.includes('wtgate') && present.includes('floor')) header.push('wtgate/floor');
+console.log(`| ${header.join(' | ')} |`);
+console.log(`|${header.map(() => '---').join('|')}|`);
+for (const [label, f, digits] of metrics) {
+  const vals = Object.fromEntries(present.map((s) => [s, f(s)]));
+  const cells = [label, ...present.map((s) => fmt(vals[s], digits))];
+  if (header.includes('wtgate/Socket.IO')) cells.push(ratio(vals.wtgate, vals.socketio));
+  if (header.includes('wtgate/floor')) cells.push(ratio(vals.wtgate, vals.floor));
+  console.log(`| ${cells.join(' | ')} |`);
+}
+
+for (const [scenario, title] of [['a', '(a) 200 clients, 1 room, 10 senders, stream'], ['d', '(d) the same with datagrams']]) {
+  const list = rows.filter((r) => r.scenario === scenario && r.clients);
+  if (!list.length) continue;
+  console.log(`\n${title}, every step:\n`);
+  console.log('| server | msg/s | deliveries/s | p50 ms | p99 ms | max ms | lost | µs CPU/delivery | server UDP drops | errors |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of list) {
+    const errs = Object.entries(r.errors ?? {}).map(([k, n]) => `${k}: ${n}`).join('; ') || '–';
+    console.log(`| ${LABEL[r.server_name]} | ${r.rate} | ${fmt(r.deliveries_per_sec, 0)} | ${r.latency_ms.p50.toFixed(1)} | ${r.latency_ms.p99.toFixed(1)} | ${r.latency_ms.max.toFixed(1)} | ${r.lost} | ${fmt(r.server?.cpu_us_per_delivery, 2)} | ${r.server_name === 'socketio' ? '–' : fmt(r.server_udp_drops, 0)} | ${errs} |`);
+  }
+}
+const loads = rows.filter((r) => r.loadavg_before !== undefined).map((r) => r.loadavg_before);
+if (loads.length) {
+  console.log(`\n1-minute load average before each run: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)} (the server and generator add up to 2; more means other work shared the cores).`);
+}
