@@ -26,7 +26,7 @@
 //! datagram_burst = 200
 //! connect_rate_per_ip = 100      # new connections per second per IP (excess refused)
 //! connect_burst_per_ip = 200
-//! flush_interval = "1ms"         # a busy session's frames share packets; 0 = off
+//! flush_interval = "1ms"         # busy sessions hold frames this long (x load, ≤ 5ms); 0 = off
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set

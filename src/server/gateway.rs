@@ -65,6 +65,8 @@ pub struct Gateway {
     pub inbox: Arc<dyn Inbox>,
     /// Prometheus series.
     pub metrics: Arc<Metrics>,
+    /// How long busy sessions hold frames, following the server's load.
+    pub flush_window: super::FlushWindow,
     pub(super) verifier: TokenVerifier,
     pub(super) settings: Settings,
     next_session: AtomicU64,
@@ -93,6 +95,7 @@ impl Gateway {
             broker,
             inbox,
             metrics: Arc::new(Metrics::new()),
+            flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
             settings,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),

@@ -10,7 +10,7 @@ mod rate;
 mod session;
 
 pub use admission::ConnectLimiter;
-pub use flush::FlushPolicy;
+pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
 pub use rate::TokenBucket;
@@ -25,7 +25,6 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
-use wtransport::config::Ipv6DualStackConfig;
 use wtransport::endpoint::{endpoint_side, IncomingSession};
 use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
@@ -148,6 +147,7 @@ impl Server {
                 shutdown.clone(),
             ))
         });
+        tasks.spawn(follow_load(self.gateway.clone(), shutdown.clone()));
         let (udp_addr, api_addr) = (self.local_addr(), self.api_addr());
         tasks.spawn(http::serve(
             self.api,
@@ -241,8 +241,9 @@ async fn bind_sockets(
             addr: settings.listen,
             source,
         };
-        let endpoint = Endpoint::server(server_config(settings, identity.clone_identity()))
-            .map_err(bind_err)?;
+        let socket = bind_udp(settings.listen).map_err(bind_err)?;
+        let endpoint =
+            Endpoint::server(server_config(socket, identity.clone_identity())).map_err(bind_err)?;
         let port = endpoint.local_addr().map_err(bind_err)?.port();
         // On Linux a TCP socket on `[::]` is dual-stack, like the UDP endpoint.
         let tcp_addr = SocketAddr::new(settings.listen.ip(), port);
@@ -261,16 +262,31 @@ async fn bind_sockets(
     }
 }
 
-fn server_config(settings: &Settings, identity: Identity) -> ServerConfig {
-    let builder = ServerConfig::builder();
-    let builder = match settings.listen {
-        // Dual-stack: Chromium resolves `localhost` to ::1 and IPv4 clients still work.
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
-            builder.with_bind_address_v6(v6, Ipv6DualStackConfig::Allow)
-        }
-        addr => builder.with_bind_address(addr),
-    };
-    builder
+/// Receive buffer asked for (the kernel caps it at `net.core.rmem_max`): with
+/// Linux's ~208 KiB default, bursts of handshakes overflowed it and every dropped
+/// handshake packet cost its client a 1 s retransmission. 4 MiB made connect storms
+/// clean but let a saturated fan-out queue seconds of ACKs (bench/RESULTS.md), so a
+/// middle size.
+const UDP_RECV_BUFFER: usize = 1024 * 1024;
+
+/// The UDP socket: dual-stack on `[::]` (Chromium resolves `localhost` to ::1 and
+/// IPv4 clients still work), with large buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let SocketAddr::V6(v6) = addr {
+        socket.set_only_v6(!v6.ip().is_unspecified())?;
+    }
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn server_config(socket: std::net::UdpSocket, identity: Identity) -> ServerConfig {
+    ServerConfig::builder()
+        .with_bind_socket(socket)
         .with_custom_transport(identity, quic_transport())
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .max_idle_timeout(Some(Duration::from_secs(30)))
@@ -290,10 +306,11 @@ fn quic_transport() -> wtransport::config::QuicTransportConfig {
     // the control stream) and 3 unidirectional ones (HTTP/3 control and QPACK);
     // everything else it might open is refused by flow control, not buffered.
     t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(8u32.into());
-    // Client → server traffic is small control frames: small receive windows.
-    t.stream_receive_window((256u32 * 1024).into());
-    t.receive_window((1024u32 * 1024).into());
+    t.max_concurrent_uni_streams(4u32.into());
+    // Client → server traffic is small control frames: small receive windows (a
+    // frame larger than the window still arrives, in steps).
+    t.stream_receive_window((128u32 * 1024).into());
+    t.receive_window((256u32 * 1024).into());
     // Unacknowledged data held for one slow client stays bounded.
     t.send_window(2 * 1024 * 1024);
     t.datagram_receive_buffer_size(Some(64 * 1024));
@@ -322,6 +339,24 @@ async fn cluster_backends(
         .await
         .map_err(|e| ServerError::Cluster(e.to_string()))?;
     Ok((Arc::new(broker), Arc::new(inbox), None))
+}
+
+/// Sets the coalescing window from the delivery rate, measured every 100 ms.
+async fn follow_load(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(100);
+    let mut tick = tokio::time::interval(period);
+    let mut last = gateway.metrics.deliveries.get();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = gateway.metrics.deliveries.get();
+                let rate = now.saturating_sub(last) as f64 / period.as_secs_f64();
+                gateway.flush_window.set_load(rate);
+                last = now;
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Drops the history of rooms that emptied more than `ttl` ago.

@@ -35,7 +35,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(stream: R, max_frame: usize) -> Self {
         FrameReader {
             stream,
-            buf: BytesMut::with_capacity(4096),
+            // Control traffic is small frames; the buffer grows for large ones.
+            buf: BytesMut::with_capacity(512),
             max_frame,
         }
     }
