@@ -210,8 +210,18 @@ async fn main() -> anyhow::Result<()> {
             .count() as u64;
         unrecovered += s.unrecovered;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let left = api.health().await.map(|h| h.sessions).unwrap_or(u64::MAX);
+    // Clients that vanished without a close are only noticed by the server's idle
+    // timeout (30 s); a session still open after that is stuck.
+    let waited = Instant::now();
+    let mut left = u64::MAX;
+    while waited.elapsed() < Duration::from_secs(40) {
+        left = api.health().await.map(|h| h.sessions).unwrap_or(u64::MAX);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("sessions gone {:.0} s after the last client", waited.elapsed().as_secs_f64());
     let first = samples
         .get(samples.len().min(3).saturating_sub(1))
         .copied()
@@ -229,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
     println!("lost acknowledged messages: {lost}");
     println!("rejoins not recovered (history too short): {unrecovered}");
     println!("errors: {}", counters.errors.load(Ordering::Relaxed));
-    println!("sessions left after everyone closed: {left}");
+    println!("sessions left 40 s after everyone closed or vanished: {left}");
     println!(
         "server RSS: after warm-up {:.1} MiB, peak {:.1} MiB, end {:.1} MiB",
         first as f64 / 1024.0,
