@@ -221,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    println!("sessions gone {:.0} s after the last client", waited.elapsed().as_secs_f64());
+    println!(
+        "sessions gone {:.0} s after the last client",
+        waited.elapsed().as_secs_f64()
+    );
     let first = samples
         .get(samples.len().min(3).saturating_sub(1))
         .copied()
