@@ -154,6 +154,38 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// A session on `ns` driven by hand: the control stream is open and `frames`
+/// (usually a `Hello` and more) are written on it; nothing is read.
+pub async fn raw_session(
+    server: &TestServer,
+    ns: &str,
+    frames: &[wtgate::protocol::ClientFrame],
+) -> (
+    wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    wtransport::Connection,
+    wtransport::SendStream,
+    wtransport::RecvStream,
+) {
+    let (endpoint, conn) = wtgate::client::open_session(&server.url(ns), &server.trust())
+        .await
+        .unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap().await.unwrap();
+    let mut bytes = bytes::BytesMut::new();
+    for frame in frames {
+        wtgate::protocol::encode_frame(frame, &mut bytes);
+    }
+    send.write_all(&bytes).await.unwrap();
+    (endpoint, conn, send, recv)
+}
+
+/// A `Hello` with a valid token for `user`.
+pub fn hello(server: &TestServer, user: &str) -> wtgate::protocol::ClientFrame {
+    wtgate::protocol::ClientFrame::Hello {
+        version: wtgate::protocol::PROTOCOL_VERSION,
+        token: server.token(user),
+    }
+}
+
 /// The error code of a request the server refused; fails on anything else.
 pub fn refused<T: std::fmt::Debug>(
     r: Result<T, wtgate::client::ClientError>,

@@ -284,27 +284,13 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() {
     config.limits.publish_burst = 100_000;
     let server = TestServer::start_with(config).await;
     // The slow client joins but never reads its room stream.
-    let (_ep, conn) = open_session(&server.url("/chat"), &server.trust())
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap().await.unwrap();
-    let mut hello = BytesMut::new();
-    encode_frame(
-        &ClientFrame::Hello {
-            version: 1,
-            token: server.token("slow"),
-        },
-        &mut hello,
-    );
-    encode_frame(
-        &ClientFrame::Join {
-            req: 1,
-            room: "r".into(),
-            since: None,
-        },
-        &mut hello,
-    );
-    send.write_all(&hello).await.unwrap();
+    let join = ClientFrame::Join {
+        req: 1,
+        room: "r".into(),
+        since: None,
+    };
+    let (_ep, conn, _send, mut recv) =
+        raw_session(&server, "/chat", &[hello(&server, "slow"), join]).await;
     // Read the control replies (Welcome, Joined) but never accept the room stream.
     let mut sink = vec![0u8; 4096];
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = recv.read(&mut sink).await {} });
@@ -362,19 +348,8 @@ async fn datagrams_of_unknown_types_are_dropped_not_fatal() {
 #[tokio::test]
 async fn resetting_the_control_stream_ends_the_session() {
     let server = TestServer::start().await;
-    let (_ep, conn) = open_session(&server.url("/chat"), &server.trust())
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap().await.unwrap();
-    let mut hello = BytesMut::new();
-    encode_frame(
-        &ClientFrame::Hello {
-            version: 1,
-            token: server.token("ann"),
-        },
-        &mut hello,
-    );
-    send.write_all(&hello).await.unwrap();
+    let (_ep, conn, mut send, mut recv) =
+        raw_session(&server, "/chat", &[hello(&server, "ann")]).await;
     let mut welcome = [0u8; 64];
     let _ = recv.read(&mut welcome).await.unwrap();
     send.reset(7u32.into()).unwrap();
