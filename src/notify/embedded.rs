@@ -193,6 +193,11 @@ mod tests {
         Bytes::from(s.to_owned())
     }
 
+    async fn ids(inbox: &Embedded, user: &str) -> Vec<u64> {
+        let pending = inbox.pending(user).await.unwrap();
+        pending.iter().map(|n| n.id).collect()
+    }
+
     #[tokio::test]
     async fn push_pending_ack_and_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -206,13 +211,7 @@ mod tests {
             assert_eq!(p.evicted, u64::from(i == 4));
         }
         inbox.push("bob", "k", body("b1")).await.unwrap();
-        let ids: Vec<u64> = inbox
-            .pending("ann")
-            .await
-            .unwrap()
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let ids = ids(&inbox, "ann").await;
         assert_eq!(ids, [2, 3, 4], "the oldest was dropped");
         assert!(inbox.ack("ann", 3).await.unwrap());
         assert!(
@@ -220,13 +219,7 @@ mod tests {
             "acking twice is harmless"
         );
         assert!(!inbox.ack("ann", 1).await.unwrap());
-        let ids: Vec<u64> = inbox
-            .pending("ann")
-            .await
-            .unwrap()
-            .iter()
-            .map(|n| n.id)
-            .collect();
+        let ids = ids(&inbox, "ann").await;
         assert_eq!(ids, [2, 4]);
         assert_eq!(inbox.total_pending().await.unwrap(), 3);
         // "an" is a prefix of "ann": keys of other users never mix.
