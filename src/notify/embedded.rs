@@ -193,7 +193,7 @@ mod tests {
         Bytes::from(s.to_owned())
     }
 
-    async fn ids(inbox: &Embedded, user: &str) -> Vec<u64> {
+    async fn pending_ids(inbox: &Embedded, user: &str) -> Vec<u64> {
         let pending = inbox.pending(user).await.unwrap();
         pending.iter().map(|n| n.id).collect()
     }
@@ -211,7 +211,7 @@ mod tests {
             assert_eq!(p.evicted, u64::from(i == 4));
         }
         inbox.push("bob", "k", body("b1")).await.unwrap();
-        let ids = ids(&inbox, "ann").await;
+        let ids = pending_ids(&inbox, "ann").await;
         assert_eq!(ids, [2, 3, 4], "the oldest was dropped");
         assert!(inbox.ack("ann", 3).await.unwrap());
         assert!(
@@ -219,7 +219,7 @@ mod tests {
             "acking twice is harmless"
         );
         assert!(!inbox.ack("ann", 1).await.unwrap());
-        let ids = ids(&inbox, "ann").await;
+        let ids = pending_ids(&inbox, "ann").await;
         assert_eq!(ids, [2, 4]);
         assert_eq!(inbox.total_pending().await.unwrap(), 3);
         // "an" is a prefix of "ann": keys of other users never mix.
