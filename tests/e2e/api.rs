@@ -103,11 +103,7 @@ async fn notify_reaches_every_session_of_the_user() {
         .await
         .unwrap();
     for tab in [&mut tab1, &mut tab2] {
-        let got = expect_event(tab, "notification", |e| match e {
-            Event::Notification { id, kind, body, .. } => Some((*id, kind.clone(), body.clone())),
-            _ => None,
-        })
-        .await;
+        let got = expect_event(tab, "notification", notification).await;
         assert_eq!(
             got,
             (
@@ -187,14 +183,6 @@ async fn broadcast_reaches_the_namespace() {
     })
     .await;
     server.stop().await;
-}
-
-/// The value of the first sample of `series` (`name` or `name{labels}`).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -55,11 +55,7 @@ async fn notify_prints_the_id_and_the_user_gets_it() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let id: u64 = stdout(&out).parse().expect("the id alone on stdout");
-    let got = expect_event(&mut inbox, "notification", |e| match e {
-        Event::Notification { id, kind, body, .. } => Some((*id, kind.clone(), body.clone())),
-        _ => None,
-    })
-    .await;
+    let got = expect_event(&mut inbox, "notification", notification).await;
     assert_eq!(
         got,
         (

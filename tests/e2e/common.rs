@@ -186,6 +186,23 @@ pub fn hello(server: &TestServer, user: &str) -> wtgate::protocol::ClientFrame {
     }
 }
 
+/// A notification event as (id, kind, body).
+pub fn notification(e: &Event) -> Option<(u64, String, bytes::Bytes)> {
+    match e {
+        Event::Notification { id, kind, body, .. } => Some((*id, kind.clone(), body.clone())),
+        _ => None,
+    }
+}
+
+/// The value of the first sample of `series` (`name` or `name{labels}`) in
+/// Prometheus text, 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The error code of a request the server refused; fails on anything else.
 pub fn refused<T: std::fmt::Debug>(
     r: Result<T, wtgate::client::ClientError>,

@@ -79,8 +79,8 @@ async fn a_publish_storm_is_rate_limited() {
     assert!(spam <= 150, "{spam} spam messages delivered");
     let metrics = server.gateway.metrics_text().await;
     assert!(
-        metrics.contains("wtgate_errors_total{code=\"RateLimited\"}"),
-        "{metrics}"
+        sample(&metrics, "wtgate_errors_total{code=\"RateLimited\"}") >= 1800.0,
+        "the refused publishes are counted: {metrics}"
     );
     let _ = attacker.try_event();
     server.stop().await;
@@ -144,8 +144,8 @@ async fn a_datagram_flood_is_dropped_beyond_the_rate() {
     );
     let metrics = server.gateway.metrics_text().await;
     assert!(
-        !metrics.contains("wtgate_datagrams_dropped_total 0\n"),
-        "drops are counted"
+        sample(&metrics, "wtgate_datagrams_dropped_total") > 0.0,
+        "drops are counted: {metrics}"
     );
     server.stop().await;
 }

@@ -3,17 +3,10 @@
 
 use bytes::Bytes;
 use std::time::Duration;
-use wtgate::client::{Client, Event};
+use wtgate::client::Client;
 use wtgate::config::Config;
 
 use crate::common::*;
-
-fn notification(e: &Event) -> Option<(u64, String, Bytes)> {
-    match e {
-        Event::Notification { id, kind, body, .. } => Some((*id, kind.clone(), body.clone())),
-        _ => None,
-    }
-}
 
 async fn next_notification(c: &mut Client) -> (u64, String, Bytes) {
     expect_event(c, "notification", notification).await
@@ -137,12 +130,14 @@ async fn the_inbox_is_bounded_oldest_first() {
     }
     expect_no_notification(&mut ann).await;
     let metrics = server.gateway.metrics_text().await;
-    assert!(
-        metrics.contains("wtgate_notifications_evicted_total 2"),
+    assert_eq!(
+        sample(&metrics, "wtgate_notifications_evicted_total"),
+        2.0,
         "{metrics}"
     );
-    assert!(
-        metrics.contains("wtgate_notifications_pending 3"),
+    assert_eq!(
+        sample(&metrics, "wtgate_notifications_pending"),
+        3.0,
         "{metrics}"
     );
     server.stop().await;
