@@ -42,6 +42,9 @@ pub struct Metrics {
     pub datagrams_dropped: Counter,
     /// Reliable frames dropped because a session's queue overflowed (it is closed).
     pub frames_dropped: Counter,
+    /// Datagrams dropped because a receiving session's datagram queue was full
+    /// (counted by the hub; set at scrape time).
+    pub datagrams_overflow: Counter,
     /// Error frames sent and sessions closed, by code.
     pub errors: Family<CodeLabel, Counter>,
     /// Notifications stored.
@@ -75,6 +78,7 @@ impl Metrics {
             datagrams_out: Counter::default(),
             datagrams_dropped: Counter::default(),
             frames_dropped: Counter::default(),
+            datagrams_overflow: Counter::default(),
             errors: Family::default(),
             notifications_pushed: Counter::default(),
             notifications_acked: Counter::default(),
@@ -102,6 +106,11 @@ impl Metrics {
             "datagrams_dropped",
             "Datagrams dropped",
             m.datagrams_dropped.clone(),
+        );
+        r.register(
+            "datagrams_overflow",
+            "Datagrams dropped because a receiver's datagram queue was full",
+            m.datagrams_overflow.clone(),
         );
         r.register(
             "frames_dropped",

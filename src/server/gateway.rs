@@ -215,10 +215,14 @@ impl Gateway {
             self.metrics.notifications_pending.set(n as i64);
         }
         let stats = self.hub.stats();
-        self.metrics
-            .frames_dropped
+        // The hub counts what it drops itself (it has no metrics); mirror it here.
+        let m = &self.metrics;
+        m.frames_dropped
             .inner()
             .store(stats.frames_dropped, Ordering::Relaxed);
+        m.datagrams_overflow
+            .inner()
+            .store(stats.datagrams_dropped, Ordering::Relaxed);
         self.metrics.render()
     }
 }
