@@ -171,7 +171,7 @@ fn unix_ms() -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (files, _) = wtgate::certs::ensure(&args.certs_dir)?;
+    let files = wtgate::certs::ensure(&args.certs_dir)?.files;
     let identity = Identity::load_pemfiles(&files.cert, &files.key).await?;
     let hash = wtgate::certs::hash_der(identity.certificate_chain().as_slice()[0].der());
     let config = ServerConfig::builder()

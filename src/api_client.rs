@@ -349,8 +349,22 @@ fn describe(e: &reqwest::Error) -> String {
         innermost = s.to_string();
         source = s.source();
     }
+    if innermost.contains("invalid peer certificate") {
+        innermost.push_str(UNTRUSTED_HINT);
+    } else if innermost.contains("is not the pinned") {
+        innermost.push_str(CHANGED_HINT);
+    }
     innermost
 }
+
+/// What to do when the server's certificate is not trusted.
+const UNTRUSTED_HINT: &str = " (the server's certificate is not trusted: pass --cert-hash HEX \
+     with the sha-256 `wtgate serve` prints, --ca FILE for a private CA, or run this from the \
+     directory whose certs/ holds the development certificate of a loopback server)";
+
+/// What to do when a pinned certificate no longer matches.
+const CHANGED_HINT: &str = " (the server now has another certificate — renewed at start, \
+     or replaced by `wtgate certs --force`: pin the sha-256 it printed last)";
 
 /// The TLS configuration for `trust`: ring, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
 fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ApiClientError> {

@@ -260,12 +260,77 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
+/// File, in the certificate directory, that keeps the token secret of `serve --dev`
+/// next to the development key, so that `wtgate token` and `wtgate load` run from the
+/// same directory sign tokens the dev server accepts, as `notify` pins its certificate.
+pub const DEV_SECRET_FILE: &str = "dev-secret";
+
+/// The development secret kept in `dir`, made (readable by its owner only) when
+/// missing. Returns it and whether it was made now.
+pub fn dev_secret(dir: &std::path::Path) -> std::io::Result<(String, bool)> {
+    if let Some(secret) = read_dev_secret(dir)? {
+        return Ok((secret, false));
+    }
+    std::fs::create_dir_all(dir)?;
+    let secret = random_secret();
+    let path = dir.join(DEV_SECRET_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+            Ok((secret, true))
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let secret = read_dev_secret(dir)?.ok_or(e)?;
+            Ok((secret, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The development secret kept in `dir`, if there is a non-empty one.
+pub fn read_dev_secret(dir: &std::path::Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(DEV_SECRET_FILE)) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"test-secret";
     const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn dev_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        assert_eq!(read_dev_secret(&certs).unwrap(), None);
+        let (first, made) = dev_secret(&certs).unwrap();
+        assert!(made);
+        assert_eq!(first.len(), 64);
+        let (again, made) = dev_secret(&certs).unwrap();
+        assert!(!made);
+        assert_eq!(again, first);
+        assert_eq!(read_dev_secret(&certs).unwrap(), Some(first));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(certs.join(DEV_SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+        }
+    }
 
     fn verifier() -> TokenVerifier {
         TokenVerifier::new(SECRET)

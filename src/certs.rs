@@ -126,18 +126,42 @@ pub fn generate(dir: &Path, days: u32) -> Result<CertFiles, CertError> {
     Ok(files)
 }
 
+/// What [`ensure`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    /// The certificate and key in use.
+    pub files: CertFiles,
+    /// Whether a new certificate was made.
+    pub generated: bool,
+    /// Why an existing certificate file was replaced (its hash changed).
+    pub replaced: Option<String>,
+}
+
 /// Reuses `dir/cert.pem` and `dir/key.pem` when they parse, belong together,
 /// are browser-acceptable and stay valid for more than one more day;
-/// otherwise generates a new [`MAX_DAYS`] certificate. Returns the files and
-/// whether they were generated.
-pub fn ensure(dir: &Path) -> Result<(CertFiles, bool), CertError> {
+/// otherwise generates a new [`MAX_DAYS`] certificate.
+pub fn ensure(dir: &Path) -> Result<Ensured, CertError> {
     match reusable(dir, OffsetDateTime::now_utc()) {
-        Ok(files) => Ok((files, false)),
+        Ok(files) => Ok(Ensured {
+            files,
+            generated: false,
+            replaced: None,
+        }),
         Err(reason) => {
-            tracing::info!(dir = %dir.display(), %reason, "generating a development certificate");
-            Ok((generate(dir, MAX_DAYS)?, true))
+            let existed = dir.join(CERT_FILE).exists();
+            Ok(Ensured {
+                files: generate(dir, MAX_DAYS)?,
+                generated: true,
+                replaced: existed.then_some(reason),
+            })
         }
     }
+}
+
+/// The certificate a renewal check at start (see [`ensure`]) would still keep
+/// for a server started now: false for one that expires within a day.
+pub fn outlives_renewal(files: &CertFiles) -> bool {
+    files.not_after - OffsetDateTime::now_utc() > RENEW_BEFORE
 }
 
 /// The existing files in `dir` if they can be used at `now`, or why not.
@@ -326,17 +350,25 @@ mod tests {
     #[test]
     fn ensure_reuses_then_regenerates() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, generated) = ensure(dir.path()).unwrap();
-        assert!(generated);
-        let (again, generated) = ensure(dir.path()).unwrap();
-        assert!(!generated);
-        assert_eq!(again, first);
+        let first = ensure(dir.path()).unwrap();
+        assert!(first.generated && first.replaced.is_none());
+        let again = ensure(dir.path()).unwrap();
+        assert!(!again.generated && again.replaced.is_none());
+        assert_eq!(again.files, first.files);
+        let first = first.files;
+        assert!(outlives_renewal(&first));
 
-        // A certificate expiring within a day is replaced.
+        // A certificate expiring within a day is replaced, and that is said.
         let short = generate(dir.path(), 1).unwrap();
+        assert!(!outlives_renewal(&short));
         assert_ne!(short.hash, first.hash);
-        let (renewed, generated) = ensure(dir.path()).unwrap();
-        assert!(generated);
+        let renewed = ensure(dir.path()).unwrap();
+        assert!(renewed.generated);
+        assert_eq!(
+            renewed.replaced.as_deref(),
+            Some("expired or expiring within a day")
+        );
+        let renewed = renewed.files;
         assert_ne!(renewed.hash, short.hash);
         assert_eq!(inspect(&renewed.cert).unwrap().hash, renewed.hash);
     }
@@ -346,15 +378,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(CERT_FILE), "garbage").unwrap();
         fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
-        let (files, generated) = ensure(dir.path()).unwrap();
-        assert!(generated);
+        let made = ensure(dir.path()).unwrap();
+        assert!(made.generated && made.replaced.is_some());
+        let files = made.files;
 
         // Key from another certificate.
         let other = tempfile::tempdir().unwrap();
         let other_files = generate(other.path(), 5).unwrap();
         fs::copy(&other_files.key, &files.key).unwrap();
-        let (_, generated) = ensure(dir.path()).unwrap();
-        assert!(generated);
+        let made = ensure(dir.path()).unwrap();
+        assert_eq!(
+            made.replaced.as_deref(),
+            Some("the key does not match the certificate")
+        );
     }
 
     #[test]

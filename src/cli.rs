@@ -8,9 +8,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use wtgate::api_client::ApiClient;
 use wtgate::auth::{self, Claims};
+use wtgate::broker;
 use wtgate::certs;
 use wtgate::client::Trust;
-use wtgate::config::{Config, Settings, TlsSource};
+use wtgate::config::{self, Config, Settings, TlsSource};
 pub use wtgate::load::LoadArgs;
 
 /// Default WebTransport port.
@@ -47,6 +48,21 @@ pub enum Command {
     Broadcast(BroadcastArgs),
 }
 
+/// Where `serve` got its token secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `--secret` or `WTGATE_SECRET`.
+    Given,
+    /// `--dev` without one: the development secret file, made now or kept from an
+    /// earlier run.
+    DevFile {
+        /// The file.
+        path: PathBuf,
+        /// Whether it was made by this run.
+        made: bool,
+    },
+}
+
 /// `wtgate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -68,9 +84,10 @@ pub struct ServeArgs {
     /// HS256 token secret.
     #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Development mode: loopback only, a random secret unless one is given,
-    /// loopback browser origins allowed.
-    #[arg(long)]
+    /// Development mode: loopback only, loopback browser origins allowed, the demo
+    /// page, and (unless a secret is given) a random token secret kept in
+    /// `--certs-dir`/dev-secret for `wtgate token` and `wtgate load`.
+    #[arg(long, env = "WTGATE_DEV")]
     pub dev: bool,
     /// A browser origin allowed to connect (repeatable), e.g. https://app.example.com.
     #[arg(
@@ -81,16 +98,16 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
     /// Override limits.max_frame (bytes).
-    #[arg(long)]
+    #[arg(long, env = "WTGATE_MAX_FRAME")]
     pub max_frame: Option<usize>,
     /// Override limits.max_rooms_per_session.
-    #[arg(long)]
+    #[arg(long, env = "WTGATE_MAX_ROOMS")]
     pub max_rooms: Option<usize>,
     /// Override limits.publish_rate (publishes per second per session).
-    #[arg(long)]
+    #[arg(long, env = "WTGATE_PUBLISH_RATE")]
     pub publish_rate: Option<f64>,
     /// Override the history size of every namespace (messages per room).
-    #[arg(long)]
+    #[arg(long, env = "WTGATE_HISTORY")]
     pub history: Option<usize>,
     /// Directory for durable state (notification inboxes).
     #[arg(long, env = "WTGATE_DATA_DIR", default_value = "data")]
@@ -128,9 +145,8 @@ impl ServeArgs {
     }
 
     /// Loads the config file, applies the overrides and checks the result.
-    /// Returns the settings and, in dev mode without a given secret, the
-    /// generated secret (for the caller to print).
-    pub fn into_settings(self) -> anyhow::Result<(Settings, Option<String>)> {
+    /// Returns the settings and where the token secret came from.
+    pub fn into_settings(self) -> anyhow::Result<(Settings, SecretSource)> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -160,12 +176,26 @@ impl ServeArgs {
             bail!("--dev listens on loopback only (got --listen {listen}); drop --dev to serve other hosts");
         }
 
-        let (secret, generated) = match self.secret {
+        for origin in &self.allowed_origins {
+            config::check_origin(origin).map_err(|e| anyhow::anyhow!("--allowed-origin: {e}"))?;
+        }
+        let node_id = self.node_id.filter(|n| !n.is_empty());
+        if let Some(id) = &node_id {
+            if !broker::valid_node_id(id) {
+                bail!("--node-id {id:?}: use 1 to 64 of A-Z a-z 0-9 . _ -");
+            }
+            if self.redis.is_none() {
+                bail!("--node-id names a node of a cluster: it needs --redis URL");
+            }
+        }
+        let (secret, source) = match self.secret {
             Some(s) if s.is_empty() => bail!("the token secret is empty"),
-            Some(s) => (s, None),
+            Some(s) => (s, SecretSource::Given),
             None if self.dev => {
-                let s = auth::random_secret();
-                (s.clone(), Some(s))
+                let path = self.certs_dir.join(auth::DEV_SECRET_FILE);
+                let (s, made) = auth::dev_secret(&self.certs_dir)
+                    .with_context(|| format!("development secret {}", path.display()))?;
+                (s, SecretSource::DevFile { path, made })
             }
             None => bail!("no token secret: set WTGATE_SECRET or --secret, or use --dev"),
         };
@@ -192,27 +222,56 @@ impl ServeArgs {
             data_dir: self.data_dir,
             api_key: self.api_key.filter(|k| !k.is_empty()),
             redis: self.redis.filter(|u| !u.is_empty()),
-            node_id: self.node_id.filter(|n| !n.is_empty()),
+            node_id,
         };
-        Ok((settings, generated))
+        Ok((settings, source))
     }
 }
 
 /// `wtgate certs`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CertsArgs {
     /// Output directory for cert.pem and key.pem.
-    #[arg(long, default_value = "certs")]
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
     pub out: PathBuf,
     /// Validity in days (1 to 14; browsers accept at most 14 for hash pinning).
-    #[arg(long, default_value_t = certs::MAX_DAYS)]
+    #[arg(long, env = "WTGATE_CERT_DAYS", default_value_t = certs::MAX_DAYS)]
     pub days: u32,
+    /// Replace an existing certificate (servers using it must restart, and clients
+    /// pinning its hash must take the new one).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Generates a certificate; prints its files, expiry, and the hash alone on
-/// the last line.
+/// the last line. Refuses to replace one without `--force`.
 pub fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    let existing = args.out.join(certs::CERT_FILE);
+    if existing.exists() && !args.force {
+        let what = match certs::inspect(&existing) {
+            Ok(info) => format!(
+                "sha-256 {}, valid until {}",
+                info.hash,
+                info.not_after.date()
+            ),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        bail!(
+            "{} already exists ({what}); a server using it and clients pinning its hash \
+             would stop matching: pass --force to replace it (then restart the server), \
+             or --out DIR for another directory",
+            existing.display()
+        );
+    }
     let files = certs::generate(&args.out, args.days)?;
+    if !certs::outlives_renewal(&files) {
+        eprintln!(
+            "note: this certificate expires within a day, and `wtgate serve` renews such a \
+             certificate when it starts: the next serve using {} will replace it (use --days 2 \
+             or more to keep it)",
+            args.out.display()
+        );
+    }
     let t = files.not_after;
     println!("certificate: {}", files.cert.display());
     println!("private key: {}", files.key.display());
@@ -235,7 +294,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub user: String,
     /// Lifetime, e.g. 90s, 15m, 1h, 7d.
-    #[arg(long, default_value = "1h")]
+    #[arg(long, env = "WTGATE_TOKEN_TTL", default_value = "1h")]
     pub ttl: String,
     /// Room name pattern the token may join, `*` = any run of characters
     /// (repeatable; default: all rooms).
@@ -244,17 +303,33 @@ pub struct TokenArgs {
     /// Namespace the token may open, e.g. /chat (repeatable; default: all).
     #[arg(long = "ns", value_name = "NAMESPACE")]
     pub ns: Vec<String>,
-    /// HS256 token secret.
+    /// HS256 token secret [default: the `serve --dev` secret in --certs-dir, if any].
     #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Without a secret: use the development secret `serve --dev` keeps here.
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
 }
 
 impl TokenArgs {
     /// Mints the token as of `now` (unix seconds).
     pub fn mint(&self, now: u64) -> anyhow::Result<String> {
         let secret = match self.secret.as_deref() {
-            Some(s) if !s.is_empty() => s,
-            _ => bail!("no token secret: set WTGATE_SECRET or --secret"),
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => match auth::read_dev_secret(&self.certs_dir)? {
+                Some(dev) => {
+                    eprintln!(
+                        "no WTGATE_SECRET: signed with the development secret of `serve --dev` in {}",
+                        self.certs_dir.join(auth::DEV_SECRET_FILE).display()
+                    );
+                    dev
+                }
+                None => bail!(
+                    "no token secret: set WTGATE_SECRET or --secret (or run this from the \
+                     directory of a `serve --dev`, which keeps its secret in certs/{})",
+                    auth::DEV_SECRET_FILE
+                ),
+            },
         };
         let ttl = auth::parse_duration(&self.ttl)?;
         if ttl.as_secs() == 0 {
@@ -459,10 +534,10 @@ mod tests {
 
     #[test]
     fn serve_defaults() {
-        let (s, generated) = serve(&["--secret", "0123456789abcdef"])
+        let (s, source) = serve(&["--secret", "0123456789abcdef"])
             .into_settings()
             .unwrap();
-        assert!(generated.is_none());
+        assert_eq!(source, SecretSource::Given);
         assert_eq!(s.listen, "[::]:4433".parse().unwrap());
         assert_eq!(
             s.tls,
@@ -477,18 +552,53 @@ mod tests {
 
     #[test]
     fn serve_dev() {
-        let (s, generated) = serve(&["--dev"]).into_settings().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().to_str().unwrap();
+        let (s, source) = serve(&["--dev", "--certs-dir", certs])
+            .into_settings()
+            .unwrap();
         assert!(s.dev);
         assert_eq!(s.listen, "[::1]:4433".parse().unwrap());
-        assert_eq!(generated.as_deref(), Some(s.secret.as_str()));
+        let path = dir.path().join(auth::DEV_SECRET_FILE);
+        assert_eq!(
+            source,
+            SecretSource::DevFile {
+                path: path.clone(),
+                made: true
+            }
+        );
         assert_eq!(s.secret.len(), 64);
+        // The next dev run keeps the secret, so tokens minted from the file work.
+        let (again, source) = serve(&["--dev", "--certs-dir", certs])
+            .into_settings()
+            .unwrap();
+        assert_eq!(again.secret, s.secret);
+        assert_eq!(source, SecretSource::DevFile { path, made: false });
+        let mut token = TokenArgs {
+            user: "alice".into(),
+            ttl: "1h".into(),
+            rooms: vec![],
+            ns: vec![],
+            secret: None,
+            certs_dir: dir.path().into(),
+        };
+        let claims = auth::TokenVerifier::new(s.secret.as_bytes())
+            .verify(&token.mint(0).unwrap(), 1)
+            .unwrap();
+        assert_eq!(claims.sub, "alice");
+        token.certs_dir = dir.path().join("elsewhere");
+        let err = token.mint(0).unwrap_err().to_string();
+        assert!(
+            err.contains("no token secret") && err.contains("serve --dev"),
+            "{err}"
+        );
 
-        let (s, generated) = serve(&["--dev", "--listen", "127.0.0.1:5000", "--secret", "x"])
+        let (s, source) = serve(&["--dev", "--listen", "127.0.0.1:5000", "--secret", "x"])
             .into_settings()
             .unwrap();
         assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(s.secret, "x");
-        assert!(generated.is_none());
+        assert_eq!(source, SecretSource::Given);
 
         for addr in ["[::]:4433", "0.0.0.0:4433", "192.0.2.1:4433"] {
             let err = serve(&["--dev", "--listen", addr])
@@ -617,11 +727,91 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(dir.path().join("cert.pem").exists());
-        let refused = CertsArgs {
+        let first = certs::inspect(&dir.path().join("cert.pem")).unwrap();
+        let mut again = CertsArgs {
             out: dir.path().into(),
-            days: 15,
+            days: 3,
+            force: false,
         };
-        assert!(run_certs(refused).is_err());
+        let err = run_certs(again.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("already exists") && err.contains("--force"),
+            "{err}"
+        );
+        assert!(err.contains(&first.hash), "{err}");
+        assert_eq!(certs::inspect(&dir.path().join("cert.pem")).unwrap(), first);
+        again.force = true;
+        again.days = 15;
+        assert!(run_certs(again.clone()).is_err());
+        again.days = 2;
+        run_certs(again).unwrap();
+        assert_ne!(
+            certs::inspect(&dir.path().join("cert.pem")).unwrap().hash,
+            first.hash
+        );
+    }
+
+    #[test]
+    fn allowed_origins_must_be_origins() {
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/chat",
+            "https://",
+        ] {
+            let err = serve(&["--secret", "s", "--allowed-origin", bad])
+                .into_settings()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--allowed-origin"), "{bad}: {err}");
+        }
+        for good in [
+            "https://app.example.com",
+            "http://localhost:3000",
+            "https://[::1]:8443/",
+        ] {
+            serve(&["--secret", "s", "--allowed-origin", good])
+                .into_settings()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn node_ids_are_checked_before_connecting() {
+        let err = serve(&[
+            "--secret",
+            "s",
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--node-id",
+            "a b",
+        ])
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--node-id \"a b\""), "{err}");
+        assert!(!err.contains("broker"), "{err}");
+        let err = serve(&["--secret", "s", "--node-id", "a"])
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--redis"), "{err}");
+    }
+
+    #[test]
+    fn every_serve_flag_reads_an_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version", "log"].contains(&id) {
+                continue;
+            }
+            assert!(
+                arg.get_env().is_some(),
+                "serve --{id} has no environment variable"
+            );
+        }
     }
 
     #[test]
@@ -649,6 +839,7 @@ mod tests {
             rooms: vec![],
             ns: vec![],
             secret: Some("k".into()),
+            certs_dir: "/nonexistent".into(),
         };
         let claims = auth::TokenVerifier::new(b"k")
             .verify(&bare.mint(0).unwrap(), 1)

@@ -414,6 +414,17 @@ pub enum TlsSource {
     },
 }
 
+impl std::fmt::Display for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSource::Files { cert, key } => {
+                write!(f, "--cert {} with --key {}", cert.display(), key.display())
+            }
+            TlsSource::SelfSigned { dir } => write!(f, "the certificate in {}", dir.display()),
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Clone)]
 pub struct Settings {
@@ -481,6 +492,46 @@ impl Settings {
             .iter()
             .any(|allowed| normalize_origin(allowed) == origin)
     }
+}
+
+/// Checks that an allowed origin can ever match a browser's `Origin` header:
+/// `http(s)://host[:port]`, nothing after the host and port.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin.trim() == "*" {
+        return Err(
+            "`*` is not an origin: without any allowed origin every origin may \
+             connect (outside --dev); list exact origins such as https://app.example.com \
+             to restrict"
+                .into(),
+        );
+    }
+    let expected = "expected scheme://host[:port], e.g. https://app.example.com";
+    let o = origin.trim().trim_end_matches('/');
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "{origin:?} has no http:// or https:// scheme, so no browser Origin can match it; {expected}"
+        ));
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, port)| {
+        if port.parse::<u16>().is_ok() && !host.is_empty() {
+            host
+        } else {
+            rest
+        }
+    });
+    let valid_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    if !valid_host {
+        return Err(format!(
+            "{origin:?} is not an origin (a browser sends only scheme, host and port); {expected}"
+        ));
+    }
+    Ok(())
 }
 
 /// Lowercases an origin, drops a trailing `/` and the scheme's default port.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, ServeArgs};
+use cli::{Cli, Command, SecretSource, ServeArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wtgate::demo::{self, DemoState};
@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let demo_addr = args.demo_addr()?;
-    let (settings, generated_secret) = args.into_settings()?;
+    let (settings, secret_source) = args.into_settings()?;
     let secret = settings.secret.clone();
     let api_access = match (&settings.api_key, settings.dev) {
         (Some(_), _) => "bearer key required",
@@ -57,16 +57,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.api_addr()
     );
     println!("certificate sha-256: {}", server.cert_hash());
-    if let Some(secret) = generated_secret {
-        println!("dev token secret (random, this run only): {secret}");
-        println!("mint a token: WTGATE_SECRET={secret} wtgate token --user alice");
+    if let SecretSource::DevFile { path, made } = &secret_source {
+        let kept = if *made {
+            "made now"
+        } else {
+            "kept from an earlier run"
+        };
+        println!("dev token secret: {secret} ({}, {kept})", path.display());
+        println!("from this directory, `wtgate token` and `wtgate load` use it:");
+        println!("  wtgate token --user alice");
+        println!(
+            "  wtgate load --url https://{}/chat --clients 20 --duration 10s",
+            dev_authority(addr)
+        );
     }
     let shutdown = CancellationToken::new();
     let demo = match demo_addr {
         Some(demo_at) => {
-            let listener = TcpListener::bind(demo_at)
-                .await
-                .with_context(|| format!("demo page: cannot listen on {demo_at}"))?;
+            let listener = TcpListener::bind(demo_at).await.with_context(|| {
+                format!(
+                    "demo page: cannot listen on {demo_at} (TCP): pass --demo-listen with another \
+                     loopback port (127.0.0.1:0 picks a free one)"
+                )
+            })?;
             println!("demo page: http://{}/", listener.local_addr()?);
             let state = DemoState::new(server.cert_hash(), addr, secret);
             Some(tokio::spawn(demo::serve(listener, state, shutdown.clone())))
@@ -79,6 +92,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         task.await.context("demo page task")?.context("demo page")?;
     }
     Ok(())
+}
+
+/// `localhost:PORT` for the default dev address (what a browser and the CLI reach
+/// as `localhost`), else the address itself.
+fn dev_authority(addr: std::net::SocketAddr) -> String {
+    if addr.ip() == std::net::Ipv6Addr::LOCALHOST {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 /// Runs `wtgate load`; exits with status 1 when the run failed its checks.

@@ -7,7 +7,7 @@
 mod local;
 mod redis;
 
-pub use self::redis::Redis;
+pub use self::redis::{valid_node_id, Redis};
 pub use local::Local;
 
 use async_trait::async_trait;

@@ -193,7 +193,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Checks a node id: 1 to 64 of `[A-Za-z0-9._-]`.
-fn valid_node_id(id: &str) -> bool {
+pub fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

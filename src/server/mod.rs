@@ -6,6 +6,7 @@ mod admission;
 mod flush;
 mod gateway;
 mod http;
+mod identity;
 mod rate;
 mod session;
 
@@ -30,7 +31,7 @@ use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
 use crate::broker::{Broker, Local, Redis};
 use crate::certs;
-use crate::config::{Settings, TlsSource};
+use crate::config::Settings;
 use crate::hub::{Hub, SessionLimits};
 use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
@@ -48,13 +49,28 @@ pub enum ServerError {
     #[error("cluster mode: {0}")]
     Cluster(String),
     /// The UDP socket (WebTransport) or the TCP socket (server API) could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({protocol}): {error}{}", bind_hint(error))]
     Bind {
+        /// `UDP, WebTransport` or `TCP, server API`.
+        protocol: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, not a `source`: it would be printed twice).
+        error: std::io::Error,
     },
+}
+
+/// What to do about a bind error an operator can fix with a flag.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process (another wtgate?) holds that port: stop it, or pass --listen with another port"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this machine has that address: pass --listen with one of its addresses"
+        }
+        _ => "",
+    }
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -72,9 +88,10 @@ impl Server {
     /// Loads (or makes) the certificate, binds the UDP socket and the TCP socket of
     /// the server API on the same port number.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
-        let identity = load_identity(&settings.tls).await?;
+        let identity = identity::load(&settings.tls).await?;
         let cert_hash = certs::hash_der(identity.certificate_chain().as_slice()[0].der());
-        let api_tls = http::tls_config(&identity).map_err(ServerError::Certificate)?;
+        let api_tls = http::tls_config(&identity)
+            .map_err(|e| ServerError::Certificate(format!("{}: {e}", settings.tls)))?;
         let (endpoint, api) = bind_sockets(&settings, identity).await?;
         let config = &settings.config;
         let limits = &config.limits;
@@ -95,7 +112,7 @@ impl Server {
                     Err(e) => warn!("room history not restored: {e}"),
                 }
                 let inbox = Embedded::open(&settings.data_dir, limits.max_inbox)
-                    .map_err(|e| ServerError::DataDir(e.to_string()))?;
+                    .map_err(|e| data_dir_error(&settings.data_dir, e))?;
                 (local.clone(), Arc::new(inbox), Some(local))
             }
         };
@@ -203,21 +220,18 @@ impl Server {
     }
 }
 
-async fn load_identity(tls: &TlsSource) -> Result<Identity, ServerError> {
-    let (cert, key) = match tls {
-        TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
-        TlsSource::SelfSigned { dir } => {
-            let (files, made) =
-                certs::ensure(dir).map_err(|e| ServerError::Certificate(e.to_string()))?;
-            if made {
-                info!(cert = %files.cert.display(), "generated a self-signed certificate");
-            }
-            (files.cert, files.key)
-        }
+/// A data directory error, with the fix when another process holds it.
+fn data_dir_error(dir: &std::path::Path, e: impl std::fmt::Display) -> ServerError {
+    let message = e.to_string();
+    let hint = if message.contains("already open") || message.contains("lock") {
+        format!(
+            "; another wtgate probably uses {} already: stop it, or give this one its own --data-dir",
+            dir.display()
+        )
+    } else {
+        String::new()
     };
-    Identity::load_pemfiles(&cert, &key)
-        .await
-        .map_err(|e| ServerError::Certificate(format!("{}: {e}", cert.display())))
+    ServerError::DataDir(format!("{message}{hint}"))
 }
 
 /// Times [`bind_sockets`] tries fresh port pairs when the port is 0.
@@ -237,9 +251,10 @@ async fn bind_sockets(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let bind_err = |source| ServerError::Bind {
+        let bind_err = |error| ServerError::Bind {
+            protocol: "UDP, WebTransport",
             addr: settings.listen,
-            source,
+            error,
         };
         let socket = bind_udp(settings.listen).map_err(bind_err)?;
         let endpoint =
@@ -252,10 +267,11 @@ async fn bind_sockets(
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
                 debug!(%tcp_addr, "TCP port taken; binding a new pair");
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(ServerError::Bind {
+                    protocol: "TCP, server API",
                     addr: tcp_addr,
-                    source,
+                    error,
                 })
             }
         }

@@ -9,27 +9,9 @@ use wtgate::config::{Config, TlsSource};
 
 use crate::common::*;
 
-/// Runs `wtgate ARGS` without any WTGATE_* settings from the environment, plus `env`.
+/// Runs `wtgate ARGS` from the crate's directory.
 async fn wtgate(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"));
-    for var in [
-        "WTGATE_SERVER",
-        "WTGATE_API_KEY",
-        "WTGATE_CERTS_DIR",
-        "WTGATE_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(args).envs(env.iter().copied()).kill_on_drop(true);
-    within("wtgate to exit", cmd.output()).await.unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+    run_wtgate(None, args, env).await
 }
 
 #[tokio::test]

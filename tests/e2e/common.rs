@@ -262,3 +262,31 @@ pub async fn expect_closed(client: &mut Client) -> Option<wtgate::protocol::Erro
     })
     .await
 }
+
+/// Runs `wtgate ARGS` in `cwd` (default: the crate's directory) without any WTGATE_*
+/// settings from the environment, plus `env`; fails the test if it does not exit.
+pub async fn run_wtgate(
+    cwd: Option<&std::path::Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"));
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("WTGATE_")) {
+        cmd.env_remove(var);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.args(args).envs(env.iter().copied()).kill_on_drop(true);
+    within("wtgate to exit", cmd.output()).await.unwrap()
+}
+
+/// A process's standard output, trimmed.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A process's standard error, trimmed.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_owned()
+}

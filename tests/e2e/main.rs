@@ -14,3 +14,4 @@ mod notifications;
 mod presence;
 mod rooms;
 mod shutdown;
+mod startup;

@@ -51,7 +51,7 @@ export class WtgateServer {
 
   /**
    * Stops the server and starts it again on the same ports with the same
-   * certificate (a new random token secret: `--dev` makes one per run).
+   * certificate and token secret (`--dev` keeps both in its `--certs-dir`).
    * @param {{keepData?: boolean}} [options] `keepData: false` starts with an empty
    *   `--data-dir`, as on a new machine: room histories are gone
    */
@@ -75,7 +75,7 @@ export class WtgateServer {
       ...server.args,
     ];
     const env = { ...process.env, WTGATE_LOG: process.env.WTGATE_LOG ?? 'info,wtgate=debug' };
-    delete env.WTGATE_SECRET; // --dev makes one up; keep the test independent of the caller's shell
+    delete env.WTGATE_SECRET; // --dev makes one in --certs-dir; keep the test independent of the caller's shell
     server.process = spawn(BINARY, args, { cwd: server.dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     server.process.stdout.setEncoding('utf8');
     server.process.stderr.setEncoding('utf8');
@@ -94,7 +94,7 @@ export class WtgateServer {
         const wt = /listening on https:\/\/(\S+)/.exec(server.stdout);
         const demo = /demo page: (http:\/\/\S+)/.exec(server.stdout);
         const hash = /certificate sha-256: ([0-9a-f]{64})/.exec(server.stdout);
-        const secret = /dev token secret \(random, this run only\): (\S+)/.exec(server.stdout);
+        const secret = /dev token secret: (\S+)/.exec(server.stdout);
         if (wt && demo && hash) {
           clearTimeout(timer);
           server.process.removeAllListeners('exit');
