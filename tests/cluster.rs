@@ -107,6 +107,25 @@ struct Node {
     child: Option<Child>,
 }
 
+/// `wtgate serve` as node `id` of `redis`, keeping its files in `dir`.
+fn serve_command(id: &str, redis: &RedisServer, dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wtgate"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--certs-dir")
+        .arg(dir.join("certs"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--secret", SECRET, "--api-key", API_KEY])
+        .args(["--redis", &redis.url(), "--node-id", id])
+        .args(["--publish-rate", "1000"])
+        .args(["--log", "info,wtgate=debug"])
+        .env_remove("WTGATE_SECRET")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 impl Node {
     async fn start(id: &str, redis: &RedisServer, base: &Path) -> Node {
         let dir = base.join(id);
@@ -116,22 +135,9 @@ impl Node {
             .append(true)
             .open(dir.join("wtgate.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--certs-dir")
-            .arg(dir.join("certs"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--secret", SECRET, "--api-key", API_KEY])
-            .args(["--redis", &redis.url(), "--node-id", id])
-            .args(["--publish-rate", "1000"])
-            .args(["--log", "info,wtgate=debug"])
-            .env_remove("WTGATE_SECRET")
-            .stdin(Stdio::null())
+        let mut child = serve_command(id, redis, &dir)
             .stdout(Stdio::piped())
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -502,6 +508,46 @@ async fn a_killed_node_leaves_presence_within_the_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_running_nodes_id_is_refused() {
+    let cluster = Cluster::start(2).await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        let user = cluster.nodes[0].client("/chat", &format!("u{i}")).await;
+        user.join("r", None).await.unwrap();
+        users.push(user);
+    }
+    let dir = cluster.dir.path().join("impostor");
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        serve_command("n1", &cluster.redis, &dir).output(),
+    )
+    .await
+    .expect("the second n1 exits by itself")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node id \"n1\" is in use") && err.contains("--node-id"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The running n1's users are still present everywhere.
+    let everyone: Vec<String> = (0..5).map(|i| format!("u{i}")).collect();
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.api().presence("/chat", Some("r")).await.unwrap(),
+            everyone
+        );
+        assert_eq!(node.api().presence("/chat", None).await.unwrap(), everyone);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_fails_clearly_then_recovers() {
     let mut cluster = Cluster::start(2).await;
     let ann = cluster.nodes[0].client("/chat", "ann").await;
@@ -688,9 +734,10 @@ async fn server_api_and_notifications_span_nodes() {
     );
     assert_eq!(
         api_a.disconnect("fred").await.unwrap(),
-        0,
-        "none on n1 itself"
+        1,
+        "fred's session on n2 counts, though n1 has none"
     );
+    assert_eq!(api_a.disconnect("nobody").await.unwrap(), 0);
     expect(&mut fred, "the close", |e| match e {
         Event::Closed { .. } => Some(()),
         _ => None,

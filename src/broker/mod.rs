@@ -23,6 +23,16 @@ pub enum BrokerError {
     /// The shared backend cannot be reached.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// A setting the broker cannot work with (a bad Redis URL or node id).
+    #[error("{0}")]
+    Config(String),
+    /// Another running node uses this node id: two nodes with one id would erase
+    /// each other's presence.
+    #[error(
+        "node id {0:?} is in use: a running node heartbeats with it in this Redis; \
+         give this node another --node-id (or stop that node)"
+    )]
+    NodeIdInUse(String),
 }
 
 impl BrokerError {

@@ -34,6 +34,7 @@
 //! presence if Redis lost it, and restores rooms whose keys Redis lost (restarted
 //! without persistence) with the epoch and seq their members know.
 
+mod disconnects;
 mod scripts;
 mod subscriber;
 mod wire;
@@ -103,6 +104,7 @@ struct Inner {
     subs: Subscriptions,
     presence: Presence,
     health: Health,
+    disconnects: disconnects::Pending,
 }
 
 /// This node's presence tuples: what Redis must hold for it.
@@ -211,13 +213,13 @@ impl Redis {
     ) -> Result<Redis, BrokerError> {
         let node = node.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
         if !valid_node_id(&node) {
-            return Err(BrokerError::Unavailable(format!(
+            return Err(BrokerError::Config(format!(
                 "invalid node id {node:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
             )));
         }
         let shown = redact(url);
         let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::Unavailable(format!("invalid redis url {shown}: {e}")))?;
+            .map_err(|e| BrokerError::Config(format!("invalid redis url {shown}: {e}")))?;
         let conn = connection_manager(client.clone(), &shown).await?;
         let inner = Arc::new(Inner {
             node,
@@ -235,6 +237,7 @@ impl Redis {
                 subscriber: AtomicBool::new(false),
                 reason: Mutex::new(String::new()),
             },
+            disconnects: disconnects::Pending::default(),
         });
         let cancel = CancellationToken::new();
         tokio::spawn(subscriber::run(inner.clone(), client, cancel.clone()));
@@ -247,6 +250,10 @@ impl Redis {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = inner.claim_node_id().await {
+            cancel.cancel();
+            return Err(e);
         }
         // A previous process with this node id may have left presence behind.
         if let Err(e) = inner.resync().await {
@@ -344,16 +351,55 @@ impl Inner {
         }
     }
 
+    /// Publishes to every node; returns how many subscribers (nodes, this one
+    /// included) received it.
     async fn publish_node_event(
         &self,
         what: &str,
         event: &wire::NodeEvent,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<usize, BrokerError> {
         let payload = wire::node_payload(event);
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(wire::ALL_CHANNEL).arg(payload);
-        self.call(what, cmd.query_async::<()>(&mut conn)).await
+        self.call(what, cmd.query_async(&mut conn)).await
+    }
+
+    /// Refuses this node's id while another live process heartbeats with it. A
+    /// deadline still ahead may be a process that just died (a restart after
+    /// `kill -9`): wait it out, and call the id taken only if it moves meanwhile.
+    async fn claim_node_id(&self) -> Result<(), BrokerError> {
+        let mut first: Option<u64> = None;
+        loop {
+            let mut conn = self.conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZSCORE")
+                .arg(format!("{PREFIX}nodes"))
+                .arg(&self.node)
+                .cmd("TIME");
+            let (deadline, (secs, micros)): (Option<f64>, (u64, u64)) = self
+                .call("node id check", pipe.query_async(&mut conn))
+                .await?;
+            let now = secs * 1000 + micros / 1000;
+            let Some(deadline) = deadline.map(|d| d as u64).filter(|&d| d > now) else {
+                return Ok(());
+            };
+            match first {
+                None => {
+                    info!(
+                        node = self.node,
+                        "a node with this id heartbeated {} ms ago; waiting to see whether it is still running",
+                        (NODE_TTL.as_millis() as u64).saturating_sub(deadline - now)
+                    );
+                    first = Some(deadline);
+                }
+                Some(seen) if seen != deadline => {
+                    return Err(BrokerError::NodeIdInUse(self.node.clone()));
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis((deadline - now).clamp(1, 250))).await;
+        }
     }
 
     async fn user_list(&self, what: &str, key: String) -> Result<Vec<String>, BrokerError> {
@@ -646,7 +692,10 @@ impl Broker for Redis {
             ns: ns.to_owned(),
             frame,
         });
-        self.inner.publish_node_event("broadcast", &event).await
+        self.inner
+            .publish_node_event("broadcast", &event)
+            .await
+            .map(drop)
     }
 
     async fn room_presence(
@@ -685,18 +734,27 @@ impl Broker for Redis {
             id,
             frame,
         });
-        self.inner.publish_node_event("notify", &event).await
+        self.inner
+            .publish_node_event("notify", &event)
+            .await
+            .map(drop)
     }
 
     async fn disconnect_user(&self, user: &str, code: ErrorCode) -> Result<usize, BrokerError> {
         let closed = self.inner.hub.close_user(user, code);
+        let answers = self.inner.disconnects.register();
         let event = wire::NodeEvent::Disconnect(wire::Disconnect {
             node: self.inner.node.clone(),
             user: user.to_owned(),
             code: code.to_code(),
+            request: answers.request(),
         });
-        self.inner.publish_node_event("disconnect", &event).await?;
-        Ok(closed)
+        let receivers = self.inner.publish_node_event("disconnect", &event).await?;
+        // Every node's subscriber got it, this node's included.
+        let elsewhere = answers
+            .sum(receivers.saturating_sub(1), disconnects::ANSWER_TIMEOUT)
+            .await;
+        Ok(closed + elsewhere as usize)
     }
 
     fn health(&self) -> BrokerHealth {

@@ -23,6 +23,7 @@ use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::disconnects;
 use super::wire::{self, NodeEvent, RoomEvent};
 use super::Inner;
 use crate::broker::BrokerError;
@@ -378,6 +379,17 @@ impl Inner {
                 if d.node != self.node {
                     let closed = self.hub.close_user(&d.user, ErrorCode::from(d.code));
                     debug!(user = d.user, closed, "disconnect from node {}", d.node);
+                    let answer = wire::Disconnected {
+                        to: d.node,
+                        request: d.request,
+                        closed: closed as u64,
+                    };
+                    tokio::spawn(disconnects::send_answer(self.conn.clone(), answer));
+                }
+            }
+            NodeEvent::Disconnected(d) => {
+                if d.to == self.node {
+                    self.disconnects.answer(d.request, d.closed);
                 }
             }
         }

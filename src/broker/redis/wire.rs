@@ -196,6 +196,8 @@ pub(super) enum NodeEvent {
     Notify(Notify),
     /// `D` + postcard.
     Disconnect(Disconnect),
+    /// `C` + postcard: a node's answer to a [`Disconnect`].
+    Disconnected(Disconnected),
 }
 
 /// A broadcast frame for every session of a namespace.
@@ -227,6 +229,19 @@ pub(super) struct Disconnect {
     pub(super) user: String,
     /// Close code (`ErrorCode::to_code`).
     pub(super) code: u32,
+    /// Names the request in the [`Disconnected`] answers.
+    pub(super) request: u64,
+}
+
+/// How many sessions a node closed for a [`Disconnect`], for the asking node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Disconnected {
+    /// The node that asked.
+    pub(super) to: String,
+    /// [`Disconnect::request`].
+    pub(super) request: u64,
+    /// Sessions closed on the answering node.
+    pub(super) closed: u64,
 }
 
 /// Encodes an event for the channel of all nodes (not `Online`, which Lua sends).
@@ -238,6 +253,7 @@ pub(super) fn node_payload(event: &NodeEvent) -> Vec<u8> {
         NodeEvent::Broadcast(b) => tagged(b'B', b),
         NodeEvent::Notify(n) => tagged(b'N', n),
         NodeEvent::Disconnect(d) => tagged(b'D', d),
+        NodeEvent::Disconnected(d) => tagged(b'C', d),
     }
 }
 
@@ -257,6 +273,7 @@ pub(super) fn decode_node(payload: &[u8]) -> Option<NodeEvent> {
         b'B' => postcard::from_bytes(rest).ok().map(NodeEvent::Broadcast),
         b'N' => postcard::from_bytes(rest).ok().map(NodeEvent::Notify),
         b'D' => postcard::from_bytes(rest).ok().map(NodeEvent::Disconnect),
+        b'C' => postcard::from_bytes(rest).ok().map(NodeEvent::Disconnected),
         _ => None,
     }
 }
@@ -362,6 +379,12 @@ mod tests {
                 node: "n2".into(),
                 user: "bob".into(),
                 code: 4,
+                request: 7,
+            }),
+            NodeEvent::Disconnected(Disconnected {
+                to: "n1".into(),
+                request: 7,
+                closed: 2,
             }),
         ] {
             assert_eq!(decode_node(&node_payload(&event)).as_ref(), Some(&event));
