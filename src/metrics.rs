@@ -22,6 +22,14 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+impl CodeLabel {
+    fn of(code: crate::protocol::ErrorCode) -> Self {
+        CodeLabel {
+            code: format!("{code:?}"),
+        }
+    }
+}
+
 /// Every series the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,13 +69,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new([])
     }
 }
 
 impl Metrics {
-    /// A registry with every series registered under the `wtgate_` prefix.
-    pub fn new() -> Self {
+    /// A registry with every series registered under the `wtgate_` prefix, each
+    /// labelled series of `namespaces` and of every error code exported from the
+    /// start at zero (dashboards and alerts need a series before its first event).
+    pub fn new<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("wtgate"),
             sessions: Family::default(),
@@ -147,16 +157,21 @@ impl Metrics {
             "Time from accepting a publish to writing it to a member",
             m.publish_latency.clone(),
         );
+        for ns in namespaces {
+            m.sessions_in(ns);
+            let _ = m.messages_in.get_or_create(&NamespaceLabel {
+                namespace: ns.to_owned(),
+            });
+        }
+        for code in crate::protocol::ErrorCode::KNOWN {
+            let _ = m.errors.get_or_create(&CodeLabel::of(code));
+        }
         m
     }
 
     /// Counts an error frame or close with `code`.
     pub fn error(&self, code: crate::protocol::ErrorCode) {
-        self.errors
-            .get_or_create(&CodeLabel {
-                code: format!("{code:?}"),
-            })
-            .inc();
+        self.errors.get_or_create(&CodeLabel::of(code)).inc();
     }
 
     /// The namespace's session gauge.
@@ -191,8 +206,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_series_is_exported_from_the_start() {
+        let text = Metrics::new(["/chat", "/notifications"]).render();
+        for series in [
+            "wtgate_sessions{namespace=\"/chat\"} 0",
+            "wtgate_sessions{namespace=\"/notifications\"} 0",
+            "wtgate_messages_in_total{namespace=\"/chat\"} 0",
+            "wtgate_errors_total{code=\"SlowConsumer\"} 0",
+            "wtgate_errors_total{code=\"Internal\"} 0",
+            "wtgate_rooms 0",
+            "wtgate_deliveries_total 0",
+            "wtgate_notifications_pending 0",
+            "wtgate_publish_latency_seconds_count 0",
+        ] {
+            assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
+        }
+        assert_eq!(text.matches("wtgate_errors_total{").count(), 16);
+    }
+
+    #[test]
     fn renders_prometheus_text() {
-        let m = Metrics::new();
+        let m = Metrics::new([]);
         m.sessions_in("/chat").inc();
         m.message_in("/chat");
         m.error(crate::protocol::ErrorCode::RateLimited);

@@ -46,6 +46,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code this build knows, in wire order.
+    pub const KNOWN: [ErrorCode; 16] = [
+        ErrorCode::Protocol,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
+        ErrorCode::InvalidRoom,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnknownCommand,
+        ErrorCode::SlowConsumer,
+        ErrorCode::GoingAway,
+        ErrorCode::HelloTimeout,
+        ErrorCode::TooManySessions,
+        ErrorCode::Internal,
+    ];
+
     /// The stable wire number of this code.
     pub fn to_code(self) -> u32 {
         match self {

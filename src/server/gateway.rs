@@ -94,7 +94,9 @@ impl Gateway {
             hub,
             broker,
             inbox,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(
+                settings.config.namespaces.keys().map(String::as_str),
+            )),
             flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
             settings,
             next_session: AtomicU64::new(1),

@@ -193,6 +193,18 @@ async fn health_and_metrics_move_with_traffic() {
     assert_eq!(open.health().await.unwrap().sessions, 0);
     let before = open.metrics().await.unwrap();
     assert_eq!(sample(&before, "wtgate_notifications_pushed_total"), 0.0);
+    // Every series is there from the start, at zero.
+    for series in [
+        "wtgate_sessions{namespace=\"/chat\"}",
+        "wtgate_sessions{namespace=\"/notifications\"}",
+        "wtgate_messages_in_total{namespace=\"/chat\"}",
+        "wtgate_errors_total{code=\"SlowConsumer\"}",
+    ] {
+        assert!(
+            before.contains(&format!("{series} 0\n")),
+            "{series}: {before}"
+        );
+    }
 
     let mut alice = joined(&server, "alice", "lobby").await;
     let mut bob = joined(&server, "bob", "lobby").await;
