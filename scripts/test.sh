@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 
-# The cluster tests start real redis-server processes.
-if ! command -v redis-server >/dev/null; then
-  echo "== installing redis-server"
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+# The cluster tests start real redis-server processes; the README test runs its curl
+# examples.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== cargo test"

@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::parse_duration;
 
@@ -91,7 +91,7 @@ pub enum ConfigError {
 }
 
 /// Options of one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// Messages kept per room for `since` recovery; 0 keeps none.
@@ -137,7 +137,7 @@ impl NamespaceConfig {
 }
 
 /// Server-wide limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest frame accepted or sent, in bytes.
@@ -151,19 +151,19 @@ pub struct Limits {
     /// Longest room name, in bytes.
     pub max_room_name: usize,
     /// Time a new session has to send `Hello`.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub hello_timeout: Duration,
     /// Frames queued per session before it is closed as a slow consumer.
     pub outbound_queue: usize,
     /// How long empty rooms and their history are kept.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub room_ttl: Duration,
     /// Sessions the server holds at once.
     pub max_sessions: usize,
     /// Sessions one user may hold at once.
     pub max_sessions_per_user: usize,
     /// Time sessions get to drain on shutdown.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
     /// Largest datagram body, in bytes.
     pub max_datagram_body: usize,
@@ -180,7 +180,7 @@ pub struct Limits {
     pub connect_burst_per_ip: u32,
     /// How long a busy session holds its frames so several share a packet; an idle
     /// session writes at once. Zero disables coalescing.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub flush_interval: Duration,
 }
 
@@ -206,6 +206,15 @@ impl Default for Limits {
             connect_burst_per_ip: 200,
             flush_interval: Duration::from_millis(1),
         }
+    }
+}
+
+/// Writes a duration the way the file reads it: `"10s"`, `"1ms"`.
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 {
+        s.serialize_str(&format!("{}s", d.as_secs()))
+    } else {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 }
 

@@ -12,6 +12,7 @@ mod limits;
 mod load;
 mod notifications;
 mod presence;
+mod readme;
 mod rooms;
 mod shutdown;
 mod startup;
