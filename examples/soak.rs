@@ -25,7 +25,7 @@ use wtgate::auth::{mint, Claims};
 use wtgate::client::{Client, Event, Trust};
 use wtgate::protocol::Since;
 
-const SECRET: &str = "soak-secret-0123456789abcdef";
+const SECRET: &str = "soak-secret-0123456789abcdef-0123456789";
 const API_KEY: &str = "soak-api-key";
 
 #[derive(Parser, Debug)]

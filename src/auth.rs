@@ -146,8 +146,39 @@ pub fn validate_subject(sub: &str) -> Result<(), AuthError> {
 fn valid_subject(sub: &str) -> bool {
     !sub.is_empty()
         && sub.len() <= MAX_SUBJECT_LEN
-        && sub != SERVER_USER
-        && !sub.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !sub
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || is_invisible(c))
+        && !looks_like_server(sub)
+}
+
+/// Whether `sub` would read as the reserved [`SERVER_USER`] in a chat: any case,
+/// fullwidth forms, or Cyrillic and Greek letters drawn like its Latin ones.
+fn looks_like_server(sub: &str) -> bool {
+    let skeleton: String = sub
+        .chars()
+        .map(|c| match c {
+            // Fullwidth ASCII (U+FF01..U+FF5E) to ASCII.
+            '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+            'ѕ' | 'Ѕ' => 's',
+            'е' | 'Е' | 'ε' | 'Ε' => 'e',
+            'г' | 'ʀ' => 'r',
+            'ѵ' | 'Ѵ' | 'ν' => 'v',
+            _ => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect();
+    skeleton == SERVER_USER
+}
+
+/// Characters that draw nothing (zero-width, joiners, bidi controls, soft hyphen):
+/// in a user id they only serve to fake another.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}')
 }
 
 /// Verifies tokens against one HS256 secret.
@@ -467,9 +498,38 @@ mod tests {
     }
 
     #[test]
+    fn names_near_server_stay_valid() {
+        for sub in [
+            "servers",
+            "observer",
+            "server-bot",
+            "zoë",
+            "Сергей",
+            "ann.b_c-d",
+        ] {
+            validate_subject(sub).unwrap_or_else(|e| panic!("{sub}: {e}"));
+        }
+    }
+
+    #[test]
     fn invalid_subjects() {
         let long = "x".repeat(MAX_SUBJECT_LEN + 1);
-        for sub in ["", SERVER_USER, "a b", "tab\there", "nl\n", "\u{7}", &long] {
+        for sub in [
+            "",
+            SERVER_USER,
+            "Server",
+            "SERVER",
+            "ｓｅｒｖｅｒ",
+            "ѕеrvеr",
+            "ser\u{200b}ver",
+            "server\u{feff}",
+            "\u{202e}revres",
+            "a b",
+            "tab\there",
+            "nl\n",
+            "\u{7}",
+            &long,
+        ] {
             let claims = Claims::new(sub, NOW, 60);
             assert!(
                 matches!(mint(SECRET, &claims), Err(AuthError::InvalidSubject)),

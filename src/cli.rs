@@ -17,6 +17,10 @@ pub use wtgate::load::LoadArgs;
 /// Default WebTransport port.
 const DEFAULT_PORT: u16 = 4433;
 
+/// Shortest token secret `serve` accepts outside `--dev`: HS256 wants a key as long
+/// as its hash (32 bytes), or tokens can be brute-forced offline.
+const MIN_SECRET_LEN: usize = 32;
+
 /// wtgate: a realtime gateway over WebTransport.
 #[derive(Debug, Parser)]
 #[command(name = "wtgate", version, about, propagate_version = true)]
@@ -199,8 +203,18 @@ impl ServeArgs {
             }
             None => bail!("no token secret: set WTGATE_SECRET or --secret, or use --dev"),
         };
-        if secret.len() < 16 {
-            tracing::warn!("the token secret is shorter than 16 bytes; use a long random one");
+        if secret.len() < MIN_SECRET_LEN {
+            if !self.dev {
+                bail!(
+                    "the token secret is {} bytes; it must be at least {MIN_SECRET_LEN} outside \
+                     --dev (a short secret can be guessed offline from any token): use e.g. \
+                     `openssl rand -hex 32`",
+                    secret.len()
+                );
+            }
+            tracing::warn!(
+                "the token secret is shorter than {MIN_SECRET_LEN} bytes; use a long random one"
+            );
         }
 
         let tls = match (self.cert, self.key) {
@@ -501,6 +515,9 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// A secret long enough for `serve` outside `--dev`.
+    const S: &str = "test-secret-0123456789abcdef-0123456789";
+
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("wtgate").chain(args.iter().copied()))
     }
@@ -530,11 +547,24 @@ mod tests {
     fn serve_requires_a_secret_outside_dev() {
         let err = serve(&[]).into_settings().unwrap_err().to_string();
         assert!(err.contains("no token secret"), "{err}");
+        let err = serve(&["--secret", &"k".repeat(31)])
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("31 bytes") && err.contains("at least 32"),
+            "{err}"
+        );
+        serve(&["--secret", &"k".repeat(32)])
+            .into_settings()
+            .unwrap();
+        // A dev server may use a short one (a warning).
+        serve(&["--dev", "--secret", "k"]).into_settings().unwrap();
     }
 
     #[test]
     fn serve_defaults() {
-        let (s, source) = serve(&["--secret", "0123456789abcdef"])
+        let (s, source) = serve(&["--secret", "0123456789abcdef0123456789abcdef"])
             .into_settings()
             .unwrap();
         assert_eq!(source, SecretSource::Given);
@@ -545,7 +575,7 @@ mod tests {
                 dir: PathBuf::from("certs")
             }
         );
-        assert_eq!(s.secret, "0123456789abcdef");
+        assert_eq!(s.secret, "0123456789abcdef0123456789abcdef");
         assert!(!s.dev);
         assert_eq!(s.config, Config::default());
     }
@@ -639,7 +669,7 @@ mod tests {
     fn cert_and_key_go_together() {
         assert!(parse(&["serve", "--cert", "c.pem"]).is_err());
         assert!(parse(&["serve", "--key", "k.pem"]).is_err());
-        let (s, _) = serve(&["--cert", "c.pem", "--key", "k.pem", "--secret", "s"])
+        let (s, _) = serve(&["--cert", "c.pem", "--key", "k.pem", "--secret", S])
             .into_settings()
             .unwrap();
         assert_eq!(
@@ -663,7 +693,7 @@ mod tests {
         let path_str = path.to_str().unwrap();
         let (s, _) = serve(&[
             "--secret",
-            "s",
+            S,
             "--config",
             path_str,
             "--max-frame",
@@ -692,13 +722,13 @@ mod tests {
             ["https://a.example", "https://b.example"]
         );
 
-        let err = serve(&["--secret", "s", "--max-frame", "0"])
+        let err = serve(&["--secret", S, "--max-frame", "0"])
             .into_settings()
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_frame"), "{err}");
 
-        let err = serve(&["--secret", "s", "--config", "/nonexistent/wtgate.toml"])
+        let err = serve(&["--secret", S, "--config", "/nonexistent/wtgate.toml"])
             .into_settings()
             .unwrap_err()
             .to_string();
@@ -759,7 +789,7 @@ mod tests {
             "https://app.example.com/chat",
             "https://",
         ] {
-            let err = serve(&["--secret", "s", "--allowed-origin", bad])
+            let err = serve(&["--secret", S, "--allowed-origin", bad])
                 .into_settings()
                 .unwrap_err()
                 .to_string();
@@ -770,7 +800,7 @@ mod tests {
             "http://localhost:3000",
             "https://[::1]:8443/",
         ] {
-            serve(&["--secret", "s", "--allowed-origin", good])
+            serve(&["--secret", S, "--allowed-origin", good])
                 .into_settings()
                 .unwrap();
         }
@@ -780,7 +810,7 @@ mod tests {
     fn node_ids_are_checked_before_connecting() {
         let err = serve(&[
             "--secret",
-            "s",
+            S,
             "--redis",
             "redis://127.0.0.1:1",
             "--node-id",
@@ -791,7 +821,7 @@ mod tests {
         .to_string();
         assert!(err.starts_with("--node-id \"a b\""), "{err}");
         assert!(!err.contains("broker"), "{err}");
-        let err = serve(&["--secret", "s", "--node-id", "a"])
+        let err = serve(&["--secret", S, "--node-id", "a"])
             .into_settings()
             .unwrap_err()
             .to_string();

@@ -19,7 +19,7 @@ use wtgate::auth::{mint, Claims};
 use wtgate::client::{Client, ClientError, Event, Trust};
 use wtgate::protocol::{ErrorCode, Since};
 
-const SECRET: &str = "cluster-test-secret-0123456789";
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const API_KEY: &str = "cluster-api-key";
 /// How long any single expected event may take.
 const WAIT: Duration = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use wtgate::client::{Client, Event, Trust};
 use wtgate::config::{Config, Settings, TlsSource};
 use wtgate::server::{Gateway, Server};
 
-pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdef-0123";
 pub const API_KEY: &str = "e2e-api-key";
 pub const WAIT: Duration = Duration::from_secs(10);
 
