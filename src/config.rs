@@ -27,6 +27,9 @@
 //! connect_rate_per_ip = 100      # new connections per second per IP (excess refused)
 //! connect_burst_per_ip = 200
 //! flush_interval = "1ms"         # busy sessions hold frames this long (x load, ≤ 5ms); 0 = off
+//! api_connections_per_ip = 64    # server API connections one IP (an IPv6 /64) may hold
+//! api_idle_timeout = "30s"       # server API connections without a request are closed after
+//! api_request_timeout = "30s"    # a server API request, body included, gets a 408 after
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
@@ -182,6 +185,14 @@ pub struct Limits {
     /// session writes at once. Zero disables coalescing.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub flush_interval: Duration,
+    /// Server API connections one client address (an IPv6 /64) may hold.
+    pub api_connections_per_ip: usize,
+    /// A server API connection without a request in flight is closed after this.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub api_idle_timeout: Duration,
+    /// Time a server API request has, body included, before it is answered 408.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub api_request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -205,6 +216,9 @@ impl Default for Limits {
             connect_rate_per_ip: 100.0,
             connect_burst_per_ip: 200,
             flush_interval: Duration::from_millis(1),
+            api_connections_per_ip: 64,
+            api_idle_timeout: Duration::from_secs(30),
+            api_request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -372,6 +386,7 @@ impl Config {
             ("limits.outbound_queue", l.outbound_queue),
             ("limits.max_sessions", l.max_sessions),
             ("limits.max_sessions_per_user", l.max_sessions_per_user),
+            ("limits.api_connections_per_ip", l.api_connections_per_ip),
             ("limits.max_datagram_body", l.max_datagram_body),
             ("limits.max_inbox", l.max_inbox),
             ("limits.datagram_burst", l.datagram_burst as usize),

@@ -18,8 +18,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -41,18 +42,23 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls::{self, pki_types};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tracing::{debug, warn};
 use wtransport::Identity;
 
+use super::api_slots::{Slot, Slots};
 use super::{Gateway, GatewayError};
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
 
-/// Connections served at once; more are closed right after `accept`.
+/// Connections served at once; past it, the longest-idle one is closed to make room.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a refused request's body is read, so that HTTP/2 clients get the 401
+/// rather than a stream reset.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +86,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/api/broadcast", post(broadcast))
         .route("/api/presence", get(presence))
         .route("/api/disconnect", post(disconnect))
-        .route_layer(middleware::from_fn_with_state(access, authorize));
+        .route_layer(middleware::from_fn_with_state((access, limit), authorize));
     Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
@@ -126,8 +132,10 @@ pub(super) async fn serve(
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     shutdown: CancellationToken,
-    grace: Duration,
+    limits: Limits,
 ) {
+    let grace = limits.shutdown_grace;
+    let request_timeout = limits.api_request_timeout;
     let acceptor = TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -135,7 +143,12 @@ pub(super) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(
+        MAX_CONNECTIONS,
+        limits.api_connections_per_ip,
+        limits.api_idle_timeout,
+    );
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -147,23 +160,35 @@ pub(super) async fn serve(
                     continue;
                 }
             },
+            _ = sweep.tick() => {
+                let closed = slots.close_idle(Instant::now());
+                if closed > 0 {
+                    debug!(closed, "server API: closed idle connections");
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "server API: connection limit reached, closing");
-            continue;
+        let slot = match slots.admit(peer.ip(), Instant::now()) {
+            Ok(slot) => Arc::new(slot),
+            Err(e) => {
+                debug!(%peer, "server API: connection refused: {e}");
+                continue;
+            }
         };
         let conn = serve_connection(
             tcp,
             peer,
             acceptor.clone(),
             builder.clone(),
-            TowerToHyperService::new(app.clone()),
+            connection_service(app.clone(), slot.clone(), request_timeout),
             graceful.watcher(),
         );
         tokio::spawn(async move {
-            conn.await;
-            drop(slot);
+            tokio::select! {
+                _ = conn => {}
+                _ = slot.close.cancelled() => debug!(%peer, "server API: closed an idle connection"),
+            }
         });
     }
     drop(listener);
@@ -175,16 +200,64 @@ pub(super) async fn serve(
     }
 }
 
+/// The router as one connection's service: each request has `timeout` in all (a
+/// client that trickles its body is answered 408), and keeps the connection's slot
+/// busy while it runs.
+fn connection_service(
+    app: Router,
+    slot: Arc<Slot>,
+    timeout: Duration,
+) -> TowerToHyperService<
+    impl tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone,
+> {
+    TowerToHyperService::new(tower::service_fn(
+        move |request: Request<hyper::body::Incoming>| {
+            let (app, slot) = (app.clone(), slot.clone());
+            async move {
+                slot.request_started();
+                let response = match tokio::time::timeout(
+                    timeout,
+                    app.oneshot(request.map(Body::new)),
+                )
+                .await
+                {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        format!("the request was not complete within {timeout:?}"),
+                    )
+                    .into_response(),
+                };
+                slot.request_ended(Instant::now());
+                Ok(response)
+            }
+        },
+    ))
+}
+
 /// One connection: the TLS handshake, then HTTP/1.1 or HTTP/2 until it ends or the
 /// server shuts down.
-async fn serve_connection(
+async fn serve_connection<S>(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     builder: auto::Builder<TokioExecutor>,
-    service: TowerToHyperService<Router>,
+    service: S,
     watcher: hyper_util::server::graceful::Watcher,
-) {
+) where
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -338,10 +411,23 @@ impl Access {
     }
 }
 
-async fn authorize(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+async fn authorize(
+    State((access, body_limit)): State<(Arc<Access>, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
     match access.check(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Read the body first (bounded): an HTTP/2 client whose body is still
+            // unread when the answer comes may see a stream reset instead of it.
+            let _ = tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                axum::body::to_bytes(request.into_body(), body_limit),
+            )
+            .await;
+            e.into_response()
+        }
     }
 }
 

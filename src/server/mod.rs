@@ -3,6 +3,7 @@
 //! same port number, the HTTPS server API ([`app`]).
 
 mod admission;
+mod api_slots;
 mod flush;
 mod gateway;
 mod http;
@@ -171,7 +172,7 @@ impl Server {
             self.api_tls,
             http::app(self.gateway.clone()),
             shutdown.clone(),
-            self.gateway.config.limits.shutdown_grace,
+            self.gateway.config.limits.clone(),
         ));
         info!(addr = %api_addr, "serving the server API (HTTPS)");
         info!(addr = %udp_addr, "accepting WebTransport sessions");

@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod api_abuse;
 mod auth;
 mod cli;
 mod datagrams;
