@@ -26,6 +26,7 @@
 //! datagram_burst = 200
 //! connect_rate_per_ip = 100      # new connections per second per IP (excess refused)
 //! connect_burst_per_ip = 200
+//! unvalidated_connect_rate = 500 # new connections per second before QUIC Retry; 0 = always
 //! flush_interval = "1ms"         # busy sessions hold frames this long (x load, ≤ 5ms); 0 = off
 //! api_connections_per_ip = 64    # server API connections one IP (an IPv6 /64) may hold
 //! api_idle_timeout = "30s"       # server API connections without a request are closed after
@@ -181,6 +182,10 @@ pub struct Limits {
     pub connect_rate_per_ip: f64,
     /// New connections one IP address may open in a burst above the rate.
     pub connect_burst_per_ip: u32,
+    /// New connections per second, server-wide, accepted before their address is
+    /// validated; past it, clients first get a QUIC Retry (one more round trip), so
+    /// forged source addresses cannot spend real clients' per-IP budgets. 0: always.
+    pub unvalidated_connect_rate: f64,
     /// How long a busy session holds its frames so several share a packet; an idle
     /// session writes at once. Zero disables coalescing.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
@@ -215,6 +220,7 @@ impl Default for Limits {
             datagram_burst: 200,
             connect_rate_per_ip: 100.0,
             connect_burst_per_ip: 200,
+            unvalidated_connect_rate: 500.0,
             flush_interval: Duration::from_millis(1),
             api_connections_per_ip: 64,
             api_idle_timeout: Duration::from_secs(30),
@@ -378,6 +384,12 @@ impl Config {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(invalid(key, "must be a positive number"));
             }
+        }
+        if !(l.unvalidated_connect_rate.is_finite() && l.unvalidated_connect_rate >= 0.0) {
+            return Err(invalid(
+                "limits.unvalidated_connect_rate",
+                "must be 0 (always validate) or a positive number",
+            ));
         }
         let positive = [
             ("limits.max_rooms_per_session", l.max_rooms_per_session),

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub notifications_pending: Gauge,
     /// Time from accepting a publish to writing it to a member's stream, seconds.
     pub publish_latency: Histogram,
+    /// New connections asked to validate their address (QUIC Retry).
+    pub connect_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Metrics {
             notifications_pending: Gauge::default(),
             // 50 µs … ~1.6 s.
             publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            connect_retries: Counter::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -156,6 +159,11 @@ impl Metrics {
             "publish_latency_seconds",
             "Time from accepting a publish to writing it to a member",
             m.publish_latency.clone(),
+        );
+        r.register(
+            "connect_retries",
+            "New connections asked to validate their address (QUIC Retry) under connect load",
+            m.connect_retries.clone(),
         );
         for ns in namespaces {
             m.sessions_in(ns);

@@ -11,7 +11,7 @@ mod identity;
 mod rate;
 mod session;
 
-pub use admission::ConnectLimiter;
+pub use admission::{Admission, ConnectLimiter};
 pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
@@ -177,21 +177,33 @@ impl Server {
         info!(addr = %api_addr, "serving the server API (HTTPS)");
         info!(addr = %udp_addr, "accepting WebTransport sessions");
         let limits = &self.gateway.config.limits;
-        let mut admission =
-            ConnectLimiter::new(limits.connect_rate_per_ip, limits.connect_burst_per_ip);
+        let mut admission = ConnectLimiter::new(
+            limits.connect_rate_per_ip,
+            limits.connect_burst_per_ip,
+            limits.unvalidated_connect_rate,
+            Instant::now(),
+        );
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
-                    // Refused before the handshake: a flood costs one packet each.
+                    // Decided before the handshake: a flood costs one packet each.
                     let peer = incoming.remote_address();
-                    if !admission.admit(peer.ip(), Instant::now()) {
-                        debug!(%peer, "connection rate limit: refused");
-                        self.gateway.metrics.error(ErrorCode::TooManySessions);
-                        incoming.refuse();
-                        continue;
+                    let validated = incoming.remote_address_validated();
+                    match admission.admit(peer.ip(), validated, Instant::now()) {
+                        Admission::Accept => {
+                            let gateway = self.gateway.clone();
+                            tasks.spawn(handle_incoming(gateway, incoming));
+                        }
+                        Admission::Retry => {
+                            self.gateway.metrics.connect_retries.inc();
+                            incoming.retry();
+                        }
+                        Admission::Refuse => {
+                            debug!(%peer, "connection rate limit: refused");
+                            self.gateway.metrics.error(ErrorCode::TooManySessions);
+                            incoming.refuse();
+                        }
                     }
-                    let gateway = self.gateway.clone();
-                    tasks.spawn(handle_incoming(gateway, incoming));
                 }
                 _ = shutdown.cancelled() => break,
             }

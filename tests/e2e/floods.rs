@@ -199,6 +199,27 @@ async fn connections_per_ip_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn past_the_unvalidated_rate_clients_pass_a_retry_and_carry_on() {
+    let mut config = Config::default();
+    config.limits.unvalidated_connect_rate = 0.0; // validate every address
+    let server = TestServer::start_with(config).await;
+    let mut ann = server.client("/chat", "ann").await;
+    ann.join("r", None).await.unwrap();
+    let bob = server.client("/chat", "bob").await;
+    bob.join("r", None).await.unwrap();
+    let seq = bob.publish("r", Bytes::from_static(b"after a retry")).await.unwrap();
+    let got = expect_event(&mut ann, "the message", |e| match e {
+        Event::Message { seq, body, .. } => Some((*seq, body.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, (seq, Bytes::from_static(b"after a retry")));
+    let metrics = server.api_client(None).metrics().await.unwrap();
+    assert_eq!(sample(&metrics, "wtgate_connect_retries_total"), 2.0, "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_graceful_restart_keeps_recovery_working() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
