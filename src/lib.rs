@@ -25,4 +25,5 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod server;
+mod session;
 pub mod transport;
