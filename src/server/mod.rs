@@ -1,6 +1,7 @@
 //! The WebTransport server: accepts sessions, routes them by path to a namespace,
-//! and runs one [`session`] task each until shutdown; next to it, on TCP with the
-//! same port number, the HTTPS server API ([`app`]).
+//! and runs one task each until shutdown — the WebTransport driver of the
+//! transport-neutral session core (`session.rs`); next to it, on TCP with the same
+//! port number, the HTTPS server API ([`app`]).
 
 mod admission;
 mod flush;
