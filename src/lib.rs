@@ -14,6 +14,25 @@
 //! - [`hub`]: rooms, membership and per-session queues of this node (sans-IO).
 //! - [`broker`]: seq numbers, history and fan-out between nodes (local or Redis).
 //! - [`notify`]: durable per-user notification inboxes.
+//!
+//! # Life of a `Publish`
+//! 1. `server/session.rs` :: `Session::serve` reads it off the control stream
+//!    ([`transport::FrameReader::next`]) and hands it to the core:
+//!    `session/mod.rs` :: `Session::handle_frame` → `session/publish.rs` ::
+//!    `Session::publish` (joined? allowed? within the rate?), which asks for an
+//!    `Effect::Publish`.
+//! 2. The driver's `Session::perform` runs it (`session/effect.rs` ::
+//!    `Effect::perform`): [`broker::Broker::publish`] assigns the seq, keeps the
+//!    encoded `Message` in history and hands it to [`hub::Hub::deliver_message`]
+//!    on every node (`broker/local.rs`, or Redis's script then
+//!    `broker/redis/subscriber.rs`), which clones the `Bytes` into each member's
+//!    bounded queue (`hub/outbox.rs` :: `SessionTx::send`).
+//! 3. The outcome comes back to the core, which answers `Ack { seq }`
+//!    (`session/publish.rs` :: `Session::published`).
+//! 4. Each member's driver takes the frame off its queue (`Session::serve`,
+//!    coalescing per `server/flush.rs`), asks its core where it goes
+//!    (`session/mod.rs` :: `Session::deliver`, which drops replayed duplicates)
+//!    and writes it on the room's stream (`server/session.rs` :: `write_out`).
 //! - [`auth`]: HS256 tokens and their claims.
 //! - [`certs`]: self-signed development certificates.
 //! - [`config`]: namespaces, limits and server settings.

@@ -129,14 +129,14 @@ impl Session {
             r = timeout_at(deadline, self.conn.accept_bi()) => r,
             _ = shutdown.cancelled() => {
                 core.close_requested(ErrorCode::GoingAway);
-                return Err(self.refused(&mut core, None).await);
+                return Err(self.close_decided(&mut core, None).await);
             }
         };
         let (mut control, recv) = match opened {
             Ok(streams) => streams?,
             Err(_) => {
                 core.handle_timeout(now());
-                return Err(self.refused(&mut core, None).await);
+                return Err(self.close_decided(&mut core, None).await);
             }
         };
         core.control_opened();
@@ -145,7 +145,7 @@ impl Session {
             r = timeout_at(deadline, reader.next::<ClientFrame>()) => r,
             _ = shutdown.cancelled() => {
                 core.close_requested(ErrorCode::GoingAway);
-                return Err(self.refused(&mut core, Some(&mut control)).await);
+                return Err(self.close_decided(&mut core, Some(&mut control)).await);
             }
         };
         match hello {
@@ -197,11 +197,16 @@ impl Session {
                 _ => {}
             }
         }
-        Err(self.refused(core, Some(control)).await)
+        Err(self.close_decided(core, Some(control)).await)
     }
 
-    /// Performs the close the core decided before the session went live.
-    async fn refused(&self, core: &mut Core, control: Option<&mut SendStream>) -> SessionError {
+    /// Performs the close the core decided: before the session went live, or once
+    /// its control stream is gone.
+    async fn close_decided(
+        &self,
+        core: &mut Core,
+        control: Option<&mut SendStream>,
+    ) -> SessionError {
         while let Some(action) = core.poll_action() {
             if let Action::Close(close) = action {
                 return self.close(close, control).await;
@@ -405,7 +410,7 @@ impl Session {
             Err(WriteStop::ConnectionLost) => Err(self.conn.closed().await.into()),
             Err(WriteStop::StreamFailed(_)) => {
                 live.core.control_stopped();
-                Err(self.refused(&mut live.core, None).await)
+                Err(self.close_decided(&mut live.core, None).await)
             }
         }
     }
