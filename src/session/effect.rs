@@ -270,3 +270,144 @@ async fn depart(b: Backends<'_>, presence: bool, online: bool) {
         let _ = b.broker.online_presence(b.ns, b.user, false).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::broker::Local;
+    use crate::config::Config;
+    use crate::hub::{session_queues, Outbound, SessionLimits, SessionRx};
+    use crate::notify::Embedded;
+    use crate::protocol::{decode_frame, ServerFrame, DEFAULT_MAX_FRAME};
+
+    struct World {
+        hub: Arc<Hub>,
+        broker: Local,
+        inbox: Embedded,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world() -> World {
+        let config = Config::default();
+        let limits = SessionLimits {
+            max_sessions: 10,
+            max_sessions_per_user: 10,
+        };
+        let hub = Arc::new(Hub::new(
+            config.namespaces.keys().map(String::as_str),
+            limits,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        World {
+            broker: Local::new(hub.clone(), &config),
+            inbox: Embedded::open(dir.path(), 10).unwrap(),
+            hub,
+            _dir: dir,
+        }
+    }
+
+    impl World {
+        fn session(&self, id: SessionId, user: &str) -> SessionRx {
+            let (tx, rx) = session_queues(id, user, 16, 4);
+            self.hub.register("/chat", tx).unwrap();
+            rx
+        }
+
+        fn backends<'a>(&'a self, id: SessionId, user: &'a str) -> Backends<'a> {
+            Backends {
+                hub: &self.hub,
+                broker: &self.broker,
+                inbox: &self.inbox,
+                ns: "/chat",
+                id,
+                user,
+            }
+        }
+    }
+
+    /// The presence frames queued for a session.
+    fn presence(rx: &mut SessionRx) -> Vec<ServerFrame> {
+        std::iter::from_fn(|| rx.frames.try_recv().ok())
+            .filter_map(|item| match item {
+                Outbound::Room { frame, .. } | Outbound::Control(frame) => {
+                    let mut buf = BytesMut::from(&frame[..]);
+                    decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap()
+                }
+                Outbound::Notification { .. } => None,
+            })
+            .collect()
+    }
+
+    fn join(room: &str) -> Effect {
+        Effect::Join {
+            req: 1,
+            room: room.into(),
+            since: None,
+            presence: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_announces_the_user_and_leaving_withdraws_it() {
+        let w = world();
+        let mut bob = w.session(1, "bob");
+        let _alice = w.session(2, "alice");
+        let _ = join("lobby").perform(w.backends(1, "bob")).await;
+        let Outcome::Joined { result, .. } = join("lobby").perform(w.backends(2, "alice")).await
+        else {
+            panic!("a join answers Joined");
+        };
+        let mut members = result.unwrap().members;
+        members.sort();
+        assert_eq!(members, ["alice", "bob"]);
+        let leave = Effect::LeaveRoom {
+            room: "lobby".into(),
+            presence: true,
+        };
+        leave.perform(w.backends(2, "alice")).await;
+        assert_eq!(
+            presence(&mut bob),
+            [
+                ServerFrame::PresenceJoin {
+                    user: "alice".into()
+                },
+                ServerFrame::PresenceLeave {
+                    user: "alice".into()
+                }
+            ]
+        );
+        assert_eq!(w.hub.room_users("/chat", "lobby"), ["bob"]);
+    }
+
+    #[tokio::test]
+    async fn departing_leaves_every_room_and_the_namespace() {
+        let w = world();
+        let mut bob = w.session(1, "bob");
+        let _alice = w.session(2, "alice");
+        let _ = join("lobby").perform(w.backends(1, "bob")).await;
+        let _ = join("lobby").perform(w.backends(2, "alice")).await;
+        let _ = presence(&mut bob);
+        let depart = Effect::Depart {
+            presence: true,
+            online: true,
+        };
+        depart.perform(w.backends(2, "alice")).await;
+        assert_eq!(
+            presence(&mut bob),
+            [
+                ServerFrame::PresenceLeave {
+                    user: "alice".into()
+                },
+                ServerFrame::OnlineLeave {
+                    user: "alice".into()
+                }
+            ]
+        );
+        assert_eq!(w.hub.online_users("/chat"), ["bob"]);
+        assert_eq!(w.hub.session_count(), 1);
+    }
+}
