@@ -97,13 +97,13 @@ impl Session {
             recovered,
             members: join.members,
         };
-        self.opening = Some(Opening {
+        self.opening = Some(Box::new(Opening {
             req,
             handle,
             room,
             last_seq,
             reply,
-        });
+        }));
         self.actions.push_back(Action::OpenRoom {
             handle,
             head: head.freeze(),

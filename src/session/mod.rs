@@ -150,6 +150,7 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal with this code and message.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Refusal {
             code,
@@ -175,8 +176,8 @@ pub(crate) struct Session {
     rooms: HashMap<String, u32>,
     /// Joined rooms by handle.
     handles: HashMap<u32, Room>,
-    /// A join waiting for its room stream to open.
-    opening: Option<join::Opening>,
+    /// A join waiting for its room stream to open; boxed so idle sessions stay small.
+    opening: Option<Box<join::Opening>>,
     publish_bucket: TokenBucket,
     datagram_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
