@@ -7,14 +7,13 @@ mod admission;
 mod flush;
 mod gateway;
 mod http;
-mod rate;
 mod session;
 
+pub use crate::session::TokenBucket;
 pub use admission::ConnectLimiter;
 pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
-pub use rate::TokenBucket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

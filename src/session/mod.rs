@@ -19,10 +19,12 @@ mod join;
 mod leave;
 mod notifications;
 mod publish;
+mod rate;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use effect::{Backends, Effect, Outcome, RoomJoin};
+pub use rate::TokenBucket;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -36,7 +38,6 @@ use crate::config::{Limits, NamespaceConfig};
 use crate::hub::{Outbound, SessionId};
 use crate::metrics::Metrics;
 use crate::protocol::{frame_bytes, ClientFrame, CodecError, ErrorCode, ServerFrame};
-use crate::server::TokenBucket;
 use crate::transport::ReadError;
 
 /// Longest close reason sent to the client, in bytes (PROTOCOL.md §5.4).
