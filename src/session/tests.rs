@@ -320,6 +320,19 @@ fn unknown_commands_are_fatal_before_welcome_and_skipped_after() {
     });
     s.handle_read_error(&too_large);
     assert_eq!(closed(&mut s).0, ErrorCode::FrameTooLarge);
+
+    let mut s = live(t0);
+    s.handle_read_error(&ReadError::Truncated);
+    let (code, frame) = closed(&mut s);
+    assert_eq!(code, ErrorCode::Protocol);
+    assert!(matches!(
+        frame,
+        Some(ServerFrame::Error {
+            req: 0,
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -662,6 +675,24 @@ fn publish_refusals_in_the_documented_order() {
     join_room(&mut s, "lobby", 3, None);
     publish(&mut s, t0, 2, "lobby");
     assert_eq!(refused(&mut s), (2, ErrorCode::Forbidden));
+}
+
+#[test]
+fn a_publish_refused_for_another_reason_takes_no_token() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    for req in 1..=5 {
+        publish(&mut s, t0, req, "lobby");
+        assert_eq!(refused(&mut s), (req, ErrorCode::NotJoined));
+    }
+    join_room(&mut s, "lobby", 3, None);
+    for req in 6..=7 {
+        publish(&mut s, t0, req, "lobby");
+        assert!(
+            matches!(effect(&mut s), Effect::Publish { .. }),
+            "the burst is whole"
+        );
+    }
 }
 
 #[test]
