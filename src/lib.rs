@@ -4,6 +4,35 @@
 //!
 //! # Layout
 //! - [`protocol`]: frames and the codec (sans-IO).
+//! - [`transport`]: reads length-prefixed frames from any byte stream.
+//! - `session`: the session core (sans-IO, no transport types): `Hello`, joins,
+//!   publishes, leaves, notifications, datagrams, limits and dedupe; frames and
+//!   `now` in, actions and effects out. One file per command.
+//! - [`server`]: the WebTransport endpoint and the driver of each session
+//!   (`server/session.rs`: owns the connection and streams, feeds the core, writes
+//!   the hub's queued frames), plus the HTTPS server API.
+//! - [`hub`]: rooms, membership and per-session queues of this node (sans-IO).
+//! - [`broker`]: seq numbers, history and fan-out between nodes (local or Redis).
+//! - [`notify`]: durable per-user notification inboxes.
+//!
+//! # Life of a `Publish`
+//! 1. `server/session.rs` :: `Session::serve` reads it off the control stream
+//!    ([`transport::FrameReader::next`]) and hands it to the core:
+//!    `session/mod.rs` :: `Session::handle_frame` → `session/publish.rs` ::
+//!    `Session::publish` (joined? allowed? within the rate?), which asks for an
+//!    `Effect::Publish`.
+//! 2. The driver's `Session::perform` runs it (`session/effect.rs` ::
+//!    `Effect::perform`): [`broker::Broker::publish`] assigns the seq, keeps the
+//!    encoded `Message` in history and hands it to [`hub::Hub::deliver_message`]
+//!    on every node (`broker/local.rs`, or Redis's script then
+//!    `broker/redis/subscriber.rs`), which clones the `Bytes` into each member's
+//!    bounded queue (`hub/outbox.rs` :: `SessionTx::send`).
+//! 3. The outcome comes back to the core, which answers `Ack { seq }`
+//!    (`session/publish.rs` :: `Session::published`).
+//! 4. Each member's driver takes the frame off its queue (`Session::serve`,
+//!    coalescing per `server/flush.rs`), asks its core where it goes
+//!    (`session/mod.rs` :: `Session::deliver`, which drops replayed duplicates)
+//!    and writes it on the room's stream (`server/session.rs` :: `write_out`).
 //! - [`auth`]: HS256 tokens and their claims.
 //! - [`certs`]: self-signed development certificates.
 //! - [`config`]: namespaces, limits and server settings.
@@ -25,4 +54,5 @@ pub mod metrics;
 pub mod notify;
 pub mod protocol;
 pub mod server;
+mod session;
 pub mod transport;

@@ -15,6 +15,7 @@ use crate::hub::{validate_room_name, Hub};
 use crate::metrics::Metrics;
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
+use crate::session::Rules;
 
 /// Longest notification kind, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
@@ -67,7 +68,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// How long busy sessions hold frames, following the server's load.
     pub flush_window: super::FlushWindow,
-    pub(super) verifier: TokenVerifier,
+    /// Limits and the token check every session obeys.
+    pub(crate) rules: Arc<Rules>,
     pub(super) settings: Settings,
     next_session: AtomicU64,
     pub(super) shutdown: CancellationToken,
@@ -90,7 +92,10 @@ impl Gateway {
     ) -> Self {
         Gateway {
             config: settings.config.clone(),
-            verifier: TokenVerifier::new(settings.secret.as_bytes()),
+            rules: Arc::new(Rules {
+                limits: settings.config.limits.clone(),
+                verifier: TokenVerifier::new(settings.secret.as_bytes()),
+            }),
             hub,
             broker,
             inbox,

@@ -1,6 +1,7 @@
 //! The WebTransport server: accepts sessions, routes them by path to a namespace,
-//! and runs one [`session`] task each until shutdown; next to it, on TCP with the
-//! same port number, the HTTPS server API ([`app`]).
+//! and runs one task each until shutdown — the WebTransport driver of the
+//! transport-neutral session core (`session.rs`); next to it, on TCP with the same
+//! port number, the HTTPS server API ([`app`]).
 
 mod admission;
 mod api_slots;
@@ -8,14 +9,13 @@ mod flush;
 mod gateway;
 mod http;
 mod identity;
-mod rate;
 mod session;
 
+pub use crate::session::TokenBucket;
 pub use admission::{Admission, ConnectLimiter};
 pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
-pub use rate::TokenBucket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -207,7 +207,10 @@ async fn past_the_unvalidated_rate_clients_pass_a_retry_and_carry_on() {
     ann.join("r", None).await.unwrap();
     let bob = server.client("/chat", "bob").await;
     bob.join("r", None).await.unwrap();
-    let seq = bob.publish("r", Bytes::from_static(b"after a retry")).await.unwrap();
+    let seq = bob
+        .publish("r", Bytes::from_static(b"after a retry"))
+        .await
+        .unwrap();
     let got = expect_event(&mut ann, "the message", |e| match e {
         Event::Message { seq, body, .. } => Some((*seq, body.clone())),
         _ => None,
@@ -215,7 +218,11 @@ async fn past_the_unvalidated_rate_clients_pass_a_retry_and_carry_on() {
     .await;
     assert_eq!(got, (seq, Bytes::from_static(b"after a retry")));
     let metrics = server.api_client(None).metrics().await.unwrap();
-    assert_eq!(sample(&metrics, "wtgate_connect_retries_total"), 2.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "wtgate_connect_retries_total"),
+        2.0,
+        "{metrics}"
+    );
     server.stop().await;
 }
 

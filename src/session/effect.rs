@@ -1,0 +1,413 @@
+//! The work the core hands out to the hub, broker and inbox, and what comes back.
+//!
+//! The core decides; [`Effect::perform`] does the (async, transport-neutral) work
+//! and returns an [`Outcome`] the driver feeds back with `Session::complete`. Every
+//! driver shares this code; only sockets differ between them.
+
+use bytes::Bytes;
+
+use super::Refusal;
+use crate::broker::{Broker, BrokerError};
+use crate::hub::{Hub, Recovery, SessionId};
+use crate::notify::{Inbox, InboxError, Notification};
+use crate::protocol::{ErrorCode, Since};
+
+/// Backend work the core asked for.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Announce the user online (when `announce`), read who is online (when
+    /// `online`) and the pending notifications (when `inbox`).
+    Welcome {
+        /// The user's first session in the namespace, with namespace presence on.
+        announce: bool,
+        /// Namespace presence is on.
+        online: bool,
+        /// The namespace has notification inboxes.
+        inbox: bool,
+    },
+    /// Join the room in the hub, read its recovery, announce the user in it and
+    /// read its members (both when `presence`).
+    Join {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Where the client left off.
+        since: Option<Since>,
+        /// Room presence is on.
+        presence: bool,
+    },
+    /// Publish through the broker.
+    Publish {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Payload.
+        body: Bytes,
+    },
+    /// Read who is online in the namespace.
+    Online {
+        /// The request.
+        req: u32,
+    },
+    /// Remove a notification from the user's inbox.
+    AckNotification {
+        /// The request.
+        req: u32,
+        /// Notification id.
+        id: u64,
+    },
+    /// Leave the room in the hub, announcing it when it was the user's last
+    /// session there and `presence` is on.
+    LeaveRoom {
+        /// Room name.
+        room: String,
+        /// Room presence is on.
+        presence: bool,
+    },
+    /// Leave every room and the namespace, announcing what changed.
+    Depart {
+        /// Room presence is on.
+        presence: bool,
+        /// Namespace presence is on.
+        online: bool,
+    },
+}
+
+/// What a joined room brought back.
+#[derive(Debug)]
+pub(crate) struct RoomJoin {
+    /// The room's handle on this node.
+    pub(crate) handle: u32,
+    /// Epoch, last seq and the messages to replay.
+    pub(crate) recovery: Recovery,
+    /// Users in the room (empty without presence).
+    pub(crate) members: Vec<String>,
+}
+
+/// The result of an [`Effect`].
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Of [`Effect::Welcome`].
+    Welcome {
+        /// Users online, when namespace presence is on.
+        online: Option<Vec<String>>,
+        /// Pending notifications, when the namespace has inboxes.
+        pending: Option<Result<Vec<Notification>, InboxError>>,
+    },
+    /// Of [`Effect::Join`].
+    Joined {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// As asked.
+        since: Option<Since>,
+        /// The room, or why not.
+        result: Result<RoomJoin, Refusal>,
+    },
+    /// Of [`Effect::Publish`]: the seq.
+    Published {
+        /// The request.
+        req: u32,
+        /// The message's seq.
+        result: Result<u64, BrokerError>,
+    },
+    /// Of [`Effect::Online`].
+    Online {
+        /// The request.
+        req: u32,
+        /// Users online.
+        result: Result<Vec<String>, BrokerError>,
+    },
+    /// Of [`Effect::AckNotification`]: whether it was still there.
+    Acked {
+        /// The request.
+        req: u32,
+        /// Whether the notification was removed.
+        result: Result<bool, InboxError>,
+    },
+    /// Of effects that report nothing.
+    Done,
+}
+
+/// Who performs effects, and for which session.
+#[derive(Clone, Copy)]
+pub(crate) struct Backends<'a> {
+    /// Local rooms and sessions.
+    pub(crate) hub: &'a Hub,
+    /// Cross-node fan-out, history and presence.
+    pub(crate) broker: &'a dyn Broker,
+    /// Notification inboxes.
+    pub(crate) inbox: &'a dyn Inbox,
+    /// Namespace path.
+    pub(crate) ns: &'a str,
+    /// The session.
+    pub(crate) id: SessionId,
+    /// Its user.
+    pub(crate) user: &'a str,
+}
+
+impl Effect {
+    /// Does the work. Presence announcements are best effort: a failed one never
+    /// fails the command that caused it.
+    pub(crate) async fn perform(self, b: Backends<'_>) -> Outcome {
+        match self {
+            Effect::Welcome {
+                announce,
+                online,
+                inbox,
+            } => welcome(b, announce, online, inbox).await,
+            Effect::Join {
+                req,
+                room,
+                since,
+                presence,
+            } => {
+                let result = join(b, &room, since, presence).await;
+                Outcome::Joined {
+                    req,
+                    room,
+                    since,
+                    result,
+                }
+            }
+            Effect::Publish { req, room, body } => Outcome::Published {
+                req,
+                result: b.broker.publish(b.ns, &room, b.user, body).await,
+            },
+            Effect::Online { req } => Outcome::Online {
+                req,
+                result: b.broker.online_users(b.ns).await,
+            },
+            Effect::AckNotification { req, id } => Outcome::Acked {
+                req,
+                result: b.inbox.ack(b.user, id).await,
+            },
+            Effect::LeaveRoom { room, presence } => {
+                if let Ok(true) = b.hub.leave(b.ns, &room, b.id) {
+                    if presence {
+                        let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+                    }
+                }
+                Outcome::Done
+            }
+            Effect::Depart { presence, online } => {
+                depart(b, presence, online).await;
+                Outcome::Done
+            }
+        }
+    }
+}
+
+async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> Outcome {
+    if announce {
+        let _ = b.broker.online_presence(b.ns, b.user, true).await;
+    }
+    let online = if online {
+        Some(b.broker.online_users(b.ns).await.unwrap_or_default())
+    } else {
+        None
+    };
+    // The session is registered before this read, so anything pushed meanwhile
+    // is queued too; the core drops the overlap by id.
+    let pending = if inbox {
+        Some(b.inbox.pending(b.user).await)
+    } else {
+        None
+    };
+    Outcome::Welcome { online, pending }
+}
+
+async fn join(
+    b: Backends<'_>,
+    room: &str,
+    since: Option<Since>,
+    presence: bool,
+) -> Result<RoomJoin, Refusal> {
+    let joined = b
+        .hub
+        .join(b.ns, room, b.id)
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    // From here the hub queues the room's live frames for the session; history
+    // fills in what came before, and seq numbers drop the overlap.
+    let recovery = match b.broker.recover(b.ns, room, since).await {
+        Ok(recovery) => recovery,
+        Err(e) => {
+            let _ = b.hub.leave(b.ns, room, b.id);
+            return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
+        }
+    };
+    if joined.first_for_user && presence {
+        let _ = b.broker.room_presence(b.ns, room, b.user, true).await;
+    }
+    let members = if presence {
+        b.broker
+            .room_members(b.ns, room)
+            .await
+            .unwrap_or_else(|_| b.hub.room_users(b.ns, room))
+    } else {
+        Vec::new()
+    };
+    Ok(RoomJoin {
+        handle: joined.handle,
+        recovery,
+        members,
+    })
+}
+
+async fn depart(b: Backends<'_>, presence: bool, online: bool) {
+    let gone = b.hub.unregister(b.ns, b.id);
+    if presence {
+        for (room, last) in gone.rooms {
+            if last {
+                let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+            }
+        }
+    }
+    if online && gone.last_for_user {
+        let _ = b.broker.online_presence(b.ns, b.user, false).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::broker::Local;
+    use crate::config::Config;
+    use crate::hub::{session_queues, Outbound, SessionLimits, SessionRx};
+    use crate::notify::Embedded;
+    use crate::protocol::{decode_frame, ServerFrame, DEFAULT_MAX_FRAME};
+
+    struct World {
+        hub: Arc<Hub>,
+        broker: Local,
+        inbox: Embedded,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world() -> World {
+        let config = Config::default();
+        let limits = SessionLimits {
+            max_sessions: 10,
+            max_sessions_per_user: 10,
+        };
+        let hub = Arc::new(Hub::new(
+            config.namespaces.keys().map(String::as_str),
+            limits,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        World {
+            broker: Local::new(hub.clone(), &config),
+            inbox: Embedded::open(dir.path(), 10).unwrap(),
+            hub,
+            _dir: dir,
+        }
+    }
+
+    impl World {
+        fn session(&self, id: SessionId, user: &str) -> SessionRx {
+            let (tx, rx) = session_queues(id, user, 16, 4);
+            self.hub.register("/chat", tx).unwrap();
+            rx
+        }
+
+        fn backends<'a>(&'a self, id: SessionId, user: &'a str) -> Backends<'a> {
+            Backends {
+                hub: &self.hub,
+                broker: &self.broker,
+                inbox: &self.inbox,
+                ns: "/chat",
+                id,
+                user,
+            }
+        }
+    }
+
+    /// The presence frames queued for a session.
+    fn presence(rx: &mut SessionRx) -> Vec<ServerFrame> {
+        std::iter::from_fn(|| rx.frames.try_recv().ok())
+            .filter_map(|item| match item {
+                Outbound::Room { frame, .. } | Outbound::Control(frame) => {
+                    let mut buf = BytesMut::from(&frame[..]);
+                    decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap()
+                }
+                Outbound::Notification { .. } => None,
+            })
+            .collect()
+    }
+
+    fn join(room: &str) -> Effect {
+        Effect::Join {
+            req: 1,
+            room: room.into(),
+            since: None,
+            presence: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_announces_the_user_and_leaving_withdraws_it() {
+        let w = world();
+        let mut bob = w.session(1, "bob");
+        let _alice = w.session(2, "alice");
+        let _ = join("lobby").perform(w.backends(1, "bob")).await;
+        let Outcome::Joined { result, .. } = join("lobby").perform(w.backends(2, "alice")).await
+        else {
+            panic!("a join answers Joined");
+        };
+        let mut members = result.unwrap().members;
+        members.sort();
+        assert_eq!(members, ["alice", "bob"]);
+        let leave = Effect::LeaveRoom {
+            room: "lobby".into(),
+            presence: true,
+        };
+        leave.perform(w.backends(2, "alice")).await;
+        assert_eq!(
+            presence(&mut bob),
+            [
+                ServerFrame::PresenceJoin {
+                    user: "alice".into()
+                },
+                ServerFrame::PresenceLeave {
+                    user: "alice".into()
+                }
+            ]
+        );
+        assert_eq!(w.hub.room_users("/chat", "lobby"), ["bob"]);
+    }
+
+    #[tokio::test]
+    async fn departing_leaves_every_room_and_the_namespace() {
+        let w = world();
+        let mut bob = w.session(1, "bob");
+        let _alice = w.session(2, "alice");
+        let _ = join("lobby").perform(w.backends(1, "bob")).await;
+        let _ = join("lobby").perform(w.backends(2, "alice")).await;
+        let _ = presence(&mut bob);
+        let depart = Effect::Depart {
+            presence: true,
+            online: true,
+        };
+        depart.perform(w.backends(2, "alice")).await;
+        assert_eq!(
+            presence(&mut bob),
+            [
+                ServerFrame::PresenceLeave {
+                    user: "alice".into()
+                },
+                ServerFrame::OnlineLeave {
+                    user: "alice".into()
+                }
+            ]
+        );
+        assert_eq!(w.hub.online_users("/chat"), ["bob"]);
+        assert_eq!(w.hub.session_count(), 1);
+    }
+}

@@ -1,0 +1,76 @@
+//! `Publish`: joined, allowed, within the rate; then the broker assigns the seq
+//! (PROTOCOL.md §6, §12).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Action, Effect, Refusal, Session};
+use crate::broker::BrokerError;
+use crate::protocol::{ErrorCode, ServerFrame};
+
+impl Session {
+    /// Checks in the documented order: `NotJoined`, `Forbidden`, `RateLimited`;
+    /// a publish refused for another reason takes no token.
+    pub(super) fn publish(&mut self, now: Instant, req: u32, room: String, body: Bytes) {
+        match self.check_publish(now, &room) {
+            Ok(()) => self
+                .actions
+                .push_back(Action::Perform(Effect::Publish { req, room, body })),
+            Err(refusal) => self.refuse(req, refusal),
+        }
+    }
+
+    fn check_publish(&mut self, now: Instant, room: &str) -> Result<(), Refusal> {
+        if !self.rooms.contains_key(room) {
+            return Err(Refusal::new(
+                ErrorCode::NotJoined,
+                format!("join room {room} before publishing"),
+            ));
+        }
+        if !self.ns_config.client_publish {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("clients may not publish in {}", self.ns),
+            ));
+        }
+        if !self.publish_bucket.try_take(now) {
+            let limits = &self.rules.limits;
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} publishes per second (burst {})",
+                    limits.publish_rate, limits.publish_burst
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn published(&mut self, req: u32, result: Result<u64, BrokerError>) {
+        match result {
+            Ok(seq) => {
+                self.metrics.message_in(&self.ns);
+                self.queue_frame(&ServerFrame::Ack { req, seq });
+            }
+            Err(e) => self.refuse(req, Refusal::new(e.code(), e.to_string())),
+        }
+    }
+
+    /// `Online`: who is online in the namespace, when namespace presence is on.
+    pub(super) fn online(&mut self, req: u32) {
+        if !self.ns_config.online {
+            let message = format!("namespace presence is disabled in {}", self.ns);
+            return self.refuse(req, Refusal::new(ErrorCode::Forbidden, message));
+        }
+        self.actions
+            .push_back(Action::Perform(Effect::Online { req }));
+    }
+
+    pub(super) fn online_done(&mut self, req: u32, result: Result<Vec<String>, BrokerError>) {
+        match result {
+            Ok(users) => self.queue_frame(&ServerFrame::Online { req, users }),
+            Err(e) => self.refuse(req, Refusal::new(e.code(), e.to_string())),
+        }
+    }
+}
