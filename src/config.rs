@@ -16,6 +16,9 @@
 //! max_room_name = 128            # bytes
 //! hello_timeout = "10s"          # time for a session to send Hello
 //! outbound_queue = 4096          # frames queued per session before SlowConsumer
+//! outbound_bytes = 4194304       # bytes queued per session before SlowConsumer
+//! outbound_bytes_total = 268435456 # bytes queued for all sessions; big backlogs closed first
+//! stall_timeout = "10s"          # a write without progress this long: SlowConsumer
 //! room_ttl = "300s"              # empty rooms and their history are kept this long
 //! max_sessions = 100000
 //! max_sessions_per_user = 64
@@ -159,6 +162,16 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// Frames queued per session before it is closed as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued per session before it is closed as a slow consumer.
+    pub outbound_bytes: usize,
+    /// Bytes queued for all sessions together; past it, sessions with large
+    /// backlogs are closed as slow consumers first.
+    pub outbound_bytes_total: usize,
+    /// A write to a session (a room stream's first frames included) that makes no
+    /// progress for this long closes it as a slow consumer: its client grants no
+    /// flow-control credit.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub stall_timeout: Duration,
     /// How long empty rooms and their history are kept.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub room_ttl: Duration,
@@ -210,6 +223,9 @@ impl Default for Limits {
             max_room_name: 128,
             hello_timeout: Duration::from_secs(10),
             outbound_queue: 4096,
+            outbound_bytes: 4 * 1024 * 1024,
+            outbound_bytes_total: 256 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(10),
             room_ttl: Duration::from_secs(300),
             max_sessions: 100_000,
             max_sessions_per_user: 64,
@@ -396,6 +412,8 @@ impl Config {
             ("limits.publish_burst", l.publish_burst as usize),
             ("limits.max_room_name", l.max_room_name),
             ("limits.outbound_queue", l.outbound_queue),
+            ("limits.outbound_bytes", l.outbound_bytes),
+            ("limits.outbound_bytes_total", l.outbound_bytes_total),
             ("limits.max_sessions", l.max_sessions),
             ("limits.max_sessions_per_user", l.max_sessions_per_user),
             ("limits.api_connections_per_ip", l.api_connections_per_ip),

@@ -14,6 +14,13 @@
 //! - [`hub`]: rooms, membership and per-session queues of this node (sans-IO).
 //! - [`broker`]: seq numbers, history and fan-out between nodes (local or Redis).
 //! - [`notify`]: durable per-user notification inboxes.
+//! - [`auth`]: HS256 tokens and their claims; [`certs`]: self-signed development
+//!   certificates; [`config`]: namespaces, limits and server settings;
+//!   [`metrics`]: the Prometheus series.
+//! - [`client`]: the Rust client (tests, load tester); [`api_client`]: a client of
+//!   the HTTPS server API (the CLI's `notify`, `publish`, `broadcast`).
+//! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
+//! - [`load`]: `wtgate load`, the load tester (paced publishers, loss and latency checks).
 //!
 //! # Life of a `Publish`
 //! 1. `server/session.rs` :: `Session::serve` reads it off the control stream
@@ -33,12 +40,6 @@
 //!    coalescing per `server/flush.rs`), asks its core where it goes
 //!    (`session/mod.rs` :: `Session::deliver`, which drops replayed duplicates)
 //!    and writes it on the room's stream (`server/session.rs` :: `write_out`).
-//! - [`auth`]: HS256 tokens and their claims.
-//! - [`certs`]: self-signed development certificates.
-//! - [`config`]: namespaces, limits and server settings.
-//! - [`api_client`]: a client of the HTTPS server API (the CLI's `notify`, `publish`).
-//! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
-//! - [`load`]: `wtgate load`, the load tester (paced publishers, loss and latency checks).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api_client;

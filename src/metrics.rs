@@ -67,6 +67,8 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// New connections asked to validate their address (QUIC Retry).
     pub connect_retries: Counter,
+    /// Bytes queued for all sessions' writers (set at scrape time).
+    pub queued_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
             // 50 µs … ~1.6 s.
             publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             connect_retries: Counter::default(),
+            queued_bytes: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -164,6 +167,11 @@ impl Metrics {
             "connect_retries",
             "New connections asked to validate their address (QUIC Retry) under connect load",
             m.connect_retries.clone(),
+        );
+        r.register(
+            "queued_bytes",
+            "Bytes queued for all sessions' writers",
+            m.queued_bytes.clone(),
         );
         for ns in namespaces {
             m.sessions_in(ns);

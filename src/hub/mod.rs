@@ -12,7 +12,10 @@ mod presence;
 
 pub use history::{History, Recovery};
 pub use names::{validate_room_name, RoomNameError};
-pub use outbox::{session_queues, Closer, Outbound, Sent, SessionId, SessionRx, SessionTx};
+pub use outbox::{
+    bounded_queues, session_queues, Closer, FrameQueue, Outbound, QueueLimits, QueuedBytes, Sent,
+    SessionId, SessionRx, SessionTx,
+};
 pub use presence::UserCounts;
 
 use std::collections::HashMap;

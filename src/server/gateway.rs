@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{TokenVerifier, SERVER_USER};
 use crate::broker::{Broker, BrokerError};
 use crate::config::{Config, Settings};
-use crate::hub::{validate_room_name, Hub};
+use crate::hub::{validate_room_name, Hub, QueuedBytes};
 use crate::metrics::Metrics;
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
@@ -70,6 +70,8 @@ pub struct Gateway {
     pub flush_window: super::FlushWindow,
     /// Limits and the token check every session obeys.
     pub(crate) rules: Arc<Rules>,
+    /// Bytes queued for every session, against `outbound_bytes_total`.
+    pub(crate) queued_bytes: Arc<QueuedBytes>,
     pub(super) settings: Settings,
     next_session: AtomicU64,
     pub(super) shutdown: CancellationToken,
@@ -103,6 +105,7 @@ impl Gateway {
                 settings.config.namespaces.keys().map(String::as_str),
             )),
             flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
+            queued_bytes: QueuedBytes::new(settings.config.limits.outbound_bytes_total),
             settings,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -218,6 +221,9 @@ impl Gateway {
     /// The metrics in Prometheus text format, with scrape-time gauges refreshed.
     pub async fn metrics_text(&self) -> String {
         self.metrics.rooms.set(self.hub.room_count() as i64);
+        self.metrics
+            .queued_bytes
+            .set(self.queued_bytes.get().try_into().unwrap_or(i64::MAX));
         if let Ok(n) = self.inbox.total_pending().await {
             self.metrics.notifications_pending.set(n as i64);
         }

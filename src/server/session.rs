@@ -17,7 +17,7 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::{FlushPolicy, Gateway};
 use crate::config::NamespaceConfig;
-use crate::hub::{session_queues, Closer, Outbound, SessionId, SessionRx};
+use crate::hub::{bounded_queues, Closer, Outbound, QueueLimits, SessionId, SessionRx};
 use crate::protocol::{ClientFrame, ErrorCode};
 use crate::session::{Action, Backends, Close, Session as Core, Write};
 use crate::transport::{FrameReader, ReadError};
@@ -181,8 +181,13 @@ impl Session {
             match action {
                 Action::Register => {
                     let limits = &self.gateway.config.limits;
+                    let queues = QueueLimits {
+                        frames: limits.outbound_queue,
+                        bytes: limits.outbound_bytes,
+                        datagrams: DATAGRAM_QUEUE,
+                    };
                     let (tx, rx) =
-                        session_queues(self.id, core.user(), limits.outbound_queue, DATAGRAM_QUEUE);
+                        bounded_queues(self.id, core.user(), queues, &self.gateway.queued_bytes);
                     let closer = tx.closer().clone();
                     let result = self.gateway.hub.register(&self.ns, tx);
                     let registered = result.is_ok();
@@ -298,7 +303,7 @@ impl Session {
             match action {
                 Action::Control(frame) => self.write_control(live, frame).await?,
                 Action::OpenRoom { handle, head } => {
-                    let opened = self.open_room(&head).await.map(|stream| {
+                    let opened = self.open_room(head, &live.closer).await.map(|stream| {
                         live.rooms.insert(handle, stream);
                     });
                     live.core.room_opened(handle, opened);
@@ -341,7 +346,14 @@ impl Session {
 
     /// Opens a room stream and writes its head, waiting at most
     /// [`OPEN_STREAM_TIMEOUT`] for the client's stream credit.
-    async fn open_room(&self, head: &[u8]) -> Result<SendStream, String> {
+    /// How long a write may make no progress.
+    fn stall(&self) -> Duration {
+        self.gateway.config.limits.stall_timeout
+    }
+
+    /// Opens a room's stream and writes its first frames (the `since` replay may be
+    /// the whole history) through the same guard as every other write.
+    async fn open_room(&self, head: Bytes, closer: &Closer) -> Result<SendStream, String> {
         let opening = async {
             let opened = self.conn.open_uni().await.map_err(|e| e.to_string())?;
             opened.await.map_err(|e| e.to_string())
@@ -349,11 +361,12 @@ impl Session {
         let mut stream = tokio::time::timeout(OPEN_STREAM_TIMEOUT, opening)
             .await
             .map_err(|_| "timed out opening the room stream".to_owned())??;
-        stream
-            .write_all(head)
-            .await
-            .map_err(|e| format!("room stream: {e}"))?;
-        Ok(stream)
+        match guarded_write(&mut stream, head, closer, self.stall()).await {
+            Ok(()) => Ok(stream),
+            Err(WriteStop::Closed) => Err("the session is closing".to_owned()),
+            Err(WriteStop::ConnectionLost) => Err("the connection is lost".to_owned()),
+            Err(WriteStop::StreamFailed(e)) => Err(format!("room stream: {e}")),
+        }
     }
 
     /// Writes the frames held back for coalescing.
@@ -382,7 +395,7 @@ impl Session {
         let Some(stream) = live.rooms.get_mut(&handle) else {
             return Ok(());
         };
-        match guarded_write(stream, frame, &live.closer).await {
+        match guarded_write(stream, frame, &live.closer, self.stall()).await {
             Ok(()) => {
                 if let Some(published) = published {
                     let metrics = &self.gateway.metrics;
@@ -405,7 +418,7 @@ impl Session {
     }
 
     async fn write_control(&self, live: &mut Live, frame: Bytes) -> Result<(), SessionError> {
-        match guarded_write(&mut live.control, frame, &live.closer).await {
+        match guarded_write(&mut live.control, frame, &live.closer, self.stall()).await {
             Ok(()) | Err(WriteStop::Closed) => Ok(()),
             Err(WriteStop::ConnectionLost) => Err(self.conn.closed().await.into()),
             Err(WriteStop::StreamFailed(_)) => {
@@ -441,18 +454,34 @@ enum WriteStop {
 }
 
 /// Hands a shared frame to the stream without copying it, giving up when the
-/// session is asked to close, so a client that stopped reading cannot pin the task.
+/// session is asked to close, so a client that stopped reading cannot pin the task;
+/// a write that makes no progress for `stall` asks for that close itself
+/// (`SlowConsumer`). The stall timer starts only once the write has to wait, so a
+/// write that goes through at once costs no timer.
 async fn guarded_write(
     stream: &mut SendStream,
     frame: Bytes,
     closer: &Closer,
+    stall: Duration,
 ) -> Result<(), WriteStop> {
-    tokio::select! {
-        r = stream.quic_stream_mut().write_chunk(frame) => r.map_err(|e| match e {
+    let map = |r: Result<(), wtransport::quinn::WriteError>| {
+        r.map_err(|e| match e {
             wtransport::quinn::WriteError::ConnectionLost(_) => WriteStop::ConnectionLost,
             e => WriteStop::StreamFailed(e.to_string()),
-        }),
+        })
+    };
+    let mut write = std::pin::pin!(stream.quic_stream_mut().write_chunk(frame));
+    if let Some(r) = futures::FutureExt::now_or_never(&mut write) {
+        return map(r);
+    }
+    tokio::select! {
+        r = &mut write => map(r),
         _ = closer.requested() => Err(WriteStop::Closed),
+        _ = tokio::time::sleep(stall) => {
+            debug!("no write progress for {stall:?}: closing as a slow consumer");
+            closer.close(ErrorCode::SlowConsumer);
+            Err(WriteStop::Closed)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod api;
 mod api_abuse;
 mod auth;
+mod budgets;
 mod cli;
 mod datagrams;
 mod floods;

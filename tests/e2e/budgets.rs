@@ -1,0 +1,195 @@
+//! Memory budgets under abuse by signed-in clients: members that stop reading while
+//! others publish large messages are closed, the server's queued bytes stay within
+//! their budget, and a member of another room keeps getting its messages.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wtgate::client::Event;
+use wtgate::config::Config;
+use wtgate::protocol::{ClientFrame, ErrorCode};
+
+use crate::common::*;
+
+const ROOMS: usize = 4;
+const BODY: usize = 60 * 1024;
+/// Per room: ~9 MB, over twice a silent member's 4 MiB budget.
+const MESSAGES: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_members_with_large_messages_are_bounded_in_bytes() {
+    let mut config = Config::default();
+    config.limits.publish_rate = 1_000.0;
+    config.limits.publish_burst = 1_000;
+    // Only the byte budget may close them within the test's waits.
+    config.limits.stall_timeout = Duration::from_secs(60);
+    let budget = 4 * 1024 * 1024;
+    assert_eq!(
+        config.limits.outbound_bytes, budget,
+        "the documented default"
+    );
+    let server = TestServer::start_with(config).await;
+
+    // In each room a member that joins and then never reads its room stream.
+    let mut silent = Vec::new();
+    for i in 0..ROOMS {
+        let join = ClientFrame::Join {
+            req: 1,
+            room: format!("big-{i}"),
+            since: None,
+        };
+        let (ep, conn, send, mut recv) = raw_session(
+            &server,
+            "/chat",
+            &[hello(&server, &format!("quiet{i}")), join],
+        )
+        .await;
+        let mut sink = vec![0u8; 4096];
+        let drain =
+            tokio::spawn(async move { while let Ok(Some(_)) = recv.read(&mut sink).await {} });
+        silent.push((ep, conn, send, drain));
+    }
+    // A calm room next to them.
+    let mut calm = server.client("/chat", "calm").await;
+    calm.join("calm", None).await.unwrap();
+    let calm_sender = server.client("/chat", "calm-sender").await;
+    calm_sender.join("calm", None).await.unwrap();
+
+    let api = server.api_client(None);
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0.0f64;
+        for _ in 0..200 {
+            let m = api.metrics().await.unwrap();
+            peak = peak.max(sample(&m, "wtgate_queued_bytes"));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        peak
+    });
+
+    let body = Bytes::from(vec![b'x'; BODY]);
+    let mut publishers = Vec::new();
+    for i in 0..ROOMS {
+        let publisher = server.client("/chat", &format!("loud{i}")).await;
+        publisher.join(&format!("big-{i}"), None).await.unwrap();
+        let body = body.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut publisher = publisher;
+            for _ in 0..MESSAGES {
+                publisher
+                    .publish(&format!("big-{i}"), body.clone())
+                    .await
+                    .unwrap();
+                // The publisher reads its own copies: it is not the slow one.
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::ZERO, publisher.next_event()).await
+                {
+                }
+            }
+            publisher
+        }));
+    }
+
+    // The calm room meanwhile: every message arrives, each within a bound.
+    let mut worst = Duration::ZERO;
+    for n in 0..40u64 {
+        let sent = Instant::now();
+        let seq = calm_sender
+            .publish("calm", Bytes::from(format!("hi {n}")))
+            .await
+            .unwrap();
+        let got = expect_event(&mut calm, "a calm message", |e| match e {
+            Event::Message { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, seq);
+        worst = worst.max(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        worst < Duration::from_secs(2),
+        "calm room's worst latency {worst:?}"
+    );
+
+    // Every silent member is closed as a slow consumer.
+    for (i, (_ep, conn, _send, drain)) in silent.into_iter().enumerate() {
+        let code = within("the silent member's close", async {
+            match conn.closed().await {
+                wtransport::error::ConnectionError::ApplicationClosed(c) => {
+                    ErrorCode::from(c.code().into_inner() as u32)
+                }
+                other => panic!("quiet{i}: expected an application close, got {other}"),
+            }
+        })
+        .await;
+        assert_eq!(code, ErrorCode::SlowConsumer, "quiet{i}");
+        drain.abort();
+    }
+    for p in publishers {
+        within("a publisher", p).await.unwrap();
+    }
+    let peak = within("the sampler", sampler).await.unwrap();
+    let bound = (ROOMS * (budget + BODY)) as f64;
+    assert!(peak > 0.0, "the queued bytes were sampled");
+    assert!(peak <= bound, "queued bytes peaked at {peak}, over {bound}");
+    let m = server.api_client(None).metrics().await.unwrap();
+    assert!(sample(&m, "wtgate_errors_total{code=\"SlowConsumer\"}") >= ROOMS as f64);
+    server.stop().await;
+}
+
+/// A member whose stream gets no credit: the join's replay (a room stream's first
+/// write) and later writes give up after `stall_timeout`, the session is closed as a
+/// slow consumer, and its presence join is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_to_a_client_that_grants_no_credit_is_closed_at_the_stall_timeout() {
+    let mut config = Config::default();
+    config.limits.publish_rate = 1_000.0;
+    config.limits.publish_burst = 1_000;
+    config.limits.stall_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    let ann = server.client("/chat", "ann").await;
+    let epoch = ann.join("archive", None).await.unwrap().epoch;
+    let body = Bytes::from(vec![b'h'; BODY]);
+    for _ in 0..100 {
+        ann.publish("archive", body.clone()).await.unwrap();
+    }
+    // ~6 MB of history, replayed from seq 0 to a client that never reads it.
+    let join = ClientFrame::Join {
+        req: 1,
+        room: "archive".into(),
+        since: Some(wtgate::protocol::Since { epoch, seq: 0 }),
+    };
+    let started = Instant::now();
+    let (_ep, conn, _send, mut recv) =
+        raw_session(&server, "/chat", &[hello(&server, "stuck"), join]).await;
+    let mut sink = vec![0u8; 4096];
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = recv.read(&mut sink).await {} });
+    let code = within("the stuck member's close", async {
+        match conn.closed().await {
+            wtransport::error::ConnectionError::ApplicationClosed(c) => {
+                ErrorCode::from(c.code().into_inner() as u32)
+            }
+            other => panic!("expected an application close, got {other}"),
+        }
+    })
+    .await;
+    assert_eq!(code, ErrorCode::SlowConsumer);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "closed after {took:?}");
+    drain.abort();
+    // Whatever presence it announced is withdrawn: ann is alone again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let users = server
+            .api_client(Some(API_KEY))
+            .presence("/chat", Some("archive"))
+            .await
+            .unwrap();
+        if users == ["ann"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence still {users:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
