@@ -14,7 +14,9 @@
 //! publish_rate = 50.0            # publishes per second per session (token bucket)
 //! publish_burst = 100
 //! max_room_name = 128            # bytes
-//! hello_timeout = "10s"          # time for a session to send Hello
+//! hello_timeout = "10s"          # from a connection's first packet to Welcome
+//! max_hello = 8192               # bytes of the Hello frame
+//! max_awaiting_hello = 1024      # connections not yet welcomed; more are refused
 //! outbound_queue = 4096          # frames queued per session before SlowConsumer
 //! outbound_bytes = 4194304       # bytes queued per session before SlowConsumer
 //! outbound_bytes_total = 268435456 # bytes queued for all sessions; big backlogs closed first
@@ -157,7 +159,13 @@ pub struct Limits {
     pub publish_burst: u32,
     /// Longest room name, in bytes.
     pub max_room_name: usize,
-    /// Time a new session has to send `Hello`.
+    /// Largest `Hello` frame, in bytes: a token needs a few hundred.
+    pub max_hello: usize,
+    /// Connections at once that have not been welcomed yet (no valid `Hello`);
+    /// more are refused before the handshake.
+    pub max_awaiting_hello: usize,
+    /// Time a new connection has, from its first packet, to be welcomed: the
+    /// WebTransport request, the control stream and a valid `Hello`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub hello_timeout: Duration,
     /// Frames queued per session before it is closed as a slow consumer.
@@ -222,6 +230,8 @@ impl Default for Limits {
             publish_burst: 100,
             max_room_name: 128,
             hello_timeout: Duration::from_secs(10),
+            max_hello: 8 * 1024,
+            max_awaiting_hello: 1024,
             outbound_queue: 4096,
             outbound_bytes: 4 * 1024 * 1024,
             outbound_bytes_total: 256 * 1024 * 1024,
@@ -412,6 +422,8 @@ impl Config {
             ("limits.publish_burst", l.publish_burst as usize),
             ("limits.max_room_name", l.max_room_name),
             ("limits.outbound_queue", l.outbound_queue),
+            ("limits.max_hello", l.max_hello),
+            ("limits.max_awaiting_hello", l.max_awaiting_hello),
             ("limits.outbound_bytes", l.outbound_bytes),
             ("limits.outbound_bytes_total", l.outbound_bytes_total),
             ("limits.max_sessions", l.max_sessions),

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub connect_retries: Counter,
     /// Bytes queued for all sessions' writers (set at scrape time).
     pub queued_bytes: Gauge,
+    /// Connections not welcomed yet (set at scrape time).
+    pub awaiting_hello: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             publish_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             connect_retries: Counter::default(),
             queued_bytes: Gauge::default(),
+            awaiting_hello: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -172,6 +175,11 @@ impl Metrics {
             "queued_bytes",
             "Bytes queued for all sessions' writers",
             m.queued_bytes.clone(),
+        );
+        r.register(
+            "sessions_awaiting_hello",
+            "Connections not welcomed yet",
+            m.awaiting_hello.clone(),
         );
         for ns in namespaces {
             m.sessions_in(ns);

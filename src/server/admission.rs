@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::TokenBucket;
@@ -111,6 +113,49 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Connections accepted but not welcomed yet, against a cap: a client that
+/// connects and never says `Hello` holds a place until `hello_timeout`, so without
+/// a cap a flood of them would hold memory and tasks for that long.
+#[derive(Debug)]
+pub(crate) struct AwaitingHello {
+    count: AtomicUsize,
+    limit: usize,
+}
+
+/// One connection's place among those awaiting `Welcome`; freed when dropped.
+#[derive(Debug)]
+pub(crate) struct AwaitingGuard(Arc<AwaitingHello>);
+
+impl AwaitingHello {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(AwaitingHello {
+            count: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// A place, unless `limit` connections already await `Welcome`.
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<AwaitingGuard> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AwaitingGuard(self.clone()))
+    }
+
+    /// Connections awaiting `Welcome` now.
+    pub(crate) fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for AwaitingGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +221,17 @@ mod tests {
         assert_eq!(always.admit(victim, false, t0), Admission::Retry);
         assert_eq!(always.admit(victim, true, t0), Admission::Accept);
         assert_eq!(always.admit(victim, true, t0), Admission::Refuse);
+    }
+
+    #[test]
+    fn places_awaiting_hello_are_capped_and_freed() {
+        let awaiting = AwaitingHello::new(2);
+        let a = awaiting.enter().unwrap();
+        let _b = awaiting.enter().unwrap();
+        assert!(awaiting.enter().is_none());
+        assert_eq!(awaiting.get(), 2);
+        drop(a);
+        assert!(awaiting.enter().is_some());
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Gateway {
     pub(crate) rules: Arc<Rules>,
     /// Bytes queued for every session, against `outbound_bytes_total`.
     pub(crate) queued_bytes: Arc<QueuedBytes>,
+    /// Connections not welcomed yet, against `max_awaiting_hello`.
+    pub(crate) awaiting_hello: Arc<super::admission::AwaitingHello>,
     pub(super) settings: Settings,
     next_session: AtomicU64,
     pub(super) shutdown: CancellationToken,
@@ -106,6 +108,9 @@ impl Gateway {
             )),
             flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
             queued_bytes: QueuedBytes::new(settings.config.limits.outbound_bytes_total),
+            awaiting_hello: super::admission::AwaitingHello::new(
+                settings.config.limits.max_awaiting_hello,
+            ),
             settings,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -224,6 +229,9 @@ impl Gateway {
         self.metrics
             .queued_bytes
             .set(self.queued_bytes.get().try_into().unwrap_or(i64::MAX));
+        self.metrics
+            .awaiting_hello
+            .set(self.awaiting_hello.get().try_into().unwrap_or(i64::MAX));
         if let Ok(n) = self.inbox.total_pending().await {
             self.metrics.notifications_pending.set(n as i64);
         }

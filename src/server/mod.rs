@@ -191,8 +191,14 @@ impl Server {
                     let validated = incoming.remote_address_validated();
                     match admission.admit(peer.ip(), validated, Instant::now()) {
                         Admission::Accept => {
+                            let Some(place) = self.gateway.awaiting_hello.enter() else {
+                                debug!(%peer, "too many connections awaiting Hello: refused");
+                                self.gateway.metrics.error(ErrorCode::TooManySessions);
+                                incoming.refuse();
+                                continue;
+                            };
                             let gateway = self.gateway.clone();
-                            tasks.spawn(handle_incoming(gateway, incoming));
+                            tasks.spawn(handle_incoming(gateway, incoming, place));
                         }
                         Admission::Retry => {
                             self.gateway.metrics.connect_retries.inc();
@@ -405,10 +411,17 @@ async fn sweep_rooms(local: Arc<Local>, ttl: Duration, shutdown: CancellationTok
     }
 }
 
-/// Checks the path and origin before accepting, then runs the session.
-async fn handle_incoming(gateway: Arc<Gateway>, incoming: IncomingSession) {
-    let limits = &gateway.config.limits;
-    let request = match tokio::time::timeout(limits.hello_timeout, incoming).await {
+/// Checks the path and origin before accepting, then runs the session. One
+/// deadline, `hello_timeout` from the connection's first packet, covers the
+/// WebTransport request, the answer to it and the session's `Hello`.
+async fn handle_incoming(
+    gateway: Arc<Gateway>,
+    incoming: IncomingSession,
+    place: admission::AwaitingGuard,
+) {
+    let started = tokio::time::Instant::now();
+    let deadline = started + gateway.config.limits.hello_timeout;
+    let request = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(request)) => request,
         Ok(Err(e)) => {
             debug!("session handshake failed: {e}");
@@ -428,26 +441,30 @@ async fn handle_incoming(gateway: Arc<Gateway>, incoming: IncomingSession) {
     let peer = request.remote_address();
     let Some(ns_config) = gateway.config.namespace(&path).cloned() else {
         debug!(%peer, path, "unknown namespace");
-        request.not_found().await;
+        let _ = tokio::time::timeout_at(deadline, request.not_found()).await;
         return;
     };
     if !gateway.settings.origin_allowed(request.origin()) {
         warn!(%peer, origin = ?request.origin(), "origin not allowed");
-        request.forbidden().await;
+        let _ = tokio::time::timeout_at(deadline, request.forbidden()).await;
         return;
     }
     let id = gateway.new_session_id();
     let span = info_span!("session", id, ns = %path, %peer);
     async move {
-        let conn = match request.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
+        let conn = match tokio::time::timeout_at(deadline, request.accept()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
                 debug!("accept failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!("accept timed out");
                 return;
             }
         };
         let session = session::Session::new(id, path, ns_config, conn, gateway);
-        if let Err(e) = session.run().await {
+        if let Err(e) = session.run(started.into_std(), place).await {
             debug!("session ended: {e}");
         }
     }

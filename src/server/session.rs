@@ -89,8 +89,14 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end.
-    pub(super) async fn run(self) -> Result<(), SessionError> {
+    /// Runs the session to its end; `started` is the connection's first packet,
+    /// which the hello deadline counts from, and `place` its place among the
+    /// connections awaiting `Welcome`, given up once it is welcomed (or gone).
+    pub(super) async fn run(
+        self,
+        started: std::time::Instant,
+        place: super::admission::AwaitingGuard,
+    ) -> Result<(), SessionError> {
         let gw = &self.gateway;
         let core = Core::new(
             self.id,
@@ -98,9 +104,11 @@ impl Session {
             self.ns_config.clone(),
             gw.rules.clone(),
             gw.metrics.clone(),
-            now(),
+            started,
         );
-        let Some(mut live) = self.handshake(core).await? else {
+        let handshake = self.handshake(core).await;
+        drop(place);
+        let Some(mut live) = handshake? else {
             return Ok(());
         };
         info!(user = live.core.user(), "session open");
@@ -140,7 +148,9 @@ impl Session {
             }
         };
         core.control_opened();
-        let mut reader = FrameReader::new(recv, self.gateway.config.limits.max_frame);
+        let limits = &self.gateway.config.limits;
+        // A token needs a few hundred bytes: `Hello` gets a small cap of its own.
+        let mut reader = FrameReader::new(recv, limits.max_hello.min(limits.max_frame));
         let hello = tokio::select! {
             r = timeout_at(deadline, reader.next::<ClientFrame>()) => r,
             _ = shutdown.cancelled() => {
@@ -158,6 +168,7 @@ impl Session {
             Ok(Err(e)) => core.handle_read_error(&e),
         }
         let (rx, closer) = self.settle(&mut core, &mut control).await?;
+        reader.set_max_frame(limits.max_frame);
         Ok(Some(Live {
             core,
             control,

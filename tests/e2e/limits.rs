@@ -1,6 +1,6 @@
 //! Every limit answers with a clear error; bad bytes close only the offending session.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use wtgate::client::{open_session, Client, ClientError, Event};
@@ -229,6 +229,65 @@ async fn hello_rules() {
     });
     twice.extend(frame(ClientFrame::Hello { version: 1, token }));
     assert_eq!(raw(twice).await, ErrorCode::Protocol);
+    // A Hello over max_hello (8 KiB), though under max_frame: no token is that big.
+    let mut big = Config::default();
+    big.limits.hello_timeout = Duration::from_millis(500);
+    let big_server = TestServer::start_with(big).await;
+    let (_ep, conn) = open_session(&big_server.url("/chat"), &big_server.trust())
+        .await
+        .unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap().await.unwrap();
+    send.write_all(&frame(ClientFrame::Hello {
+        version: 1,
+        token: "x".repeat(9000),
+    }))
+    .await
+    .unwrap();
+    let code = match within("close", conn.closed()).await {
+        wtransport::error::ConnectionError::ApplicationClosed(c) => {
+            ErrorCode::from(c.code().into_inner() as u32)
+        }
+        other => panic!("expected an application close, got {other}"),
+    };
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    big_server.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_awaiting_hello_are_capped() {
+    let mut config = small_limits();
+    config.limits.max_awaiting_hello = 3;
+    config.limits.hello_timeout = Duration::from_secs(2);
+    let server = TestServer::start_with(config).await;
+    let url = server.url("/chat");
+    // Three connections that never say Hello (nor open a stream).
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(open_session(&url, &server.trust()).await.unwrap());
+    }
+    let metrics = server.api_client(None).metrics().await.unwrap();
+    assert_eq!(sample(&metrics, "wtgate_sessions_awaiting_hello"), 3.0);
+    let refused = Client::connect(&url, &server.token("ann"), &server.trust()).await;
+    assert!(
+        matches!(refused, Err(ClientError::Connect { .. })),
+        "{refused:?}"
+    );
+    // They are closed at the hello deadline, counted from their first packet;
+    // then there is room again.
+    let started = Instant::now();
+    for (_ep, conn) in &silent {
+        within("the silent connection's close", conn.closed()).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let c = server.client("/chat", "ann").await;
+    c.join("r", None).await.unwrap();
+    let metrics = server.api_client(None).metrics().await.unwrap();
+    assert_eq!(sample(&metrics, "wtgate_sessions_awaiting_hello"), 0.0);
     server.stop().await;
 }
 
