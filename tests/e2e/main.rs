@@ -12,6 +12,7 @@ mod datagrams;
 mod floods;
 mod limits;
 mod load;
+mod memory;
 mod notifications;
 mod presence;
 mod readme;

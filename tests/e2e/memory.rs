@@ -1,0 +1,166 @@
+//! Server memory under abuse, read from `/proc/PID/status` of a real `wtgate serve`
+//! process: members that stop reading while others publish large messages pin at
+//! most their byte budgets, and after the burst the memory goes back.
+//!
+//! Measured here (8 rooms × 150 × 60 KiB, no history): glibc's malloc 29.7 → 59.1 →
+//! 35.8 MiB; mimalloc 37.7 → 76.2 → 61.0 MiB, so the binary keeps glibc's. With
+//! history on, what stays after the burst is the rooms' history (100 × 60 KiB per
+//! room here), kept by design until `room_ttl`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wtgate::client::{Client, Trust};
+use wtgate::protocol::ClientFrame;
+
+use crate::common::*;
+
+const ROOMS: usize = 8;
+const BODY: usize = 60 * 1024;
+const MESSAGES: usize = 150;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Resident memory of `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_members_pin_their_budgets_and_memory_goes_back_after_the_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", SECRET])
+        // No history: what a room keeps is its own budget; this is about what passes.
+        .args(["--publish-rate", "1000", "--history", "0", "--log", "warn"])
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("WTGATE_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut hash) = (None, None);
+    within("the server's banner", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("wtgate listening on https://") {
+                addr = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("certificate sha-256: ") {
+                hash = Some(rest.trim().to_owned());
+            }
+            if addr.is_some() && hash.is_some() {
+                return;
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!("https://{}/chat", addr.unwrap());
+    let trust = Trust::Hash(hash.unwrap());
+    let token = |user: &str| token_for(&wtgate::auth::Claims::new(user, now(), 3600));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_mib(pid);
+
+    // In each room a member that never reads, and a publisher of large messages.
+    let mut silent = Vec::new();
+    let mut publishers = Vec::new();
+    let body = Bytes::from(vec![b'x'; BODY]);
+    for i in 0..ROOMS {
+        let room = format!("big-{i}");
+        let (ep, conn) = wtgate::client::open_session(&url, &trust).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap().await.unwrap();
+        let mut hello = bytes::BytesMut::new();
+        for frame in [
+            ClientFrame::Hello {
+                version: wtgate::protocol::PROTOCOL_VERSION,
+                token: token(&format!("quiet{i}")),
+            },
+            ClientFrame::Join {
+                req: 1,
+                room: room.clone(),
+                since: None,
+            },
+        ] {
+            wtgate::protocol::encode_frame(&frame, &mut hello);
+        }
+        send.write_all(&hello).await.unwrap();
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 4096];
+            while let Ok(Some(_)) = recv.read(&mut sink).await {}
+        });
+        silent.push((ep, conn, send, drain));
+        let publisher = Client::connect(&url, &token(&format!("loud{i}")), &trust)
+            .await
+            .unwrap();
+        publisher.join(&room, None).await.unwrap();
+        let body = body.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut publisher = publisher;
+            for _ in 0..MESSAGES {
+                publisher.publish(&room, body.clone()).await.unwrap();
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::ZERO, publisher.next_event()).await
+                {
+                }
+            }
+            publisher.close().await;
+        }));
+    }
+    let mut peak = before;
+    let burst = async {
+        for p in publishers {
+            p.await.unwrap();
+        }
+    };
+    tokio::pin!(burst);
+    loop {
+        tokio::select! {
+            _ = &mut burst => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => peak = peak.max(rss_mib(pid)),
+        }
+    }
+    peak = peak.max(rss_mib(pid));
+    for (_ep, conn, _send, drain) in silent {
+        conn.close(0u32.into(), b"");
+        drain.abort();
+    }
+
+    // After the burst: memory returns near where it started.
+    let settle = Instant::now();
+    let mut after = rss_mib(pid);
+    while after > before + 32.0 && settle.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_mib(pid);
+    }
+    println!(
+        "server RSS: {before:.1} MiB before, {peak:.1} at peak, {after:.1} after ({:.1} s later); \
+         {ROOMS} rooms x {MESSAGES} x {} KiB",
+        settle.elapsed().as_secs_f64(),
+        BODY / 1024
+    );
+    // Silent members pin at most their 4 MiB budgets (plus QUIC's send windows).
+    let pinned = ROOMS as f64 * (4.0 * MIB + 2.0 * MIB) / MIB;
+    assert!(
+        peak - before < pinned + 96.0,
+        "peak {peak:.1} MiB from {before:.1}: over {pinned:.0} MiB of budgets + 96"
+    );
+    assert!(
+        after <= before + 32.0,
+        "RSS stayed at {after:.1} MiB (from {before:.1}, peak {peak:.1})"
+    );
+    child.kill().await.unwrap();
+}
