@@ -62,6 +62,25 @@ function nextTask(fn) {
   channel.port2.postMessage(null);
 }
 
+/**
+ * Calls `wake` when waiting longer is pointless: the page became visible again, or
+ * the browser is back online. In a hidden page the backoff's timer fires late (once
+ * a second; after five hidden minutes Chrome lets chained timers fire once a
+ * minute), so a user coming back to the tab must not wait for it. Returns a
+ * function that stops watching. Does nothing outside a browser page.
+ */
+function watchForWake(wake) {
+  const doc = globalThis.document;
+  const win = typeof globalThis.addEventListener === 'function' ? globalThis : null;
+  const onVisibility = () => doc.visibilityState === 'visible' && wake();
+  doc?.addEventListener?.('visibilitychange', onVisibility);
+  win?.addEventListener('online', wake);
+  return () => {
+    doc?.removeEventListener?.('visibilitychange', onVisibility);
+    win?.removeEventListener('online', wake);
+  };
+}
+
 /** A minimal event emitter: `on` returns a function that removes the listener. */
 class Emitter {
   /** @type {Map<string, Set<Function>>} */
@@ -609,8 +628,14 @@ export class Client extends Emitter {
       const delay = Math.round(nominal / 2 + (Math.random() * nominal) / 2);
       this.emit('reconnecting', { attempt, delay, error: lastError });
       await new Promise((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#wake = () => { clearTimeout(timer); resolve(); };
+        const done = () => {
+          clearTimeout(timer);
+          stopWatching();
+          resolve();
+        };
+        const timer = setTimeout(done, delay);
+        const stopWatching = watchForWake(done);
+        this.#wake = done;
       });
       this.#wake = null;
       if (this.#state !== 'reconnecting') return;

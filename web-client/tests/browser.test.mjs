@@ -705,4 +705,42 @@ function hiddenTests() {
       await own.stop();
     }
   });
+
+  test('a hidden page shown again reconnects at once, not after its backoff', { timeout: 90_000 }, async () => {
+    const own = await WtgateServer.start();
+    try {
+      const page = await libraryPage('hidden-shown', own, throttling);
+      await hide(page);
+      await page.evaluate(async () => {
+        const { connect } = window.lib;
+        window.log = [];
+        const at = (name, extra = {}) => window.log.push({ name, at: Date.now(), ...extra });
+        // A long backoff, as after a few failed attempts (or a timer Chrome's
+        // intensive throttling lets fire once a minute).
+        window.x = await connect(`${window.base}/chat`, window.options('bg-shown', { reconnect: { initialDelay: 30_000, maxDelay: 30_000 } }));
+        window.x.on('reconnecting', (e) => at('reconnecting', { delay: e.delay }));
+        window.x.on('connect', (e) => e.reconnect && at('connect'));
+      });
+      await own.restart();
+      await page.waitForFunction(() => window.log.some((e) => e.name === 'reconnecting'), { timeout: 10_000, polling: 100 });
+      const shown = Date.now();
+      await page.bringToFront();
+      await page.waitForFunction(() => window.log.some((e) => e.name === 'connect'), { timeout: 20_000, polling: 100 });
+      const { log, visibility } = await page.evaluate(async () => {
+        await window.x.close();
+        return { log: window.log, visibility: document.visibilityState };
+      });
+      const backoff = log.find((e) => e.name === 'reconnecting');
+      const connected = log.find((e) => e.name === 'connect').at;
+      console.log(`[${engine}] hidden page shown again: reconnected ${connected - shown} ms later (backoff ${backoff.delay} ms)`);
+      assert.equal(visibility, 'visible');
+      assert.ok(connected - shown < 2000, `reconnected ${connected - shown} ms after the page was shown (backoff ${backoff.delay} ms)`);
+      await closePages({ allow: [/Failed to establish a connection/, /Failed to load resource/, /dev-token|cert-hash/] });
+    } catch (e) {
+      console.log(`--- restarted server's stderr (tail) ---\n${own.stderr.slice(-4000)}`);
+      throw e;
+    } finally {
+      await own.stop();
+    }
+  });
 }
