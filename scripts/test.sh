@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust unit, codec and end-to-end tests (real QUIC
-# on loopback), then the web client's tests (node + real headless Chromium).
-# Installs what the tests need when it is missing (Debian packages, npm packages).
+# on loopback), then the web client's tests (node + real headless Chromium and
+# Firefox ESR). Installs what the tests need when it is missing (Debian packages,
+# npm packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -69,12 +69,19 @@ impl DemoState {
 
     /// The base URL a browser on this machine uses for WebTransport sessions.
     ///
-    /// Chromium resolves `localhost` to `::1` only, so an IPv6 listener is named
-    /// `localhost` and an IPv4 one by its address.
+    /// A loopback listener is named by its address, which every browser reaches;
+    /// a dual-stack `[::]` one by `localhost`.
     pub fn webtransport_base(&self) -> String {
         let addr = self.inner.webtransport;
         let host = match addr {
-            SocketAddr::V6(_) => "localhost".to_owned(),
+            // An IPv6-only loopback listener (`--dev`) gets its literal address:
+            // `localhost` is not the same address in every browser (Chromium goes
+            // to `::1`; Firefox uses the system resolver, and where `/etc/hosts`
+            // maps `localhost` to 127.0.0.1 only, it tries that and finds nothing).
+            SocketAddr::V6(v6) if v6.ip().is_loopback() => "[::1]".to_owned(),
+            // Dual-stack `[::]` answers on both loopbacks, whatever `localhost` is.
+            SocketAddr::V6(v6) if v6.ip().is_unspecified() => "localhost".to_owned(),
+            SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
             SocketAddr::V4(v4) if v4.ip().is_unspecified() => "127.0.0.1".to_owned(),
             SocketAddr::V4(v4) => v4.ip().to_string(),
         };
@@ -347,10 +354,13 @@ mod tests {
             got,
             CertHash {
                 hash: "ab".repeat(32),
-                url: "https://localhost:4433".into(),
+                url: "https://[::1]:4433".into(),
                 port: 4433
             }
         );
+        let (_, _, body) = get(app(state("[::]:4433")), "/cert-hash", "localhost").await;
+        let got: CertHash = serde_json::from_str(&body).unwrap();
+        assert_eq!(got.url, "https://localhost:4433");
         let (_, _, body) = get(app(state("127.0.0.1:5000")), "/cert-hash", "localhost").await;
         let got: CertHash = serde_json::from_str(&body).unwrap();
         assert_eq!(got.url, "https://127.0.0.1:5000");

@@ -71,7 +71,10 @@ export interface ConnectOptions {
   token: string | (() => string | Promise<string>);
   /** Hashes of a self-signed certificate; a function is called before every (re)connection. */
   serverCertificateHashes?: CertificateHash[] | (() => CertificateHash[] | Promise<CertificateHash[]>);
-  /** Automatic reconnection (default on: 250 ms doubling up to 10 s, with jitter, forever). */
+  /**
+   * Automatic reconnection (default on: 250 ms doubling up to 10 s, with jitter,
+   * forever). A page shown again or a browser back online skips the rest of a delay.
+   */
   reconnect?: boolean | { initialDelay?: number; maxDelay?: number; maxAttempts?: number };
   /** Milliseconds to wait for a session and its `Welcome` (default 10 000). */
   timeout?: number;

@@ -34,6 +34,53 @@ function reportListenerError(error) {
   else setTimeout(() => { throw error; }, 0);
 }
 
+/** Channels whose message is in flight: a strong reference until it is delivered. */
+const pendingReleases = new Set();
+
+/**
+ * Runs `fn` in a task of its own, after the current task and its microtasks: after
+ * the caller of `await connect()` / `await join()` has attached its listeners. A
+ * `MessageChannel` message rather than `setTimeout(0)`, because browsers clamp
+ * timers in hidden tabs to one a second (Firefox even for `setTimeout(0)`,
+ * Chromium for chained timers) while posted messages are not throttled. A
+ * microtask would run before the caller's continuation and lose the first events.
+ */
+function nextTask(fn) {
+  if (typeof MessageChannel !== 'function') {
+    setTimeout(fn, 0);
+    return;
+  }
+  const channel = new MessageChannel();
+  pendingReleases.add(channel);
+  channel.port1.onmessage = () => {
+    // Closing the port also lets Node (the unit tests) exit: an open port with a
+    // listener keeps its event loop alive.
+    channel.port1.close();
+    pendingReleases.delete(channel);
+    fn();
+  };
+  channel.port2.postMessage(null);
+}
+
+/**
+ * Calls `wake` when waiting longer is pointless: the page became visible again, or
+ * the browser is back online. In a hidden page the backoff's timer fires late (once
+ * a second; after five hidden minutes Chrome lets chained timers fire once a
+ * minute), so a user coming back to the tab must not wait for it. Returns a
+ * function that stops watching. Does nothing outside a browser page.
+ */
+function watchForWake(wake) {
+  const doc = globalThis.document;
+  const win = typeof globalThis.addEventListener === 'function' ? globalThis : null;
+  const onVisibility = () => doc.visibilityState === 'visible' && wake();
+  doc?.addEventListener?.('visibilitychange', onVisibility);
+  win?.addEventListener('online', wake);
+  return () => {
+    doc?.removeEventListener?.('visibilitychange', onVisibility);
+    win?.removeEventListener('online', wake);
+  };
+}
+
 /** A minimal event emitter: `on` returns a function that removes the listener. */
 class Emitter {
   /** @type {Map<string, Set<Function>>} */
@@ -238,7 +285,7 @@ export class Room extends Emitter {
     this.#replayUpTo = since === null ? -1 : reply.seq;
     this.#members = new Set(reply.members);
     this.#state = 'joined';
-    setTimeout(() => {
+    nextTask(() => {
       if (!current()) return;
       this.emit('join', { rejoin, recovered: reply.recovered, epoch: reply.epoch, seq: reply.seq, since, members: this.members });
       this.emit('presence', { kind: 'sync', members: this.members });
@@ -246,7 +293,7 @@ export class Room extends Emitter {
       const held = this.#held;
       this.#held = [];
       for (const frame of held) this.#deliver(frame);
-    }, 0);
+    });
   }
 
   /** @internal The session is gone; wait for the rejoin. */
@@ -507,12 +554,12 @@ export class Client extends Emitter {
     this.#online = session.welcome.online === null ? null : new Set(session.welcome.online);
     // After the caller of connect() has attached its listeners: `connect` and the
     // online list first, then the session's own events.
-    setTimeout(() => {
+    nextTask(() => {
       if (this.#session !== session) return;
       this.emit('connect', { user: this.user, session: this.sessionId, reconnect });
       if (this.#online !== null) this.emit('online', { kind: 'sync', users: this.onlineUsers });
       session.start();
-    }, 0);
+    });
   }
 
   #onEvent(frame) {
@@ -581,8 +628,14 @@ export class Client extends Emitter {
       const delay = Math.round(nominal / 2 + (Math.random() * nominal) / 2);
       this.emit('reconnecting', { attempt, delay, error: lastError });
       await new Promise((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#wake = () => { clearTimeout(timer); resolve(); };
+        const done = () => {
+          clearTimeout(timer);
+          stopWatching();
+          resolve();
+        };
+        const timer = setTimeout(done, delay);
+        const stopWatching = watchForWake(done);
+        this.#wake = done;
       });
       this.#wake = null;
       if (this.#state !== 'reconnecting') return;

@@ -1,6 +1,8 @@
-// Test harness for the browser tests: a real `wtgate serve --dev` process and
-// headless Chromium (Debian's /usr/bin/chromium) driven by playwright-core.
-// Recipe: shared/CHROMIUM.md.
+// Test harness for the browser tests: a real `wtgate serve --dev` process and real
+// headless browsers driven by puppeteer-core: Debian's Chromium over the DevTools
+// protocol, Debian's Firefox ESR over WebDriver BiDi. One driver for both, so every
+// browser test is written once and runs in each engine (`ENGINES`).
+// Chromium recipe: shared/CHROMIUM.md.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -8,12 +10,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const WEB_CLIENT = fileURLToPath(new URL('../', import.meta.url));
 export const BINARY = process.env.WTGATE_BIN ?? join(REPO, 'target', 'debug', 'wtgate');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
+
+/**
+ * The engines the browser tests run in: both, unless `WTGATE_BROWSERS` names a
+ * subset (e.g. `chromium` while working on one). An unknown name is an error,
+ * never a silent skip.
+ */
+export const ENGINES = (process.env.WTGATE_BROWSERS ?? 'chromium,firefox').split(',').map((e) => e.trim()).filter(Boolean);
+for (const engine of ENGINES) {
+  if (engine !== 'chromium' && engine !== 'firefox') throw new Error(`WTGATE_BROWSERS: unknown engine ${engine} (chromium, firefox)`);
+}
+
+/** Chromium flags (puppeteer's defaults) that switch off the throttling of hidden pages. */
+const CHROMIUM_NO_THROTTLING = [
+  '--disable-background-timer-throttling',
+  '--disable-backgrounding-occluded-windows',
+  '--disable-renderer-backgrounding',
+];
 
 /** Builds target/debug/wtgate when it is missing (run-tests.sh always builds). */
 export function ensureBinary() {
@@ -146,14 +166,42 @@ export class WtgateServer {
   }
 }
 
-/** Launches headless Chromium as CHROMIUM.md says. */
-export async function launchChromium() {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (run-tests.sh does it)`);
+/**
+ * Launches headless `engine` (`'chromium'` or `'firefox'`).
+ *
+ * `throttleHidden`: Chromium keeps its normal treatment of hidden pages (timers
+ * aligned to one wake-up a second). puppeteer switches that off by default, which
+ * is what the other tests want (two users' pages, one of them in the background),
+ * but the background-tab tests must see what a user's browser does. Firefox
+ * throttles hidden pages either way.
+ * @param {'chromium'|'firefox'} engine
+ * @param {{throttleHidden?: boolean}} [options]
+ */
+export async function launchBrowser(engine, { throttleHidden = false } = {}) {
+  const executablePath = engine === 'firefox' ? FIREFOX : CHROMIUM;
+  if (!existsSync(executablePath)) {
+    const pkg = engine === 'firefox' ? 'firefox-esr' : 'chromium';
+    throw new Error(`${executablePath} is missing: apt-get install -y ${pkg} (run-tests.sh does it)`);
   }
-  return chromium.launch({
-    executablePath: CHROMIUM,
+  if (engine === 'firefox') {
+    return puppeteer.launch({
+      browser: 'firefox',
+      executablePath,
+      headless: true,
+      extraPrefsFirefox: {
+        // No traffic to outside hosts: no captive-portal or connectivity probes,
+        // no remote settings. puppeteer's defaults cover updates and telemetry.
+        'network.captive-portal-service.enabled': false,
+        'network.connectivity-service.enabled': false,
+        'services.settings.server': 'data:,',
+      },
+    });
+  }
+  return puppeteer.launch({
+    browser: 'chrome',
+    executablePath,
     headless: true,
+    ignoreDefaultArgs: throttleHidden ? CHROMIUM_NO_THROTTLING : [],
     args: [
       '--no-sandbox',
       '--disable-gpu',
@@ -167,19 +215,24 @@ export async function launchChromium() {
 }
 
 /**
- * A new page in its own context (its own storage: one "user"), with the page's
- * console errors, warnings and uncaught exceptions forwarded to the test output
- * and collected in `page.problems`.
- * @param {import('playwright-core').Browser} browser
+ * A new page in its own browser context (its own storage: one "user"), with the
+ * page's console errors, warnings and uncaught exceptions forwarded to the test
+ * output and collected in `page.problems`. Close it with
+ * `page.browserContext().close()`.
+ * @param {import('puppeteer-core').Browser} browser
  * @param {string} label shown before forwarded lines, e.g. the user's name
  */
 export async function newPage(browser, label) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 760 } });
-  const page = await context.newPage();
+  const context = await browser.createBrowserContext();
+  // A window of its own, as two users side by side: a tab in a shared window would
+  // be hidden behind the next one, and hidden pages get throttled timers and no
+  // animation frames (the background-tab tests hide pages on purpose).
+  const page = await context.newPage({ type: 'window' });
+  await page.setViewport({ width: 1200, height: 760 });
   page.problems = [];
   page.on('console', (message) => {
     const type = message.type();
-    if (type === 'error' || type === 'warning') {
+    if (type === 'error' || type === 'warn' || type === 'warning') {
       const line = `[${label} console.${type}] ${message.text()}`;
       page.problems.push(line);
       console.log(line);
