@@ -13,6 +13,8 @@
 //! max_rooms_per_session = 100
 //! publish_rate = 50.0            # publishes per second per session (token bucket)
 //! publish_burst = 100
+//! command_rate = 50.0            # joins, leaves, online lists, acks per second per session
+//! command_burst = 200
 //! max_room_name = 128            # bytes
 //! hello_timeout = "10s"          # from a connection's first packet to Welcome
 //! max_hello = 8192               # bytes of the Hello frame
@@ -153,6 +155,11 @@ pub struct Limits {
     pub max_frame: usize,
     /// Rooms one session may have joined at once.
     pub max_rooms_per_session: usize,
+    /// Joins, leaves, online lists and notification acks per second per session.
+    pub command_rate: f64,
+    /// Of those, how many a session may send in a burst (a client rejoining all its
+    /// rooms after a reconnect sends one per room).
+    pub command_burst: u32,
     /// Sustained publishes per second per session.
     pub publish_rate: f64,
     /// Publishes a session may send in a burst above the rate.
@@ -228,6 +235,8 @@ impl Default for Limits {
             max_rooms_per_session: 100,
             publish_rate: 50.0,
             publish_burst: 100,
+            command_rate: 50.0,
+            command_burst: 200,
             max_room_name: 128,
             hello_timeout: Duration::from_secs(10),
             max_hello: 8 * 1024,
@@ -404,6 +413,7 @@ impl Config {
         }
         for (key, rate) in [
             ("limits.publish_rate", l.publish_rate),
+            ("limits.command_rate", l.command_rate),
             ("limits.datagram_rate", l.datagram_rate),
             ("limits.connect_rate_per_ip", l.connect_rate_per_ip),
         ] {

@@ -181,6 +181,9 @@ pub(crate) struct Session {
     opening: Option<Box<join::Opening>>,
     publish_bucket: TokenBucket,
     datagram_bucket: TokenBucket,
+    /// Join, Leave, Online and AckNotification: each costs the server a hub or
+    /// broker round (and a join may create a room), so they share a rate.
+    command_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
     actions: VecDeque<Action>,
@@ -210,6 +213,7 @@ impl Session {
             opening: None,
             publish_bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now),
             datagram_bucket: TokenBucket::new(limits.datagram_rate, limits.datagram_burst, now),
+            command_bucket: TokenBucket::new(limits.command_rate, limits.command_burst, now),
             last_notification: 0,
             actions: VecDeque::new(),
             rules,
@@ -280,6 +284,20 @@ impl Session {
     pub(crate) fn handle_frame(&mut self, now: Instant, frame: ClientFrame) {
         if self.phase != Phase::Live {
             return;
+        }
+        if let ClientFrame::Join { req, .. }
+        | ClientFrame::Leave { req, .. }
+        | ClientFrame::Online { req }
+        | ClientFrame::AckNotification { req, .. } = &frame
+        {
+            if !self.command_bucket.try_take(now) {
+                let limits = &self.rules.limits;
+                let message = format!(
+                    "more than {} joins, leaves, online lists and acks per second (burst {})",
+                    limits.command_rate, limits.command_burst
+                );
+                return self.refuse(*req, Refusal::new(ErrorCode::RateLimited, message));
+            }
         }
         match frame {
             ClientFrame::Hello { .. } => {

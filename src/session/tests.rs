@@ -25,6 +25,8 @@ fn limits() -> Limits {
         publish_burst: 2,
         datagram_rate: 1.0,
         datagram_burst: 2,
+        command_rate: 2.0,
+        command_burst: 20,
         max_rooms_per_session: 2,
         max_room_name: 8,
         ..Limits::default()
@@ -710,6 +712,45 @@ fn publishes_beyond_the_rate_are_refused_until_tokens_return() {
     assert_eq!(refused(&mut s), (4, ErrorCode::RateLimited));
     publish(&mut s, t0 + Duration::from_secs(1), 5, "lobby");
     assert!(matches!(effect(&mut s), Effect::Publish { req: 5, .. }));
+}
+
+#[test]
+fn joins_leaves_online_and_acks_share_a_rate() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    join_room(&mut s, "lobby", 3, None); // one command
+    s.handle_frame(t0, ClientFrame::AckNotification { req: 1, id: 1 });
+    drain(&mut s);
+    // The rest of the burst of 20.
+    for req in 2..=19 {
+        s.handle_frame(t0, ClientFrame::Online { req });
+        assert!(matches!(effect(&mut s), Effect::Online { .. }));
+    }
+    let over = [
+        ClientFrame::Join {
+            req: 30,
+            room: "b".into(),
+            since: None,
+        },
+        ClientFrame::Leave {
+            req: 31,
+            room: "lobby".into(),
+        },
+        ClientFrame::Online { req: 32 },
+        ClientFrame::AckNotification { req: 33, id: 1 },
+    ];
+    for (req, frame) in (30..).zip(over) {
+        s.handle_frame(t0, frame);
+        assert_eq!(refused(&mut s), (req, ErrorCode::RateLimited));
+    }
+    // Publishes have their own bucket.
+    publish(&mut s, t0, 40, "lobby");
+    assert!(matches!(effect(&mut s), Effect::Publish { req: 40, .. }));
+    // Half a second later the bucket holds one more command, and only one.
+    s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 41 });
+    assert!(matches!(effect(&mut s), Effect::Online { req: 41 }));
+    s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 42 });
+    assert_eq!(refused(&mut s), (42, ErrorCode::RateLimited));
 }
 
 #[test]

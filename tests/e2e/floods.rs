@@ -111,6 +111,29 @@ async fn a_join_storm_is_capped() {
 }
 
 #[tokio::test]
+async fn online_spam_is_rate_limited() {
+    let server = TestServer::start().await;
+    let mut listen = listener(&server).await;
+    let spammer = server.client("/chat", "spammer").await;
+    let (mut answered, mut limited) = (0, 0);
+    for _ in 0..400 {
+        match spammer.online().await {
+            Ok(_) => answered += 1,
+            Err(ClientError::Server {
+                code: ErrorCode::RateLimited,
+                ..
+            }) => limited += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The burst of 200, plus what 50/s refills while the loop runs.
+    assert!((200..300).contains(&answered), "{answered} answered");
+    assert_eq!(answered + limited, 400);
+    polite_traffic_is_unharmed(&server, &mut listen, 10, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_datagram_flood_is_dropped_beyond_the_rate() {
     let mut config = Config::default();
     config.limits.datagram_rate = 50.0;
