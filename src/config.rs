@@ -24,6 +24,9 @@
 //! outbound_bytes_total = 268435456 # bytes queued for all sessions; big backlogs closed first
 //! stall_timeout = "10s"          # a write without progress this long: SlowConsumer
 //! room_ttl = "300s"              # empty rooms and their history are kept this long
+//! max_rooms_per_namespace = 100000 # rooms per namespace; empty ones give way first
+//! history_bytes = 1048576        # history bytes per room
+//! history_bytes_total = 268435456 # history bytes of all rooms; oldest rooms' go first
 //! max_sessions = 100000
 //! max_sessions_per_user = 64
 //! shutdown_grace = "5s"
@@ -187,6 +190,14 @@ pub struct Limits {
     /// flow-control credit.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub stall_timeout: Duration,
+    /// Rooms one namespace may hold on a node; past it the longest-idle empty room
+    /// gives way, and with none empty a new room is refused (`TooManyRooms`).
+    pub max_rooms_per_namespace: usize,
+    /// History bytes one room keeps (besides its namespace's message count).
+    pub history_bytes: usize,
+    /// History bytes all rooms keep together; past it the least recently published
+    /// rooms lose their history first (rejoining members get `recovered: false`).
+    pub history_bytes_total: usize,
     /// How long empty rooms and their history are kept.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub room_ttl: Duration,
@@ -246,6 +257,9 @@ impl Default for Limits {
             outbound_bytes_total: 256 * 1024 * 1024,
             stall_timeout: Duration::from_secs(10),
             room_ttl: Duration::from_secs(300),
+            max_rooms_per_namespace: 100_000,
+            history_bytes: 1024 * 1024,
+            history_bytes_total: 256 * 1024 * 1024,
             max_sessions: 100_000,
             max_sessions_per_user: 64,
             shutdown_grace: Duration::from_secs(5),
@@ -432,6 +446,7 @@ impl Config {
             ("limits.publish_burst", l.publish_burst as usize),
             ("limits.max_room_name", l.max_room_name),
             ("limits.outbound_queue", l.outbound_queue),
+            ("limits.max_rooms_per_namespace", l.max_rooms_per_namespace),
             ("limits.max_hello", l.max_hello),
             ("limits.max_awaiting_hello", l.max_awaiting_hello),
             ("limits.outbound_bytes", l.outbound_bytes),

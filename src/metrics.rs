@@ -71,6 +71,8 @@ pub struct Metrics {
     pub queued_bytes: Gauge,
     /// Connections not welcomed yet (set at scrape time).
     pub awaiting_hello: Gauge,
+    /// Bytes of room history held in memory (set at scrape time; single process).
+    pub history_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
             connect_retries: Counter::default(),
             queued_bytes: Gauge::default(),
             awaiting_hello: Gauge::default(),
+            history_bytes: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -180,6 +183,11 @@ impl Metrics {
             "sessions_awaiting_hello",
             "Connections not welcomed yet",
             m.awaiting_hello.clone(),
+        );
+        r.register(
+            "history_bytes",
+            "Bytes of room history held in memory",
+            m.history_bytes.clone(),
         );
         for ns in namespaces {
             m.sessions_in(ns);

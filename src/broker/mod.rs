@@ -23,6 +23,9 @@ pub enum BrokerError {
     /// The shared backend cannot be reached.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The namespace holds as many rooms as the server allows, none of them empty.
+    #[error("{0}")]
+    TooManyRooms(String),
     /// A setting the broker cannot work with (a bad Redis URL or node id).
     #[error("{0}")]
     Config(String),
@@ -38,7 +41,10 @@ pub enum BrokerError {
 impl BrokerError {
     /// The wire error code for a request that failed with this error.
     pub fn code(&self) -> ErrorCode {
-        ErrorCode::Internal
+        match self {
+            BrokerError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            _ => ErrorCode::Internal,
+        }
     }
 }
 
@@ -119,6 +125,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker can serve right now; a single process always can.
     fn health(&self) -> BrokerHealth {
         BrokerHealth::Ok
+    }
+
+    /// Bytes of room history this node holds in memory (none in cluster mode,
+    /// where Redis holds it).
+    fn history_bytes(&self) -> Option<usize> {
+        None
     }
 }
 

@@ -99,6 +99,8 @@ struct Inner {
     conn: ConnectionManager,
     scripts: Scripts,
     history_sizes: HashMap<String, usize>,
+    /// History bytes one room keeps.
+    history_bytes: usize,
     inbox_namespaces: Vec<String>,
     room_ttl: Duration,
     subs: Subscriptions,
@@ -227,6 +229,7 @@ impl Redis {
             conn,
             scripts: Scripts::new(),
             history_sizes: config.history_sizes(),
+            history_bytes: config.limits.history_bytes,
             inbox_namespaces: config.inbox_namespaces(),
             room_ttl: config.limits.room_ttl.max(MIN_ROOM_TTL),
             subs: Subscriptions::default(),
@@ -617,7 +620,8 @@ impl Broker for Redis {
             .arg(PREFIX)
             .arg(record.encode())
             .arg(cap)
-            .arg(inner.ttl_ms());
+            .arg(inner.ttl_ms())
+            .arg(inner.history_bytes);
         let mut conn = inner.conn.clone();
         inner
             .call("publish", invocation.invoke_async(&mut conn))

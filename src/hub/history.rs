@@ -18,11 +18,14 @@ pub struct Recovery {
     pub replay: Option<Vec<(u64, Bytes)>>,
 }
 
-/// Sequence counter and ring of the last `cap` encoded messages of one room.
+/// Sequence counter and ring of the last `cap` encoded messages of one room, at
+/// most `max_bytes` of them.
 #[derive(Debug)]
 pub struct History {
     epoch: u64,
     cap: usize,
+    max_bytes: usize,
+    bytes: usize,
     last_seq: u64,
     frames: VecDeque<(u64, Bytes)>,
 }
@@ -33,19 +36,52 @@ impl History {
         History {
             epoch,
             cap,
+            max_bytes: usize::MAX,
+            bytes: 0,
             last_seq: 0,
             frames: VecDeque::with_capacity(cap.min(16)),
+        }
+    }
+
+    /// Keeps at most `max_bytes` of messages too (the oldest go first).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self.trim();
+        self
+    }
+
+    /// Bytes of the messages held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops every held message (the seq keeps counting): a `since` before now is
+    /// answered `recovered: false`, never with a partial replay.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+
+    fn trim(&mut self) {
+        while self.frames.len() > self.cap || self.bytes > self.max_bytes {
+            match self.frames.pop_front() {
+                Some((_, f)) => self.bytes -= f.len(),
+                None => break,
+            }
         }
     }
 
     /// A history as saved earlier: `frames` oldest first, at most `cap` kept.
     pub fn restore(epoch: u64, cap: usize, last_seq: u64, frames: Vec<(u64, Bytes)>) -> Self {
         let skip = frames.len().saturating_sub(cap);
+        let frames: VecDeque<(u64, Bytes)> = frames.into_iter().skip(skip).collect();
         History {
             epoch,
             cap,
+            max_bytes: usize::MAX,
+            bytes: frames.iter().map(|(_, f)| f.len()).sum(),
             last_seq,
-            frames: frames.into_iter().skip(skip).collect(),
+            frames,
         }
     }
 
@@ -63,10 +99,9 @@ impl History {
     pub fn push(&mut self, frame: Bytes) -> u64 {
         self.last_seq += 1;
         if self.cap > 0 {
-            if self.frames.len() == self.cap {
-                self.frames.pop_front();
-            }
+            self.bytes += frame.len();
             self.frames.push_back((self.last_seq, frame));
+            self.trim();
         }
         self.last_seq
     }
@@ -173,6 +208,22 @@ mod tests {
         assert_eq!(seqs(&back.recover(at(3))), Some(vec![4, 5]));
         assert_eq!(seqs(&back.recover(at(2))), None, "only 2 kept");
         assert_eq!(back.push(Bytes::new()), 6);
+    }
+
+    #[test]
+    fn bytes_are_capped_and_evicted_history_is_not_recovered() {
+        let mut h = History::new(EPOCH, 100).with_max_bytes(10);
+        for _ in 0..4 {
+            h.push(Bytes::from_static(b"abcd"));
+        }
+        assert_eq!(h.bytes(), 8, "two of 4 bytes fit in 10");
+        assert_eq!(seqs(&h.recover(at(2))), Some(vec![3, 4]));
+        assert_eq!(seqs(&h.recover(at(1))), None, "no partial replay");
+        h.clear();
+        assert_eq!((h.bytes(), h.last_seq()), (0, 4));
+        assert_eq!(seqs(&h.recover(at(3))), None);
+        assert_eq!(seqs(&h.recover(at(4))), Some(vec![]));
+        assert_eq!(h.push(Bytes::from_static(b"x")), 5);
     }
 
     #[test]

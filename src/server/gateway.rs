@@ -229,6 +229,11 @@ impl Gateway {
         self.metrics
             .queued_bytes
             .set(self.queued_bytes.get().try_into().unwrap_or(i64::MAX));
+        if let Some(bytes) = self.broker.history_bytes() {
+            self.metrics
+                .history_bytes
+                .set(bytes.try_into().unwrap_or(i64::MAX));
+        }
         self.metrics
             .awaiting_hello
             .set(self.awaiting_hello.get().try_into().unwrap_or(i64::MAX));

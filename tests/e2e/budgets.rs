@@ -193,3 +193,58 @@ async fn a_replay_to_a_client_that_grants_no_credit_is_closed_at_the_stall_timeo
     }
     server.stop().await;
 }
+
+/// Sessions looping join a new room → publish a large message → leave: the rooms
+/// and the history they leave behind stay within their budgets, and a room that
+/// lost its history answers `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_creating_loop_is_bounded_in_rooms_and_history_bytes() {
+    let mut config = Config::default();
+    config.limits.publish_rate = 1_000.0;
+    config.limits.publish_burst = 1_000;
+    config.limits.command_rate = 1_000.0;
+    config.limits.command_burst = 1_000;
+    config.limits.max_rooms_per_namespace = 64;
+    config.limits.history_bytes_total = 2 * 1024 * 1024;
+    let server = TestServer::start_with(config).await;
+    // A member of a room from before the loop, to check recovery afterwards.
+    let keeper = server.client("/chat", "keeper").await;
+    let epoch = keeper.join("first", None).await.unwrap().epoch;
+    keeper
+        .publish("first", Bytes::from(vec![b'k'; BODY]))
+        .await
+        .unwrap();
+    keeper.leave("first").await.unwrap();
+
+    let body = Bytes::from(vec![b'x'; BODY]);
+    let mut loops = Vec::new();
+    for s in 0..8 {
+        let c = server.client("/chat", &format!("maker{s}")).await;
+        let body = body.clone();
+        loops.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let room = format!("tmp-{s}-{i}");
+                c.join(&room, None).await.unwrap();
+                c.publish(&room, body.clone()).await.unwrap();
+                c.leave(&room).await.unwrap();
+            }
+        }));
+    }
+    for l in loops {
+        within("a room-creating loop", l).await.unwrap();
+    }
+    let m = server.api_client(None).metrics().await.unwrap();
+    let history = sample(&m, "wtgate_history_bytes");
+    assert!(
+        history > 0.0 && history <= 2.0 * 1024.0 * 1024.0,
+        "{history}"
+    );
+    // 320 rooms were made, 64 kept: the first room gave way long ago, and a
+    // rejoin is told nothing was kept.
+    let back = keeper
+        .join("first", Some(wtgate::protocol::Since { epoch, seq: 0 }))
+        .await
+        .unwrap();
+    assert!(!back.recovered);
+    server.stop().await;
+}

@@ -55,19 +55,27 @@ local function reap(node)
 end
 "#;
 
-/// KEYS: room, hist, channel. ARGV: prefix, record, history cap, ttl ms.
-/// Creates the room's epoch if needed, assigns the next seq, stores the message and
-/// publishes it. Returns the seq.
+/// KEYS: room, hist, channel. ARGV: prefix, record, history cap, ttl ms, history
+/// bytes cap. Creates the room's epoch if needed, assigns the next seq, stores the
+/// message (the oldest go past the cap in messages or in bytes, kept in the room's
+/// `hbytes`) and publishes it. Returns the seq.
 const PUBLISH: &str = r#"
 local room, hist, chan = KEYS[1], KEYS[2], KEYS[3]
-local cap, ttl = tonumber(ARGV[3]), ARGV[4]
+local cap, ttl, max_bytes = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 redis.call('HSETNX', room, 'epoch', int(now_ms()))
 local epoch = redis.call('HGET', room, 'epoch')
 local seq = redis.call('HINCRBY', room, 'seq', 1)
 local entry = int(seq) .. ':' .. ARGV[2]
 if cap > 0 then
+  if redis.call('EXISTS', hist) == 0 then redis.call('HSET', room, 'hbytes', 0) end
   redis.call('RPUSH', hist, entry)
-  redis.call('LTRIM', hist, -cap, -1)
+  local bytes = redis.call('HINCRBY', room, 'hbytes', #entry)
+  local held = redis.call('LLEN', hist)
+  while held > 0 and (held > cap or bytes > max_bytes) do
+    local old = redis.call('LPOP', hist)
+    bytes = redis.call('HINCRBY', room, 'hbytes', -#old)
+    held = held - 1
+  end
   redis.call('PEXPIRE', hist, ttl)
 end
 redis.call('PEXPIRE', room, ttl)
