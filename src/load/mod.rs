@@ -22,6 +22,7 @@
 //! The pure parts ([`plan`], [`tally`], [`report`], [`wire`], [`procfs`]) have no
 //! I/O; this module is the async shell around them.
 
+mod connect;
 pub mod plan;
 pub mod procfs;
 pub mod report;
@@ -29,6 +30,7 @@ mod session;
 pub mod tally;
 pub mod wire;
 
+pub use connect::CONNECT_CONCURRENCY;
 pub use report::{Mode, Report};
 
 use std::collections::BTreeMap;
@@ -40,24 +42,22 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Connection, Endpoint, SendStream, VarInt};
 
-use crate::auth::{self, Claims};
-use crate::client::{client_endpoint_on, Trust};
+use crate::auth;
+use crate::client::Trust;
 use crate::protocol::ServerFrame;
 use crate::transport::FrameReader;
 use plan::{Pacer, Plan, Stamp, Window, STAMP_LEN};
 use procfs::ProcSample;
-use report::{micros_histogram, RunFacts, ServerUsage};
+use report::{count_error, micros_histogram, PresenceFrames, RunFacts, ServerUsage};
 use session::{Joined, RoomReadError};
 use tally::{Counts, RoomTally, Verdict};
 
-/// Sessions opened at once at most while connecting.
-pub const CONNECT_CONCURRENCY: usize = 256;
+/// Publishing clients when `--senders` is not given (fewer with fewer clients).
+pub const DEFAULT_SENDERS: u32 = 10;
 /// Sessions sharing one client UDP socket (a quinn endpoint): fewer sockets and
 /// batched receives keep the load tester cheap.
 pub const CLIENTS_PER_ENDPOINT: u32 = 64;
@@ -86,10 +86,14 @@ pub struct LoadArgs {
     /// `wtgate serve` and `wtgate certs`.
     #[arg(long, value_name = "HEX", conflicts_with = "ca")]
     pub cert_hash: Option<String>,
-    /// Trust certificates issued by this CA (PEM); without this or --cert-hash,
-    /// the system roots.
+    /// Trust certificates issued by this CA (PEM).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Without --cert-hash or --ca, for a loopback server (the first --url): pin
+    /// the development certificate in this directory if there is one (else: the
+    /// system roots).
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
     /// HS256 secret of the server: the load tester mints its clients' tokens.
     #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
@@ -99,9 +103,10 @@ pub struct LoadArgs {
     /// Rooms the clients spread over (client i joins room i % rooms).
     #[arg(long, default_value_t = 1)]
     pub rooms: u32,
-    /// Clients that publish (clients 0..senders, so spread over the rooms).
-    #[arg(long, default_value_t = 10)]
-    pub senders: u32,
+    /// Clients that publish (clients 0..senders, so spread over the rooms)
+    /// [default: 10, or --clients when fewer].
+    #[arg(long)]
+    pub senders: Option<u32>,
     /// Messages per second in total, paced evenly over the senders.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -158,7 +163,10 @@ struct Setup {
 
 impl Setup {
     fn check(args: &LoadArgs) -> Result<Setup, LoadError> {
-        let plan = Plan::new(args.clients, args.rooms, args.senders).map_err(LoadError::Args)?;
+        let senders = args
+            .senders
+            .unwrap_or_else(|| args.clients.min(DEFAULT_SENDERS));
+        let plan = Plan::new(args.clients, args.rooms, senders).map_err(LoadError::Args)?;
         if args.urls.is_empty() {
             return args_error("give at least one --url");
         }
@@ -182,11 +190,12 @@ impl Setup {
             Some(s) if !s.is_empty() => s.to_owned(),
             _ => return args_error("no token secret: set --token-secret or WTGATE_SECRET"),
         };
-        let trust = match (&args.cert_hash, &args.ca) {
-            (Some(hash), _) => Trust::Hash(hash.clone()),
-            (None, Some(ca)) => Trust::Ca(ca.clone()),
-            (None, None) => Trust::System,
-        };
+        let trust = Trust::for_server(
+            &args.urls[0],
+            args.cert_hash.as_deref(),
+            args.ca.as_deref(),
+            &args.certs_dir,
+        )?;
         Ok(Setup {
             plan,
             trust,
@@ -214,20 +223,43 @@ struct Ctx {
     measured: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// `OnlineJoin`/`OnlineLeave` frames received on control streams.
+    online_frames: AtomicU64,
+    /// `PresenceJoin`/`PresenceLeave` frames received on room streams.
+    presence_frames: AtomicU64,
 }
 
 impl Ctx {
+    fn new(args: &LoadArgs, plan: Plan, rooms: Vec<String>, errors: BTreeMap<String, u64>) -> Ctx {
+        let warmup_ns = args.warmup.as_nanos() as u64;
+        Ctx {
+            plan,
+            window: Window {
+                warmup_ns,
+                end_ns: warmup_ns + args.duration.as_nanos() as u64,
+            },
+            mode: args.mode,
+            rate: args.rate,
+            body: args.body,
+            epoch: Instant::now(),
+            rooms,
+            sent: (0..plan.rooms).map(|_| AtomicU64::new(0)).collect(),
+            arrived: AtomicU64::new(0),
+            measured: AtomicU64::new(0),
+            latency_us: Mutex::new(micros_histogram()),
+            errors: Mutex::new(errors),
+            online_frames: AtomicU64::new(0),
+            presence_frames: AtomicU64::new(0),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    fn error(&self, kind: impl Into<String>, n: u64) {
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(kind.into())
-            .or_default() += n;
+    fn error(&self, message: impl AsRef<str>, n: u64) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        count_error(&mut errors, message.as_ref(), n);
     }
 
     fn sent_total(&self) -> u64 {
@@ -244,27 +276,41 @@ impl Ctx {
     }
 }
 
-/// Samples the `--server-pid` processes; a process that vanished reads as zero
-/// and is reported as an error.
+/// Samples the `--server-pid` processes (none: no samples); a process that
+/// vanished reads as zero and is reported as an error.
 struct Sampler {
     pids: Vec<u32>,
 }
 
 impl Sampler {
-    fn sample(&self, ctx_errors: &mut BTreeMap<String, u64>) -> ProcSample {
+    fn sample(&self, errors: &mut BTreeMap<String, u64>) -> Option<ProcSample> {
+        if self.pids.is_empty() {
+            return None;
+        }
         let samples: Vec<ProcSample> = self
             .pids
             .iter()
             .map(|&pid| {
                 ProcSample::read(pid).unwrap_or_else(|_| {
-                    *ctx_errors
-                        .entry(format!("server pid {pid} unreadable"))
-                        .or_default() += 1;
+                    count_error(errors, &format!("server pid {pid} unreadable"), 1);
                     ProcSample::default()
                 })
             })
             .collect();
-        ProcSample::sum(&samples)
+        Some(ProcSample::sum(&samples))
+    }
+
+    fn sample_ctx(&self, ctx: &Ctx) -> Option<ProcSample> {
+        self.sample(&mut ctx.errors.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Where progress bars go: nowhere with `--json`.
+fn progress_target(json: bool) -> ProgressDrawTarget {
+    if json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
     }
 }
 
@@ -273,256 +319,71 @@ impl Sampler {
 pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let setup = Setup::check(args)?;
     let plan = setup.plan;
-    let target = || {
-        if args.json {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        }
-    };
-    let endpoints: Vec<Arc<Endpoint<endpoint_side::Client>>> = (0..plan
-        .clients
-        .div_ceil(CLIENTS_PER_ENDPOINT))
-        .map(|_| {
-            let socket = client_socket()
-                .map_err(|e| LoadError::Args(format!("cannot bind a client UDP socket: {e}")))?;
-            Ok(Arc::new(client_endpoint_on(&setup.trust, socket)?))
-        })
-        .collect::<Result<_, LoadError>>()?;
+    let endpoints = connect::endpoints(&setup.trust, plan.clients)?;
+    let urls = connect::reach(&endpoints[0], &args.urls).await;
     let run_id: u16 = rand::random();
     let rooms: Vec<String> = (0..plan.rooms)
         .map(|r| format!("load-{run_id:04x}-{r}"))
         .collect();
-    let sampler = (!args.server_pids.is_empty()).then(|| Sampler {
+    let sampler = Sampler {
         pids: args.server_pids.clone(),
-    });
-    let mut setup_errors = BTreeMap::new();
-    let before = sampler.as_ref().map(|s| s.sample(&mut setup_errors));
+    };
+    let mut errors = BTreeMap::new();
+    let before = sampler.sample(&mut errors);
 
     // 1. Connect and join.
-    let bar = ProgressBar::with_draw_target(Some(u64::from(plan.clients)), target());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "connecting [{bar:40}] {pos}/{len} sessions ({per_sec}) {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let ttl = 3_600 + args.warmup.as_secs() + args.duration.as_secs();
-    let concurrency = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let connect_start = Instant::now();
-    let mut connecting = JoinSet::new();
-    for i in 0..plan.clients {
-        if args.connect_rate > 0.0 {
-            let at = connect_start + Duration::from_secs_f64(f64::from(i) / args.connect_rate);
-            tokio::time::sleep_until(at.into()).await;
-        }
-        let permit = concurrency
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let user = format!("load-{i}");
-        let token = auth::mint(setup.secret.as_bytes(), &Claims::new(&user, unix_now, ttl))
-            .map_err(|e| LoadError::Args(format!("cannot mint a token: {e}")))?;
-        let endpoint = endpoints[(i / CLIENTS_PER_ENDPOINT) as usize].clone();
-        let url = args.urls[i as usize % args.urls.len()].clone();
-        let room = rooms[plan.room_of(i) as usize].clone();
-        connecting.spawn(async move {
-            let joined = session::open(&endpoint, &url, &token, &room).await;
-            drop(permit);
-            (i, joined)
-        });
-    }
-    let mut clients: Vec<Option<Joined>> = (0..plan.clients).map(|_| None).collect();
-    let mut connect_us = micros_histogram();
-    let mut errors = setup_errors;
-    let mut first_error: Option<String> = None;
-    while let Some(done) = connecting.join_next().await {
-        let Ok((i, joined)) = done else { continue };
-        bar.inc(1);
-        match joined {
-            Ok(j) => {
-                connect_us.saturating_record(j.connect_time.as_micros().max(1) as u64);
-                clients[i as usize] = Some(j);
-            }
-            Err(e) => {
-                let mut kind = format!("{}: {}", e.kind, e.detail);
-                if kind.len() > 80 {
-                    let mut end = 80;
-                    while !kind.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    kind.truncate(end);
-                }
-                *errors.entry(kind).or_default() += 1;
-                if first_error.is_none() {
-                    bar.set_message(format!("first error: {}: {}", e.kind, e.detail));
-                    first_error = Some(format!("{}: {}", e.kind, e.detail));
-                }
-            }
-        }
-    }
-    let connect_elapsed = connect_start.elapsed();
-    bar.finish();
-    if let Some(e) = &first_error {
-        tracing::warn!("some clients could not connect; the first: {e}");
-    }
-    let connected_sample = sampler.as_ref().map(|s| s.sample(&mut errors));
+    let connected = connect::connect_all(
+        args,
+        &setup,
+        &endpoints,
+        &urls,
+        &rooms,
+        &mut errors,
+        progress_target(args.json),
+    )
+    .await?;
+    let connected_sample = sampler.sample(&mut errors);
     let mut members = vec![0u64; plan.rooms as usize];
-    for (i, c) in clients.iter().enumerate() {
+    for (i, c) in connected.clients.iter().enumerate() {
         if c.is_some() {
             members[plan.room_of(i as u32) as usize] += 1;
         }
     }
 
-    // 2. Send and receive.
-    let warmup_ns = args.warmup.as_nanos() as u64;
-    let window = Window {
-        warmup_ns,
-        end_ns: warmup_ns + args.duration.as_nanos() as u64,
-    };
-    let ctx = Arc::new(Ctx {
-        plan,
-        window,
-        mode: args.mode,
-        rate: args.rate,
-        body: args.body,
-        epoch: Instant::now(),
-        rooms,
-        sent: (0..plan.rooms).map(|_| AtomicU64::new(0)).collect(),
-        arrived: AtomicU64::new(0),
-        measured: AtomicU64::new(0),
-        latency_us: Mutex::new(micros_histogram()),
-        errors: Mutex::new(errors),
-    });
+    // 2. Send and receive, sampling the server at both ends of the window.
+    let ctx = Arc::new(Ctx::new(args, plan, rooms, errors));
     let stop = CancellationToken::new();
-    let mut receivers = Vec::new();
-    let mut senders = Vec::new();
-    let mut conns: Vec<Connection> = Vec::new();
-    for (i, c) in clients.into_iter().enumerate() {
-        let Some(j) = c else { continue };
-        let i = i as u32;
-        conns.push(j.conn.clone());
-        // A sender writes on the control stream; a receiver keeps it open (a
-        // finished control stream ends the session).
-        let keep = if plan.is_sender(i) {
-            senders.push(tokio::spawn(send(
-                ctx.clone(),
-                i,
-                j.control,
-                j.conn.clone(),
-                j.handle,
-                stop.clone(),
-            )));
-            None
-        } else {
-            Some(j.control)
-        };
-        receivers.push(tokio::spawn(receive(
-            ctx.clone(),
-            i,
-            Receiver {
-                conn: j.conn,
-                replies: j.replies,
-                room: j.room,
-                handle: j.handle,
-                _control: keep,
-            },
-            stop.clone(),
-        )));
-    }
-
-    let total_s = (args.warmup + args.duration).as_secs_f64();
-    let bar = ProgressBar::with_draw_target(Some((total_s * 10.0).ceil() as u64), target());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:9} [{bar:40}] {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+    let tasks = Tasks::spawn(&ctx, connected.clients, &stop);
+    let bar = ProgressBar::with_draw_target(
+        Some(((args.warmup + args.duration).as_secs_f64() * 10.0).ceil() as u64),
+        progress_target(args.json),
     );
-    let ticker = {
-        let ctx = ctx.clone();
-        let bar = bar.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.cancelled() => return,
-                }
-                let t = ctx.epoch.elapsed().as_secs_f64();
-                bar.set_position((t * 10.0) as u64);
-                bar.set_prefix(if t < ctx.window.warmup_ns as f64 / 1e9 {
-                    "warming"
-                } else if t < ctx.window.end_ns as f64 / 1e9 {
-                    "measuring"
-                } else {
-                    "draining"
-                });
-                bar.set_message(format!(
-                    "{:.1}s · sent {} · delivered {}",
-                    t,
-                    ctx.sent_total(),
-                    ctx.measured.load(Ordering::Relaxed)
-                ));
-            }
-        })
-    };
-
-    let sample = |ctx: &Ctx| {
-        sampler.as_ref().map(|s| {
-            let mut errs = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
-            s.sample(&mut errs)
-        })
-    };
+    let ticker = tokio::spawn(tick(ctx.clone(), bar.clone(), stop.clone()));
     tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
-    let window_start = (sample(&ctx), ctx.arrived.load(Ordering::Relaxed));
+    let window_start = (
+        sampler.sample_ctx(&ctx),
+        ctx.arrived.load(Ordering::Relaxed),
+    );
     tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
-    let window_end = (sample(&ctx), ctx.arrived.load(Ordering::Relaxed));
+    let window_end = (
+        sampler.sample_ctx(&ctx),
+        ctx.arrived.load(Ordering::Relaxed),
+    );
 
     // 3. Drain what is in flight, then stop.
-    let drain = match args.mode {
-        Mode::Stream => DRAIN,
-        Mode::Datagram => DATAGRAM_DRAIN,
-    };
-    let drain_until = Instant::now() + drain;
-    while Instant::now() < drain_until
-        && ctx.measured.load(Ordering::Relaxed) < ctx.expected(&members)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drain(&ctx, &members).await;
     stop.cancel();
     let _ = ticker.await;
     bar.finish_and_clear();
-    for s in senders {
-        let _ = s.await;
-    }
-    let mut counts = Counts::default();
-    for r in receivers {
-        if let Ok(c) = r.await {
-            counts.add(&c);
-        }
-    }
-    for conn in &conns {
-        conn.close(VarInt::from_u32(0), b"load done");
-    }
-    for e in &endpoints {
-        let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
-    }
+    let counts = tasks.finish(&endpoints).await;
 
-    let connected_sessions: u64 = members.iter().sum();
     let server = match (before, connected_sample, window_start.0, window_end.0) {
         (Some(b), Some(c), Some(w0), Some(w1)) => Some(ServerUsage::from_samples(
             b,
             c,
             (w0, w1),
             window_end.1 - window_start.1,
-            connected_sessions,
+            members.iter().sum(),
         )),
         _ => None,
     };
@@ -541,11 +402,134 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             .latency_us
             .into_inner()
             .unwrap_or_else(|p| p.into_inner()),
-        connect_us,
-        connect_elapsed,
+        connect_us: connected.connect_us,
+        connect_elapsed: connected.elapsed,
         errors: ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        presence: PresenceFrames {
+            namespace: ctx.online_frames.load(Ordering::Relaxed),
+            room: ctx.presence_frames.load(Ordering::Relaxed),
+        },
         server,
     }))
+}
+
+/// Waits (at most [`DRAIN`], [`DATAGRAM_DRAIN`] for datagrams) until every
+/// expected delivery arrived.
+async fn drain(ctx: &Ctx, members: &[u64]) {
+    let drain = match ctx.mode {
+        Mode::Stream => DRAIN,
+        Mode::Datagram => DATAGRAM_DRAIN,
+    };
+    let until = Instant::now() + drain;
+    while Instant::now() < until && ctx.measured.load(Ordering::Relaxed) < ctx.expected(members) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Draws the send phase's progress until `stop`.
+async fn tick(ctx: Arc<Ctx>, bar: ProgressBar, stop: CancellationToken) {
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:9} [{bar:40}] {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let t = ctx.epoch.elapsed().as_secs_f64();
+        bar.set_position((t * 10.0) as u64);
+        bar.set_prefix(if t < ctx.window.warmup_ns as f64 / 1e9 {
+            "warming"
+        } else if t < ctx.window.end_ns as f64 / 1e9 {
+            "measuring"
+        } else {
+            "draining"
+        });
+        bar.set_message(format!(
+            "{:.1}s · sent {} · delivered {}",
+            t,
+            ctx.sent_total(),
+            ctx.measured.load(Ordering::Relaxed)
+        ));
+    }
+}
+
+/// The send and receive tasks of a run.
+struct Tasks {
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    receivers: Vec<tokio::task::JoinHandle<Counts>>,
+    conns: Vec<Connection>,
+}
+
+impl Tasks {
+    /// A receiver per connected client, and a sender per publishing one.
+    fn spawn(ctx: &Arc<Ctx>, clients: Vec<Option<Joined>>, stop: &CancellationToken) -> Tasks {
+        let mut t = Tasks {
+            senders: Vec::new(),
+            receivers: Vec::new(),
+            conns: Vec::new(),
+        };
+        for (i, c) in clients.into_iter().enumerate() {
+            let Some(j) = c else { continue };
+            let i = i as u32;
+            t.conns.push(j.conn.clone());
+            ctx.online_frames
+                .fetch_add(j.online_frames, Ordering::Relaxed);
+            // A sender writes on the control stream; a receiver keeps it open (a
+            // finished control stream ends the session).
+            let keep = if ctx.plan.is_sender(i) {
+                t.senders.push(tokio::spawn(send(
+                    ctx.clone(),
+                    i,
+                    j.control,
+                    j.conn.clone(),
+                    j.handle,
+                    stop.clone(),
+                )));
+                None
+            } else {
+                Some(j.control)
+            };
+            let receiver = Receiver {
+                conn: j.conn,
+                replies: j.replies,
+                room: j.room,
+                handle: j.handle,
+                _control: keep,
+            };
+            t.receivers.push(tokio::spawn(receive(
+                ctx.clone(),
+                i,
+                receiver,
+                stop.clone(),
+            )));
+        }
+        t
+    }
+
+    /// Waits for every task (after the stop), adds up the receivers' counts
+    /// and closes the sessions.
+    async fn finish(self, endpoints: &[Arc<Endpoint<endpoint_side::Client>>]) -> Counts {
+        for s in self.senders {
+            let _ = s.await;
+        }
+        let mut counts = Counts::default();
+        for r in self.receivers {
+            if let Ok(c) = r.await {
+                counts.add(&c);
+            }
+        }
+        for conn in &self.conns {
+            conn.close(VarInt::from_u32(0), b"load done");
+        }
+        for e in endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
+        }
+        counts
+    }
 }
 
 /// A dual-stack client UDP socket with [`SOCKET_BUFFER`]-sized buffers: a burst
@@ -658,6 +642,8 @@ async fn receive(ctx: Arc<Ctx>, client: u32, mut r: Receiver, stop: Cancellation
     let mut tally = RoomTally::new(&plan, plan.room_of(client));
     let mut latencies: Vec<u64> = Vec::with_capacity(256);
     let datagrams = ctx.mode == Mode::Datagram;
+    // Presence frames, added to the run's counts once at the end.
+    let (mut presence, mut online) = (0u64, 0u64);
     let ended = loop {
         tokio::select! {
             biased;
@@ -676,7 +662,12 @@ async fn receive(ctx: Arc<Ctx>, client: u32, mut r: Receiver, stop: Cancellation
                     };
                     let m = match wire::parse_message(frame) {
                         Ok(Some(m)) => m,
-                        Ok(None) => continue, // presence events
+                        Ok(None) => {
+                            if wire::is_presence(frame) {
+                                presence += 1;
+                            }
+                            continue;
+                        }
                         Err(e) => break Some(format!("room stream: {e}")),
                     };
                     arrived += 1;
@@ -716,11 +707,14 @@ async fn receive(ctx: Arc<Ctx>, client: u32, mut r: Receiver, stop: Cancellation
             reply = r.replies.next::<ServerFrame>() => match reply {
                 Ok(Some(ServerFrame::Error { code, .. })) => ctx.error(format!("server: {code:?}"), 1),
                 Ok(Some(ServerFrame::GoAway { .. })) => ctx.error("server: GoAway", 1),
+                Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => online += 1,
                 Ok(Some(_)) => {} // acks
                 Ok(None) | Err(_) => break Some("control stream closed".to_owned()),
             },
         }
     };
+    ctx.presence_frames.fetch_add(presence, Ordering::Relaxed);
+    ctx.online_frames.fetch_add(online, Ordering::Relaxed);
     if let Some(kind) = ended {
         // Name the close code when the server closed the session.
         let closed = tokio::time::timeout(Duration::from_millis(200), r.conn.closed()).await;
@@ -788,7 +782,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.urls.len(), 2);
-        assert_eq!((a.clients, a.rooms, a.senders), (100, 1, 10));
+        assert_eq!((a.clients, a.rooms, a.senders), (100, 1, None));
+        assert_eq!(a.certs_dir, PathBuf::from("certs"));
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert_eq!((a.body, a.mode, a.json), (64, Mode::Stream, false));
@@ -853,6 +848,16 @@ mod tests {
             ok(&["--senders", "0", "--rate", "0"]).is_ok(),
             "idle sessions need no rate"
         );
+        let senders = |extra: &[&str]| {
+            let mut v = vec!["--url", "https://a/chat", "--token-secret", "s"];
+            v.extend_from_slice(extra);
+            Setup::check(&parse(&v).unwrap()).map(|s| s.plan.senders)
+        };
+        assert_eq!(senders(&[]).unwrap(), 10);
+        assert_eq!(senders(&["--clients", "5"]).unwrap(), 5, "defaults fit");
+        assert_eq!(senders(&["--clients", "5", "--senders", "2"]).unwrap(), 2);
+        let err = senders(&["--clients", "5", "--senders", "6"]).unwrap_err();
+        assert!(err.to_string().contains("--senders"), "{err}");
         let no_secret = LoadArgs {
             token_secret: None,
             ..parse(&["--url", "u"]).unwrap()

@@ -119,6 +119,66 @@ impl ServerUsage {
     }
 }
 
+/// Presence frames the clients received: what the server's presence settings
+/// cost the run. Counted, never errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PresenceFrames {
+    /// `OnlineJoin`/`OnlineLeave` on the control streams (namespace `online`).
+    pub namespace: u64,
+    /// `PresenceJoin`/`PresenceLeave` on the room streams (namespace `presence`).
+    pub room: u64,
+}
+
+/// Longest error kind kept; longer ones are cut (on a char boundary).
+const MAX_ERROR_KIND: usize = 80;
+
+/// The kind of an error message, for counting: per-client details (quoted
+/// strings such as user and room names, numbers such as client indexes) are
+/// blanked out, so a hundred clients failing alike make one entry.
+pub fn error_kind(message: &str) -> String {
+    let mut kind = String::with_capacity(message.len().min(MAX_ERROR_KIND + 4));
+    let mut chars = message.chars().peekable();
+    let mut prev: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            kind.push_str("\"…\"");
+            for q in chars.by_ref() {
+                if q == '"' {
+                    break;
+                }
+            }
+            prev = Some('"');
+            continue;
+        }
+        // A number, unless it is part of a word ("h3", "HTTP/3").
+        if c.is_ascii_digit() && !prev.is_some_and(|p| p.is_alphanumeric() || p == '/') {
+            // The rest of it too: "0x10c", "250ms".
+            while chars.peek().is_some_and(|d| d.is_ascii_alphanumeric()) {
+                chars.next();
+            }
+            kind.push('N');
+            prev = Some('0');
+            continue;
+        }
+        kind.push(c);
+        prev = Some(c);
+    }
+    if kind.len() > MAX_ERROR_KIND {
+        let mut end = MAX_ERROR_KIND;
+        while !kind.is_char_boundary(end) {
+            end -= 1;
+        }
+        kind.truncate(end);
+        kind.push('…');
+    }
+    kind
+}
+
+/// Counts `n` errors of `message`'s [`error_kind`] in `errors`.
+pub fn count_error(errors: &mut BTreeMap<String, u64>, message: &str, n: u64) {
+    *errors.entry(error_kind(message)).or_default() += n;
+}
+
 /// Everything a run measured, before it is summarised.
 #[derive(Debug)]
 pub struct RunFacts {
@@ -148,6 +208,8 @@ pub struct RunFacts {
     pub connect_elapsed: Duration,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Presence frames received.
+    pub presence: PresenceFrames,
     /// Server CPU and memory, with `--server-pid`.
     pub server: Option<ServerUsage>,
 }
@@ -195,6 +257,8 @@ pub struct Report {
     pub connect_ms: ConnectMs,
     /// Errors by kind (server error codes, connection failures, skipped sends…).
     pub errors: BTreeMap<String, u64>,
+    /// Presence frames received: the cost of the server's presence settings.
+    pub presence_frames: PresenceFrames,
     /// Whether the run passed (see [`Report::failures`]).
     pub passed: bool,
     /// The server's CPU and memory, with `--server-pid`.
@@ -275,6 +339,7 @@ impl Report {
                 max: ms(&f.connect_us, 1.0),
             },
             errors,
+            presence_frames: f.presence,
             passed: false,
             server: f.server,
         };
@@ -365,6 +430,12 @@ impl Report {
                 u.rss_kb_before, u.rss_kb_connected, u.rss_kb_per_session, u.rss_kb_end, u.rss_kb_peak
             );
         }
+        let p = &self.presence_frames;
+        let _ = writeln!(
+            s,
+            "presence     {} namespace (online) · {} room frames received — the server config's cost, not errors",
+            p.namespace, p.room
+        );
         if self.errors.is_empty() {
             let _ = writeln!(s, "errors       none");
         } else {
@@ -387,7 +458,7 @@ impl Report {
 
 /// Top-level keys of the `--json` object (the issue's contract); `latency_ms` has
 /// [`LATENCY_KEYS`] and `connect_ms` [`CONNECT_KEYS`].
-pub const JSON_KEYS: [&str; 17] = [
+pub const JSON_KEYS: [&str; 18] = [
     "clients",
     "rooms",
     "senders",
@@ -405,6 +476,7 @@ pub const JSON_KEYS: [&str; 17] = [
     "latency_ms",
     "connect_ms",
     "errors",
+    "presence_frames",
 ];
 /// Keys of `latency_ms` in the `--json` object.
 pub const LATENCY_KEYS: [&str; 5] = ["p50", "p90", "p99", "p999", "max"];
@@ -465,6 +537,10 @@ mod tests {
             connect_us,
             connect_elapsed: Duration::from_millis(500),
             errors: BTreeMap::new(),
+            presence: PresenceFrames {
+                namespace: 45,
+                room: 90,
+            },
             server: None,
         }
     }
@@ -529,6 +605,67 @@ mod tests {
         check_json_shape(&v).unwrap_or_else(|e| panic!("{e} in {v}"));
         assert_eq!(v["mode"], "stream");
         assert!(v.get("server").is_none());
+    }
+
+    #[test]
+    fn presence_is_reported_and_never_fails_a_run() {
+        let r = Report::build(facts(Mode::Stream));
+        assert!(r.passed);
+        let text = r.to_text();
+        assert!(
+            text.contains("45 namespace (online) · 90 room frames"),
+            "{text}"
+        );
+        assert!(text.contains("errors       none"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["presence_frames"]["namespace"], 45);
+        assert_eq!(v["presence_frames"]["room"], 90);
+    }
+
+    #[test]
+    fn errors_group_by_kind_without_per_client_detail() {
+        let mut errors = BTreeMap::new();
+        for i in 0..100 {
+            let user = format!("load-{i}");
+            count_error(
+                &mut errors,
+                &format!("join: expected Joined, got Some(OnlineJoin {{ user: {user:?} }})"),
+                1,
+            );
+            count_error(
+                &mut errors,
+                &format!("server pid {} unreadable", 1000 + i),
+                1,
+            );
+        }
+        count_error(&mut errors, "connect: HTTP/3 h3 error 0x10c", 2);
+        assert_eq!(
+            errors.into_iter().collect::<Vec<_>>(),
+            [
+                ("connect: HTTP/3 h3 error N".to_owned(), 2),
+                (
+                    "join: expected Joined, got Some(OnlineJoin { user: \"…\" })".to_owned(),
+                    100
+                ),
+                ("server pid N unreadable".to_owned(), 100),
+            ]
+        );
+        let long = error_kind(&"é".repeat(100));
+        assert!(
+            long.ends_with('…') && long.len() <= MAX_ERROR_KIND + 3,
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn the_text_report_lists_each_kind_once_with_its_count() {
+        let mut f = facts(Mode::Stream);
+        for i in 0..10 {
+            count_error(&mut f.errors, &format!("closed by \"load-{i}\""), 1);
+        }
+        let text = Report::build(f).to_text();
+        let line = text.lines().find(|l| l.starts_with("errors")).unwrap();
+        assert_eq!(line, "errors       closed by \"…\" 10");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub(crate) struct Joined {
     pub(crate) handle: u32,
     /// Time from the first packet until `Welcome`.
     pub(crate) connect_time: Duration,
+    /// `OnlineJoin`/`OnlineLeave` frames that came before `Joined`.
+    pub(crate) online_frames: u64,
 }
 
 /// Opens a session on `url`, says `Hello` with `token` and joins `room`.
@@ -96,13 +98,22 @@ pub(crate) async fn open(
             .write_all(&frame)
             .await
             .map_err(|e| fail("join", e))?;
-        let handle = match replies.next::<ServerFrame>().await {
-            Ok(Some(ServerFrame::Joined { handle, .. })) => handle,
-            Ok(Some(ServerFrame::Error { code, message, .. })) => {
-                return Err(fail(&format!("join: {code:?}"), message))
+        let mut online_frames = 0;
+        let handle = loop {
+            match replies.next::<ServerFrame>().await {
+                Ok(Some(ServerFrame::Joined { handle, .. })) => break handle,
+                // The namespace's pushes may come before the reply: other
+                // sessions coming online (namespace presence), broadcasts.
+                Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => {
+                    online_frames += 1
+                }
+                Ok(Some(ServerFrame::Broadcast { .. } | ServerFrame::Notification { .. })) => {}
+                Ok(Some(ServerFrame::Error { code, message, .. })) => {
+                    return Err(fail(&format!("join: {code:?}"), message))
+                }
+                Ok(other) => return Err(fail("join", format!("expected Joined, got {other:?}"))),
+                Err(e) => return Err(fail("join", e)),
             }
-            Ok(other) => return Err(fail("join", format!("expected Joined, got {other:?}"))),
-            Err(e) => return Err(fail("join", e)),
         };
         let stream = conn.accept_uni().await.map_err(|e| fail("join", e))?;
         let mut reader = RoomReader::new(stream);
@@ -111,9 +122,9 @@ pub(crate) async fn open(
             Ok(h) => return Err(fail("join", format!("room stream header {h:?}"))),
             Err(e) => return Err(fail("join", e)),
         }
-        Ok((handle, reader))
+        Ok((handle, reader, online_frames))
     };
-    let (handle, room) = within(join).await?;
+    let (handle, room, online_frames) = within(join).await?;
     Ok(Joined {
         conn,
         control,
@@ -121,6 +132,7 @@ pub(crate) async fn open(
         room,
         handle,
         connect_time,
+        online_frames,
     })
 }
 
