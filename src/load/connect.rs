@@ -126,9 +126,12 @@ pub(super) async fn connect_all(
             .map_err(|e| LoadError::Args(format!("cannot mint a token: {e}")))?;
         let endpoint = endpoints[(i / CLIENTS_PER_ENDPOINT) as usize].clone();
         let url = urls[i as usize % urls.len()].clone();
-        let room = rooms[plan.room_of(i) as usize].clone();
+        let names: Vec<String> = plan
+            .rooms_of(i)
+            .map(|r| rooms[r as usize].clone())
+            .collect();
         connecting.spawn(async move {
-            let joined = session::open(&endpoint, &url, &token, &room).await;
+            let joined = session::open(&endpoint, &url, &token, &names).await;
             drop(permit);
             (i, joined)
         });

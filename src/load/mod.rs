@@ -5,12 +5,15 @@
 //!
 //! # How a run goes
 //! 1. Connect: client `i` (user `load-i`, a token minted here) opens a session on
-//!    `--url` number `i % urls` and joins room `i % rooms`; `--connect-rate`
-//!    paces the connects, at most [`CONNECT_CONCURRENCY`] are in flight.
+//!    `--url` number `i % urls` and joins room `i % rooms` (or the rooms of
+//!    `--rooms-per-client`, `--group-size`: [`plan::Layout`]); `--connect-rate`
+//!    paces the connects, at most [`CONNECT_CONCURRENCY`] are in flight
+//!    (`connect.rs`).
 //! 2. Send: clients `0..senders` publish; message `n` of sender `k` is due at
 //!    `(k + n·senders) / rate` s, so the total is even, not bursty
 //!    ([`plan::Pacer`]). Each body starts with a [`plan::Stamp`]: room, sender,
 //!    counter and send time.
+//!    With `--churn-rate`, extra sessions come and go meanwhile (`churn.rs`).
 //! 3. Receive: every client checks each message ([`tally::RoomTally`]): its room,
 //!    whether it was seen before, the room's `seq` order, and records one-way
 //!    latency (sender and receiver share this process's clock).
@@ -22,12 +25,14 @@
 //! The pure parts ([`plan`], [`tally`], [`report`], [`wire`], [`procfs`]) have no
 //! I/O; this module is the async shell around them.
 
+mod churn;
 mod connect;
 pub mod plan;
 pub mod procfs;
 pub mod report;
 mod session;
 pub mod tally;
+mod traffic;
 pub mod wire;
 
 pub use connect::CONNECT_CONCURRENCY;
@@ -43,18 +48,15 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use wtransport::endpoint::endpoint_side;
-use wtransport::{Connection, Endpoint, SendStream, VarInt};
 
 use crate::auth;
 use crate::client::Trust;
-use crate::protocol::ServerFrame;
-use crate::transport::FrameReader;
-use plan::{Pacer, Plan, Stamp, Window, STAMP_LEN};
+use plan::{Plan, Window, STAMP_LEN};
 use procfs::ProcSample;
-use report::{count_error, micros_histogram, PresenceFrames, RunFacts, ServerUsage};
-use session::{Joined, RoomReadError};
-use tally::{Counts, RoomTally, Verdict};
+use report::{
+    count_error, micros_histogram, room_histogram, ChurnReport, PresenceFrames, RunFacts,
+    ServerUsage,
+};
 
 /// Publishing clients when `--senders` is not given (fewer with fewer clients).
 pub const DEFAULT_SENDERS: u32 = 10;
@@ -103,6 +105,16 @@ pub struct LoadArgs {
     /// Rooms the clients spread over (client i joins room i % rooms).
     #[arg(long, default_value_t = 1)]
     pub rooms: u32,
+    /// Rooms each client joins: client i joins rooms (i + j) % rooms for j < K,
+    /// and a sender publishes to its rooms in turn; per-room latency is reported
+    /// (with per-room streams, a loss in one room must not delay the others).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub rooms_per_client: u32,
+    /// Centrifugo's benchmark shape instead of --rooms: every client joins a
+    /// personal room and a group room of this many clients; senders publish to
+    /// their group room (their 2020 run: groups of 10, 100-byte bodies).
+    #[arg(long, value_name = "N", conflicts_with_all = ["rooms", "rooms_per_client"])]
+    pub group_size: Option<u32>,
     /// Clients that publish (clients 0..senders, so spread over the rooms)
     /// [default: 10, or --clients when fewer].
     #[arg(long)]
@@ -126,6 +138,13 @@ pub struct LoadArgs {
     /// 256 at a time).
     #[arg(long, default_value_t = 0.0)]
     pub connect_rate: f64,
+    /// Churn: extra sessions opened per second while the others chat (each joins
+    /// a room, stays --churn-life, leaves); 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    pub churn_rate: f64,
+    /// How long a churn session stays.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_life: Duration,
     /// Print exactly one JSON object on stdout (no progress bars).
     #[arg(long)]
     pub json: bool,
@@ -166,7 +185,11 @@ impl Setup {
         let senders = args
             .senders
             .unwrap_or_else(|| args.clients.min(DEFAULT_SENDERS));
-        let plan = Plan::new(args.clients, args.rooms, senders).map_err(LoadError::Args)?;
+        let plan = match args.group_size {
+            Some(group) => Plan::groups(args.clients, senders, group),
+            None => Plan::spread(args.clients, args.rooms, senders, args.rooms_per_client),
+        }
+        .map_err(LoadError::Args)?;
         if args.urls.is_empty() {
             return args_error("give at least one --url");
         }
@@ -175,6 +198,9 @@ impl Setup {
         }
         if !(args.connect_rate.is_finite() && args.connect_rate >= 0.0) {
             return args_error("--connect-rate must be 0 (unpaced) or positive");
+        }
+        if !(args.churn_rate.is_finite() && args.churn_rate >= 0.0) {
+            return args_error("--churn-rate must be 0 (none) or positive");
         }
         let max_body = match args.mode {
             Mode::Stream => MAX_BODY,
@@ -222,6 +248,8 @@ struct Ctx {
     /// Measured deliveries.
     measured: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
+    /// The same per room (fewer significant digits: there may be thousands).
+    room_latency_us: Vec<Mutex<Histogram<u64>>>,
     errors: Mutex<BTreeMap<String, u64>>,
     /// `OnlineJoin`/`OnlineLeave` frames received on control streams.
     online_frames: AtomicU64,
@@ -247,6 +275,9 @@ impl Ctx {
             arrived: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             latency_us: Mutex::new(micros_histogram()),
+            room_latency_us: (0..plan.rooms)
+                .map(|_| Mutex::new(room_histogram()))
+                .collect(),
             errors: Mutex::new(errors),
             online_frames: AtomicU64::new(0),
             presence_frames: AtomicU64::new(0),
@@ -260,6 +291,29 @@ impl Ctx {
     fn error(&self, message: impl AsRef<str>, n: u64) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         count_error(&mut errors, message.as_ref(), n);
+    }
+
+    /// Adds a received batch of `room` to the shared figures: one lock per batch.
+    fn record(&self, room: u32, arrived: u64, latencies: &mut Vec<u64>) {
+        if arrived > 0 {
+            self.arrived.fetch_add(arrived, Ordering::Relaxed);
+        }
+        if latencies.is_empty() {
+            return;
+        }
+        self.measured
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        let mut per_room = self.room_latency_us[room as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for &v in latencies.iter() {
+            per_room.saturating_record(v.max(1));
+        }
+        drop(per_room);
+        let mut h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
+        for v in latencies.drain(..) {
+            h.saturating_record(v.max(1));
+        }
     }
 
     fn sent_total(&self) -> u64 {
@@ -346,14 +400,30 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let mut members = vec![0u64; plan.rooms as usize];
     for (i, c) in connected.clients.iter().enumerate() {
         if c.is_some() {
-            members[plan.room_of(i as u32) as usize] += 1;
+            for r in plan.rooms_of(i as u32) {
+                members[r as usize] += 1;
+            }
         }
     }
 
-    // 2. Send and receive, sampling the server at both ends of the window.
+    // 2. Send and receive (and churn), sampling the server at both ends of the window.
+    let churn = match args.churn_rate > 0.0 {
+        true => Some(churn::Churn {
+            rate: args.churn_rate,
+            life: args.churn_life,
+            url: urls[0].clone(),
+            secret: setup.secret.clone(),
+            endpoints: connect::endpoints(
+                &setup.trust,
+                churn::Churn::concurrent(args.churn_rate, args.churn_life),
+            )?,
+        }),
+        false => None,
+    };
     let ctx = Arc::new(Ctx::new(args, plan, rooms, errors));
     let stop = CancellationToken::new();
-    let tasks = Tasks::spawn(&ctx, connected.clients, &stop);
+    let tasks = traffic::Tasks::spawn(&ctx, connected.clients, &stop);
+    let churning = churn.map(|c| tokio::spawn(c.run(ctx.clone(), stop.clone())));
     let bar = ProgressBar::with_draw_target(
         Some(((args.warmup + args.duration).as_secs_f64() * 10.0).ceil() as u64),
         progress_target(args.json),
@@ -376,6 +446,13 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let _ = ticker.await;
     bar.finish_and_clear();
     let counts = tasks.finish(&endpoints).await;
+    let churn = match churning {
+        Some(task) => task
+            .await
+            .ok()
+            .map(|f| ChurnReport::new(args, f.sessions, f.failed, &f.connect_us)),
+        None => None,
+    };
 
     let server = match (before, connected_sample, window_start.0, window_end.0) {
         (Some(b), Some(c), Some(w0), Some(w1)) => Some(ServerUsage::from_samples(
@@ -402,6 +479,12 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             .latency_us
             .into_inner()
             .unwrap_or_else(|p| p.into_inner()),
+        room_latency_us: ctx
+            .room_latency_us
+            .into_iter()
+            .map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect(),
+        churn,
         connect_us: connected.connect_us,
         connect_elapsed: connected.elapsed,
         errors: ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -457,81 +540,6 @@ async fn tick(ctx: Arc<Ctx>, bar: ProgressBar, stop: CancellationToken) {
     }
 }
 
-/// The send and receive tasks of a run.
-struct Tasks {
-    senders: Vec<tokio::task::JoinHandle<()>>,
-    receivers: Vec<tokio::task::JoinHandle<Counts>>,
-    conns: Vec<Connection>,
-}
-
-impl Tasks {
-    /// A receiver per connected client, and a sender per publishing one.
-    fn spawn(ctx: &Arc<Ctx>, clients: Vec<Option<Joined>>, stop: &CancellationToken) -> Tasks {
-        let mut t = Tasks {
-            senders: Vec::new(),
-            receivers: Vec::new(),
-            conns: Vec::new(),
-        };
-        for (i, c) in clients.into_iter().enumerate() {
-            let Some(j) = c else { continue };
-            let i = i as u32;
-            t.conns.push(j.conn.clone());
-            ctx.online_frames
-                .fetch_add(j.online_frames, Ordering::Relaxed);
-            // A sender writes on the control stream; a receiver keeps it open (a
-            // finished control stream ends the session).
-            let keep = if ctx.plan.is_sender(i) {
-                t.senders.push(tokio::spawn(send(
-                    ctx.clone(),
-                    i,
-                    j.control,
-                    j.conn.clone(),
-                    j.handle,
-                    stop.clone(),
-                )));
-                None
-            } else {
-                Some(j.control)
-            };
-            let receiver = Receiver {
-                conn: j.conn,
-                replies: j.replies,
-                room: j.room,
-                handle: j.handle,
-                _control: keep,
-            };
-            t.receivers.push(tokio::spawn(receive(
-                ctx.clone(),
-                i,
-                receiver,
-                stop.clone(),
-            )));
-        }
-        t
-    }
-
-    /// Waits for every task (after the stop), adds up the receivers' counts
-    /// and closes the sessions.
-    async fn finish(self, endpoints: &[Arc<Endpoint<endpoint_side::Client>>]) -> Counts {
-        for s in self.senders {
-            let _ = s.await;
-        }
-        let mut counts = Counts::default();
-        for r in self.receivers {
-            if let Ok(c) = r.await {
-                counts.add(&c);
-            }
-        }
-        for conn in &self.conns {
-            conn.close(VarInt::from_u32(0), b"load done");
-        }
-        for e in endpoints {
-            let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
-        }
-        counts
-    }
-}
-
 /// A dual-stack client UDP socket with [`SOCKET_BUFFER`]-sized buffers: a burst
 /// of one packet per member must not overflow the default ~208 KiB (the kernel
 /// caps the size at `net.core.rmem_max`/`wmem_max`).
@@ -545,214 +553,6 @@ fn client_socket() -> std::io::Result<std::net::UdpSocket> {
     let any = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     socket.bind(&any.into())?;
     Ok(socket.into())
-}
-
-/// What a receiving task owns.
-struct Receiver {
-    conn: Connection,
-    replies: FrameReader<wtransport::RecvStream>,
-    room: session::RoomReader,
-    handle: u32,
-    /// A receiver's control stream, held open until the end.
-    _control: Option<SendStream>,
-}
-
-/// Publishes on schedule until the end of the run.
-async fn send(
-    ctx: Arc<Ctx>,
-    client: u32,
-    mut control: SendStream,
-    conn: Connection,
-    handle: u32,
-    stop: CancellationToken,
-) {
-    let plan = ctx.plan;
-    let room = plan.room_of(client);
-    let room_name = ctx.rooms[room as usize].clone();
-    let mut pacer = Pacer::new(
-        client,
-        plan.senders,
-        ctx.rate,
-        ctx.window.end_ns,
-        CATCH_UP.as_nanos() as u64,
-    );
-    let mut body = vec![0u8; ctx.body];
-    let mut out = Vec::with_capacity(4096);
-    let mut counter = 0u64;
-    let mut req = 2u32; // 1 was the join
-    while let Some(due) = pacer.next_due() {
-        let at = ctx.epoch + Duration::from_nanos(due);
-        tokio::select! {
-            _ = tokio::time::sleep_until(at.into()) => {}
-            _ = stop.cancelled() => return,
-        }
-        let now_ns = ctx.now_ns();
-        let d = pacer.due(now_ns);
-        if d.skipped > 0 {
-            ctx.error("send skipped: sender behind", d.skipped);
-        }
-        let mut sent = 0;
-        out.clear();
-        for _ in 0..d.send {
-            Stamp {
-                room,
-                sender: client,
-                counter,
-                sent_ns: now_ns,
-            }
-            .write(&mut body);
-            counter += 1;
-            match ctx.mode {
-                Mode::Stream => {
-                    wire::encode_publish(&mut out, req, &room_name, &body);
-                    req = req.checked_add(1).unwrap_or(2);
-                    sent += 1;
-                }
-                Mode::Datagram => {
-                    let mut payload = Vec::with_capacity(body.len() + 8);
-                    wire::encode_datagram_send(&mut payload, handle, &body);
-                    match conn.send_datagram(payload) {
-                        Ok(()) => sent += 1,
-                        Err(e) => ctx.error(format!("datagram send: {e}"), 1),
-                    }
-                }
-            }
-        }
-        if !out.is_empty() {
-            tokio::select! {
-                r = control.write_all(&out) => if let Err(e) = r {
-                    ctx.error(format!("publish: {e}"), 1);
-                    return;
-                },
-                _ = stop.cancelled() => return,
-            }
-        }
-        if ctx.window.measures(now_ns) {
-            ctx.sent[room as usize].fetch_add(sent, Ordering::Relaxed);
-        }
-    }
-    // Finishing the control stream would end the session: hold it until the end.
-    stop.cancelled().await;
-    drop(control);
-}
-
-/// Reads the room stream (and datagrams, and replies) until the run stops.
-async fn receive(ctx: Arc<Ctx>, client: u32, mut r: Receiver, stop: CancellationToken) -> Counts {
-    let plan = ctx.plan;
-    let mut tally = RoomTally::new(&plan, plan.room_of(client));
-    let mut latencies: Vec<u64> = Vec::with_capacity(256);
-    let datagrams = ctx.mode == Mode::Datagram;
-    // Presence frames, added to the run's counts once at the end.
-    let (mut presence, mut online) = (0u64, 0u64);
-    let ended = loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break None,
-            filled = r.room.fill() => {
-                if let Err(e) = filled {
-                    break Some(room_error(&e));
-                }
-                let now_ns = ctx.now_ns();
-                let mut arrived = 0;
-                let failed = loop {
-                    let frame = match r.room.next_frame() {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break None,
-                        Err(e) => break Some(room_error(&e)),
-                    };
-                    let m = match wire::parse_message(frame) {
-                        Ok(Some(m)) => m,
-                        Ok(None) => {
-                            if wire::is_presence(frame) {
-                                presence += 1;
-                            }
-                            continue;
-                        }
-                        Err(e) => break Some(format!("room stream: {e}")),
-                    };
-                    arrived += 1;
-                    let v = tally.on_message(&plan, &ctx.window, Some(m.seq), m.body, now_ns);
-                    if let Verdict::Measured { latency_ns } = v {
-                        latencies.push(latency_ns / 1_000);
-                    }
-                };
-                record(&ctx, arrived, &mut latencies);
-                if let Some(kind) = failed {
-                    break Some(kind);
-                }
-            }
-            d = r.conn.receive_datagram(), if datagrams => {
-                let d = match d {
-                    Ok(d) => d,
-                    Err(_) => break Some("datagram: connection lost".to_owned()),
-                };
-                let payload = d.payload();
-                match wire::parse_datagram_recv(&payload) {
-                    Ok(Some((handle, body))) => {
-                        if handle != r.handle {
-                            ctx.error("datagram for another handle", 1);
-                        }
-                        let now_ns = ctx.now_ns();
-                        if let Verdict::Measured { latency_ns } =
-                            tally.on_message(&plan, &ctx.window, None, body, now_ns)
-                        {
-                            latencies.push(latency_ns / 1_000);
-                        }
-                        record(&ctx, 1, &mut latencies);
-                    }
-                    Ok(None) => {}
-                    Err(e) => ctx.error(format!("datagram: {e}"), 1),
-                }
-            }
-            reply = r.replies.next::<ServerFrame>() => match reply {
-                Ok(Some(ServerFrame::Error { code, .. })) => ctx.error(format!("server: {code:?}"), 1),
-                Ok(Some(ServerFrame::GoAway { .. })) => ctx.error("server: GoAway", 1),
-                Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => online += 1,
-                Ok(Some(_)) => {} // acks
-                Ok(None) | Err(_) => break Some("control stream closed".to_owned()),
-            },
-        }
-    };
-    ctx.presence_frames.fetch_add(presence, Ordering::Relaxed);
-    ctx.online_frames.fetch_add(online, Ordering::Relaxed);
-    if let Some(kind) = ended {
-        // Name the close code when the server closed the session.
-        let closed = tokio::time::timeout(Duration::from_millis(200), r.conn.closed()).await;
-        let kind = match closed {
-            Ok(wtransport::error::ConnectionError::ApplicationClosed(c)) => {
-                let code = crate::protocol::ErrorCode::from(c.code().into_inner() as u32);
-                format!("closed by server: {code:?}")
-            }
-            _ => kind,
-        };
-        if !stop.is_cancelled() {
-            ctx.error(kind, 1);
-        }
-    }
-    *tally.counts()
-}
-
-fn room_error(e: &RoomReadError) -> String {
-    match e {
-        RoomReadError::Stream(_) => "room stream: connection lost".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Adds a received batch to the shared figures: one lock per batch.
-fn record(ctx: &Ctx, arrived: u64, latencies: &mut Vec<u64>) {
-    if arrived > 0 {
-        ctx.arrived.fetch_add(arrived, Ordering::Relaxed);
-    }
-    if latencies.is_empty() {
-        return;
-    }
-    ctx.measured
-        .fetch_add(latencies.len() as u64, Ordering::Relaxed);
-    let mut h = ctx.latency_us.lock().unwrap_or_else(|p| p.into_inner());
-    for v in latencies.drain(..) {
-        h.saturating_record(v.max(1));
-    }
 }
 
 #[cfg(test)]
@@ -823,6 +623,12 @@ mod tests {
         assert!(parse(&["--clients", "5"]).is_err(), "--url is required");
         assert!(parse(&["--url", "u", "--cert-hash", "x", "--ca", "f"]).is_err());
         assert!(parse(&["--url", "u", "--duration", "soon"]).is_err());
+        assert!(
+            parse(&["--url", "u", "--group-size", "10", "--rooms", "2"]).is_err(),
+            "a group layout has no --rooms"
+        );
+        let a = parse(&["--url", "u", "--churn-rate", "5", "--churn-life", "2s"]).unwrap();
+        assert_eq!((a.churn_rate, a.churn_life), (5.0, Duration::from_secs(2)));
     }
 
     #[test]
@@ -841,6 +647,10 @@ mod tests {
             &["--mode", "datagram", "--body", "2000"],
             &["--duration", "0s"],
             &["--connect-rate=-1"],
+            &["--rooms-per-client", "2"],
+            &["--rooms", "2", "--rooms-per-client", "0"],
+            &["--group-size", "0"],
+            &["--churn-rate=-1"],
         ] {
             assert!(ok(bad).is_err(), "{bad:?} accepted");
         }

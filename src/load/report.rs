@@ -65,6 +65,17 @@ pub struct ConnectMs {
     pub max: f64,
 }
 
+impl ConnectMs {
+    /// From a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> ConnectMs {
+        ConnectMs {
+            p50: ms(h, 0.5),
+            p99: ms(h, 0.99),
+            max: ms(h, 1.0),
+        }
+    }
+}
+
 /// The server's CPU and memory, with `--server-pid` (summed over the pids).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ServerUsage {
@@ -127,6 +138,75 @@ pub struct PresenceFrames {
     pub namespace: u64,
     /// `PresenceJoin`/`PresenceLeave` on the room streams (namespace `presence`).
     pub room: u64,
+}
+
+/// Latency spread over rooms: each room's p99, then the lowest, the median and
+/// the highest of those (rooms with measured deliveries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RoomSpread {
+    /// Rooms with measured deliveries.
+    pub rooms: u32,
+    /// Lowest per-room p99, ms.
+    pub min: f64,
+    /// Median per-room p99, ms.
+    pub median: f64,
+    /// Highest per-room p99, ms.
+    pub max: f64,
+}
+
+impl RoomSpread {
+    /// From per-room histograms (microseconds).
+    pub fn of(rooms: &[Histogram<u64>]) -> RoomSpread {
+        let mut p99: Vec<f64> = rooms
+            .iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| ms(h, 0.99))
+            .collect();
+        if p99.is_empty() {
+            return RoomSpread::default();
+        }
+        p99.sort_by(f64::total_cmp);
+        RoomSpread {
+            rooms: p99.len() as u32,
+            min: p99[0],
+            median: p99[p99.len() / 2],
+            max: p99[p99.len() - 1],
+        }
+    }
+}
+
+/// Churn sessions (`--churn-rate`): how many came and went, and how long they
+/// took to connect while the others chatted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChurnReport {
+    /// New sessions per second asked for.
+    pub rate: f64,
+    /// How long each stayed, seconds.
+    pub life_s: f64,
+    /// Churn sessions that connected, started in the measured window.
+    pub sessions: u64,
+    /// Churn sessions that failed in the window.
+    pub failed: u64,
+    /// Their connect times.
+    pub connect_ms: ConnectMs,
+}
+
+impl ChurnReport {
+    /// From what the churn sessions counted (`connect_us` in microseconds).
+    pub fn new(
+        args: &super::LoadArgs,
+        sessions: u64,
+        failed: u64,
+        connect_us: &Histogram<u64>,
+    ) -> ChurnReport {
+        ChurnReport {
+            rate: args.churn_rate,
+            life_s: args.churn_life.as_secs_f64(),
+            sessions,
+            failed,
+            connect_ms: ConnectMs::of(connect_us),
+        }
+    }
 }
 
 /// Longest error kind kept; longer ones are cut (on a char boundary).
@@ -202,6 +282,10 @@ pub struct RunFacts {
     pub counts: Counts,
     /// One-way latency of measured deliveries, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// The same per room.
+    pub room_latency_us: Vec<Histogram<u64>>,
+    /// Churn sessions, with `--churn-rate`.
+    pub churn: Option<ChurnReport>,
     /// Connect times (session + Hello/Welcome), in microseconds.
     pub connect_us: Histogram<u64>,
     /// Time from the first connect until every client had joined.
@@ -253,6 +337,13 @@ pub struct Report {
     pub deliveries_per_sec: f64,
     /// One-way latency of measured deliveries.
     pub latency_ms: LatencyMs,
+    /// Rooms each client joined.
+    pub rooms_per_client: u32,
+    /// The spread of per-room p99 latency.
+    pub room_p99_ms: RoomSpread,
+    /// Churn sessions, with `--churn-rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
     /// Time to open a session (QUIC + WebTransport + Hello/Welcome).
     pub connect_ms: ConnectMs,
     /// Errors by kind (server error codes, connection failures, skipped sends…).
@@ -333,11 +424,10 @@ impl Report {
                 p999: ms(&f.latency_us, 0.999),
                 max: ms(&f.latency_us, 1.0),
             },
-            connect_ms: ConnectMs {
-                p50: ms(&f.connect_us, 0.5),
-                p99: ms(&f.connect_us, 0.99),
-                max: ms(&f.connect_us, 1.0),
-            },
+            rooms_per_client: f.plan.rooms_per_client(),
+            room_p99_ms: RoomSpread::of(&f.room_latency_us),
+            churn: f.churn,
+            connect_ms: ConnectMs::of(&f.connect_us),
             errors,
             presence_frames: f.presence,
             passed: false,
@@ -412,12 +502,27 @@ impl Report {
             "latency ms   p50 {:.3} · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · max {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        let r = &self.room_p99_ms;
+        if self.rooms > 1 {
+            let _ = writeln!(
+                s,
+                "per room     p99 ms min {:.3} · median {:.3} · max {:.3} over {} rooms ({} per client)",
+                r.min, r.median, r.max, r.rooms, self.rooms_per_client
+            );
+        }
         let c = &self.connect_ms;
         let _ = writeln!(
             s,
             "connect ms   p50 {:.3} · p99 {:.3} · max {:.3} · {:.0} sessions/s",
             c.p50, c.p99, c.max, self.connects_per_sec
         );
+        if let Some(ch) = &self.churn {
+            let _ = writeln!(
+                s,
+                "churn        {} sessions ({}/s, {}s each), {} failed · connect ms p50 {:.3} · p99 {:.3} · max {:.3}",
+                ch.sessions, ch.rate, ch.life_s, ch.failed, ch.connect_ms.p50, ch.connect_ms.p99, ch.connect_ms.max
+            );
+        }
         if let Some(u) = &self.server {
             let _ = writeln!(
                 s,
@@ -508,6 +613,11 @@ pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A per-room histogram: 2 significant digits keep thousands of rooms small.
+pub fn room_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,7 +643,13 @@ mod tests {
                 delivered: 1000,
                 ..Counts::default()
             },
+            room_latency_us: vec![latency_us.clone(), {
+                let mut h = room_histogram();
+                h.record(3_000).unwrap();
+                h
+            }],
             latency_us,
+            churn: None,
             connect_us,
             connect_elapsed: Duration::from_millis(500),
             errors: BTreeMap::new(),

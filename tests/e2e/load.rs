@@ -28,6 +28,8 @@ fn args(server: &TestServer) -> LoadArgs {
         token_secret: Some(SECRET.into()),
         clients: 50,
         rooms: 5,
+        rooms_per_client: 1,
+        group_size: None,
         senders: Some(5),
         rate: 100.0,
         duration: Duration::from_secs(2),
@@ -35,6 +37,8 @@ fn args(server: &TestServer) -> LoadArgs {
         body: 64,
         mode: Mode::Stream,
         connect_rate: 0.0,
+        churn_rate: 0.0,
+        churn_life: Duration::from_secs(1),
         json: true,
         server_pids: vec![],
     }
@@ -129,6 +133,82 @@ async fn the_cli_prints_one_json_object() {
     assert_eq!(v["lost"], 0);
     assert!(v["delivered"].as_u64().unwrap() > 0);
     assert_eq!(v["delivered"], v["expected"]);
+    server.stop().await;
+}
+
+/// Every delivery of a run, checked: nothing lost, duplicated or misrouted and
+/// no error but skipped sends.
+fn assert_clean(report: &wtgate::load::Report) {
+    let text = report.to_text();
+    assert!(report.sent > 0, "{text}");
+    assert_eq!(report.delivered, report.expected, "{text}");
+    assert_eq!((report.duplicates, report.misrouted), (0, 0), "{text}");
+    let unexpected: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|k| !k.starts_with("send skipped"))
+        .collect();
+    assert!(unexpected.is_empty(), "{text}");
+    assert!(report.passed, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_in_several_rooms_get_every_room_and_per_room_latency() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 30,
+        rooms: 6,
+        rooms_per_client: 3,
+        senders: Some(6),
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    // 6 rooms × 15 members (30 clients in 3 rooms each), the senders included.
+    assert_eq!(report.expected, report.sent * 15, "{}", report.to_text());
+    assert_eq!(report.rooms_per_client, 3);
+    assert_eq!(report.room_p99_ms.rooms, 6, "{}", report.to_text());
+    assert!(report.room_p99_ms.min > 0.0 && report.room_p99_ms.max >= report.room_p99_ms.median);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centrifugo_shape_personal_and_group_rooms() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 30,
+        group_size: Some(10),
+        senders: Some(10),
+        body: 100,
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    assert_eq!(report.rooms, 30 + 3, "personal rooms and 3 groups");
+    // Senders 0..10 all publish into group 0 (its 10 members).
+    assert_eq!(report.expected, report.sent * 10, "{}", report.to_text());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_sessions_come_and_go_while_the_others_chat() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 20,
+        rooms: 2,
+        senders: Some(2),
+        churn_rate: 20.0,
+        churn_life: Duration::from_millis(300),
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    let churn = report.churn.expect("a churn report");
+    // 20/s over the 2 s window, give or take its edges on a busy machine.
+    assert!((20..=45).contains(&churn.sessions), "{}", report.to_text());
+    assert_eq!(churn.failed, 0, "{}", report.to_text());
+    assert!(churn.connect_ms.p50 > 0.0);
+    assert!(report.to_text().contains("churn"));
     server.stop().await;
 }
 
