@@ -248,8 +248,9 @@ struct Ctx {
     /// Measured deliveries.
     measured: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
-    /// The same per room (fewer significant digits: there may be thousands).
-    room_latency_us: Vec<Mutex<Histogram<u64>>>,
+    /// The same per room, made at a room's first delivery (fewer significant
+    /// digits, and none for rooms nobody publishes to: there may be thousands).
+    room_latency_us: Vec<Mutex<Option<Histogram<u64>>>>,
     errors: Mutex<BTreeMap<String, u64>>,
     /// `OnlineJoin`/`OnlineLeave` frames received on control streams.
     online_frames: AtomicU64,
@@ -275,9 +276,7 @@ impl Ctx {
             arrived: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             latency_us: Mutex::new(micros_histogram()),
-            room_latency_us: (0..plan.rooms)
-                .map(|_| Mutex::new(room_histogram()))
-                .collect(),
+            room_latency_us: (0..plan.rooms).map(|_| Mutex::new(None)).collect(),
             errors: Mutex::new(errors),
             online_frames: AtomicU64::new(0),
             presence_frames: AtomicU64::new(0),
@@ -306,10 +305,10 @@ impl Ctx {
         let mut per_room = self.room_latency_us[room as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let per_room = per_room.get_or_insert_with(room_histogram);
         for &v in latencies.iter() {
             per_room.saturating_record(v.max(1));
         }
-        drop(per_room);
         let mut h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
         for v in latencies.drain(..) {
             h.saturating_record(v.max(1));
@@ -398,6 +397,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     .await?;
     let connected_sample = sampler.sample(&mut errors);
     let mut members = vec![0u64; plan.rooms as usize];
+    let sessions = connected.clients.iter().flatten().count() as u64;
     for (i, c) in connected.clients.iter().enumerate() {
         if c.is_some() {
             for r in plan.rooms_of(i as u32) {
@@ -460,7 +460,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             c,
             (w0, w1),
             window_end.1 - window_start.1,
-            members.iter().sum(),
+            sessions,
         )),
         _ => None,
     };
@@ -474,6 +474,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         mode: args.mode,
         sent_per_room: ctx.sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
         members_per_room: members,
+        connected: sessions,
         counts,
         latency_us: ctx
             .latency_us
@@ -482,7 +483,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         room_latency_us: ctx
             .room_latency_us
             .into_iter()
-            .map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .filter_map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect(),
         churn,
         connect_us: connected.connect_us,

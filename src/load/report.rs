@@ -278,6 +278,8 @@ pub struct RunFacts {
     pub sent_per_room: Vec<u64>,
     /// Sessions that joined, per room.
     pub members_per_room: Vec<u64>,
+    /// Sessions that connected and joined all their rooms.
+    pub connected: u64,
     /// What the receivers counted, added up.
     pub counts: Counts,
     /// One-way latency of measured deliveries, in microseconds.
@@ -389,7 +391,7 @@ impl Report {
             }
         }
         let secs = f.duration.as_secs_f64();
-        let connected: u64 = f.members_per_room.iter().sum();
+        let connected = f.connected;
         let elapsed = f.connect_elapsed.as_secs_f64();
         let mut report = Report {
             clients: f.plan.clients,
@@ -639,6 +641,7 @@ mod tests {
             mode,
             sent_per_room: vec![100, 100],
             members_per_room: vec![5, 5],
+            connected: 10,
             counts: Counts {
                 delivered: 1000,
                 ..Counts::default()
@@ -699,6 +702,7 @@ mod tests {
         f.counts.misrouted = 2;
         f.counts.out_of_order = 3;
         f.members_per_room = vec![5, 4];
+        f.connected = 9;
         let r = Report::build(f);
         assert_eq!(r.expected, 900);
         assert!(!r.passed);

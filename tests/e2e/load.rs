@@ -167,6 +167,7 @@ async fn clients_in_several_rooms_get_every_room_and_per_room_latency() {
     // 6 rooms × 15 members (30 clients in 3 rooms each), the senders included.
     assert_eq!(report.expected, report.sent * 15, "{}", report.to_text());
     assert_eq!(report.rooms_per_client, 3);
+    assert_eq!(report.connected, 30, "sessions, not memberships");
     assert_eq!(report.room_p99_ms.rooms, 6, "{}", report.to_text());
     assert!(report.room_p99_ms.min > 0.0 && report.room_p99_ms.max >= report.room_p99_ms.median);
     server.stop().await;
@@ -185,6 +186,7 @@ async fn centrifugo_shape_personal_and_group_rooms() {
     let report = load::run(&a).await.unwrap();
     assert_clean(&report);
     assert_eq!(report.rooms, 30 + 3, "personal rooms and 3 groups");
+    assert_eq!(report.connected, 30);
     // Senders 0..10 all publish into group 0 (its 10 members).
     assert_eq!(report.expected, report.sent * 10, "{}", report.to_text());
     server.stop().await;
