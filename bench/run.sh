@@ -88,7 +88,8 @@ if [ "$BUILD" = 1 ]; then
   echo "== building (release)" >&2
   cargo build --release --quiet --bin wtgate --example floor_server
 fi
-WTGATE="$ROOT/target/release/wtgate"
+# WTGATE_BIN runs another build (e.g. a copy of the previous commit's, for before/after).
+WTGATE="${WTGATE_BIN:-$ROOT/target/release/wtgate}"
 FLOOR="$ROOT/target/release/examples/floor_server"
 if [ ! -d bench/socketio/node_modules ]; then
   (cd bench/socketio && npm ci --no-audit --no-fund --silent)
@@ -341,3 +342,11 @@ echo "== done in $(( $(date +%s) - started )) s; raw reports: $RESULTS" >&2
   echo
   node bench/summarize.mjs "$RESULTS"
 } | tee "$OUT/table.md"
+
+# Charts (matplotlib, installed with pip when missing) next to RESULTS.md.
+if [ -n "$CHARTS" ]; then
+  if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    python3 -m pip install --quiet matplotlib >&2 || echo "no matplotlib: charts skipped" >&2
+  fi
+  python3 bench/charts.py "$CHARTS" "$RESULTS" || echo "charts failed" >&2
+fi
