@@ -308,11 +308,33 @@ fn client_config_on(
         }
         Trust::System => builder.with_native_certs(),
     };
-    Ok(builder
-        .keep_alive_interval(Some(std::time::Duration::from_secs(10)))
-        .max_idle_timeout(Some(std::time::Duration::from_secs(30)))
-        .expect("a valid idle timeout")
-        .build())
+    let mut config = builder.build();
+    config
+        .quic_config_mut()
+        .transport_config(Arc::new(client_transport()));
+    Ok(config)
+}
+
+/// The longest the server may hold an ACK of this client's packets (asked
+/// through ACK frequency; wtgate and any quinn peer honour it). Without it the
+/// client's probe timeout includes the server's advertised 25 ms, so a lost
+/// `Publish` — usually the client's last packet, revealed by no later one —
+/// waited ~26 ms to be re-sent; with it, ~3 ms.
+const SERVER_MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Keep-alive and idle timeout as the server's, and [`SERVER_MAX_ACK_DELAY`].
+fn client_transport() -> wtransport::config::QuicTransportConfig {
+    let mut t = wtransport::config::QuicTransportConfig::default();
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    t.max_idle_timeout(Some(
+        std::time::Duration::from_secs(30)
+            .try_into()
+            .expect("a valid idle timeout"),
+    ));
+    let mut ack = wtransport::quinn::AckFrequencyConfig::default();
+    ack.max_ack_delay(Some(SERVER_MAX_ACK_DELAY));
+    t.ack_frequency_config(Some(ack));
+    t
 }
 
 fn rustls_pemfile_certs(
