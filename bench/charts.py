@@ -1,10 +1,13 @@
 """Draws bench/run.sh's results as PNG charts (matplotlib).
 
-    python3 bench/charts.py OUT_DIR results.jsonl [more.jsonl ...]
+    python3 bench/charts.py [--best] OUT_DIR results.jsonl [more.jsonl ...]
 
 Each chart is drawn only when the results hold its scenario; with several
-files (repeated runs), a point is the median over the runs and the bar spans
-the lowest to the highest, so the noise shows:
+files (repeated runs), a point is the median over the runs (with --best: the
+lowest, the run least disturbed by other work on a shared machine, since
+background load only ever adds latency) and the bar spans the lowest to the
+highest, so the noise shows. A report's `server_name` "wtgate-before" is drawn
+as its own series (a build before a change, run side by side).
 
 - latency-vs-rate.png  scenario (a): p50 and p99 against deliveries/s, per server
 - p99-vs-loss.png      scenario (e): p99 and p99.9 against packet loss, per server
@@ -22,8 +25,20 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABEL = {"wtgate": "wtgate", "socketio": "Socket.IO", "floor": "bare wtransport"}
-COLOR = {"wtgate": "tab:blue", "socketio": "tab:orange", "floor": "tab:gray"}
+LABEL = {
+    "wtgate": "wtgate",
+    "wtgate-before": "wtgate before tuning",
+    "socketio": "Socket.IO",
+    "floor": "bare wtransport",
+}
+COLOR = {
+    "wtgate": "tab:blue",
+    "wtgate-before": "tab:cyan",
+    "socketio": "tab:orange",
+    "floor": "tab:gray",
+}
+# The point drawn for a set of runs: the median, or with --best the lowest.
+CENTRE = statistics.median
 
 
 def load(paths):
@@ -49,8 +64,8 @@ def gather(runs, scenario, x_of, y_of):
 
 
 def spread(values):
-    """Median and the distances down to the lowest and up to the highest."""
-    mid = statistics.median(values)
+    """The centre and the distances down to the lowest and up to the highest."""
+    mid = CENTRE(values)
     return mid, mid - min(values), max(values) - mid
 
 
@@ -86,16 +101,18 @@ def p99_vs_loss(runs, out):
            for q in ("p99", "p999")}
     if not got["p99"]:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for server in got["p99"]:
         plot_series(ax, got["p99"][server], server, f"{LABEL.get(server, server)} p99", "s-")
         plot_series(ax, got["p999"][server], server, f"{LABEL.get(server, server)} p99.9", "^:")
     ax.set_yscale("log")
     ax.set_xlabel("packets dropped at random on each end, %")
     ax.set_ylabel("one-way latency, ms")
-    ax.set_title("Tail latency under packet loss\n(200 clients, 10 rooms, 20 senders, 200 msg/s)")
+    what = "lowest" if CENTRE is min else "median"
+    ax.set_title("Tail latency under packet loss, %s of runs (bars: range)\n"
+                 "(200 clients, 10 rooms, 20 senders, 200 msg/s)" % what)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save(fig, out / "p99-vs-loss.png")
 
 
@@ -127,11 +144,16 @@ def save(fig, path):
 
 
 def main():
-    if len(sys.argv) < 3:
+    global CENTRE
+    args = sys.argv[1:]
+    if args[:1] == ["--best"]:
+        CENTRE = min
+        args = args[1:]
+    if len(args) < 2:
         sys.exit(__doc__)
-    out = Path(sys.argv[1])
+    out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
-    runs = load(sys.argv[2:])
+    runs = load(args[1:])
     for draw in (latency_vs_rate, p99_vs_loss, rss_per_session):
         path = draw(runs, out)
         if path:
