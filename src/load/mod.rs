@@ -48,6 +48,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+use wtransport::endpoint::endpoint_side;
+use wtransport::Endpoint;
 
 use crate::auth;
 use crate::client::Trust;
@@ -57,6 +59,7 @@ use report::{
     count_error, micros_histogram, room_histogram, ChurnReport, PresenceFrames, RunFacts,
     ServerUsage,
 };
+use tally::Counts;
 
 /// Publishing clients when `--senders` is not given (fewer with fewer clients).
 pub const DEFAULT_SENDERS: u32 = 10;
@@ -385,116 +388,190 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let before = sampler.sample(&mut errors);
 
     // 1. Connect and join.
-    let connected = connect::connect_all(
-        args,
-        &setup,
-        &endpoints,
-        &urls,
-        &rooms,
-        &mut errors,
-        progress_target(args.json),
-    )
-    .await?;
+    let target = progress_target(args.json);
+    let connected =
+        connect::connect_all(args, &setup, &endpoints, &urls, &rooms, &mut errors, target).await?;
     let connected_sample = sampler.sample(&mut errors);
-    let mut members = vec![0u64; plan.rooms as usize];
     let sessions = connected.clients.iter().flatten().count() as u64;
-    for (i, c) in connected.clients.iter().enumerate() {
-        if c.is_some() {
-            for r in plan.rooms_of(i as u32) {
-                members[r as usize] += 1;
-            }
+    let mut members = vec![0u64; plan.rooms as usize];
+    for (i, _) in connected
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_some())
+    {
+        for r in plan.rooms_of(i as u32) {
+            members[r as usize] += 1;
         }
     }
 
-    // 2. Send and receive (and churn), sampling the server at both ends of the window.
-    let churn = match args.churn_rate > 0.0 {
-        true => Some(churn::Churn {
-            rate: args.churn_rate,
-            life: args.churn_life,
-            url: urls[0].clone(),
-            secret: setup.secret.clone(),
-            endpoints: connect::endpoints(
-                &setup.trust,
-                churn::Churn::concurrent(args.churn_rate, args.churn_life),
-            )?,
-        }),
-        false => None,
-    };
+    // 2. and 3. Send, receive (and churn), drain.
+    let churn = churn_setup(args, &setup, &urls)?;
     let ctx = Arc::new(Ctx::new(args, plan, rooms, errors));
-    let stop = CancellationToken::new();
-    let tasks = traffic::Tasks::spawn(&ctx, connected.clients, &stop);
-    let churning = churn.map(|c| tokio::spawn(c.run(ctx.clone(), stop.clone())));
-    let bar = ProgressBar::with_draw_target(
-        Some(((args.warmup + args.duration).as_secs_f64() * 10.0).ceil() as u64),
-        progress_target(args.json),
-    );
-    let ticker = tokio::spawn(tick(ctx.clone(), bar.clone(), stop.clone()));
-    tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
-    let window_start = (
-        sampler.sample_ctx(&ctx),
-        ctx.arrived.load(Ordering::Relaxed),
-    );
-    tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
-    let window_end = (
-        sampler.sample_ctx(&ctx),
-        ctx.arrived.load(Ordering::Relaxed),
-    );
-
-    // 3. Drain what is in flight, then stop.
-    drain(&ctx, &members).await;
-    stop.cancel();
-    let _ = ticker.await;
-    bar.finish_and_clear();
-    let counts = tasks.finish(&endpoints).await;
-    let churn = match churning {
-        Some(task) => task
-            .await
-            .ok()
-            .map(|f| ChurnReport::new(args, f.sessions, f.failed, &f.connect_us)),
-        None => None,
+    let traffic = Traffic {
+        ctx: &ctx,
+        sampler: &sampler,
+        endpoints: &endpoints,
+        members: &members,
     };
+    let mut measured = traffic.run(args, connected.clients, churn).await;
 
-    let server = match (before, connected_sample, window_start.0, window_end.0) {
-        (Some(b), Some(c), Some(w0), Some(w1)) => Some(ServerUsage::from_samples(
+    let (w0, w1) = measured.window;
+    measured.server = match (before, connected_sample, w0.0, w1.0) {
+        (Some(b), Some(c), Some(s0), Some(s1)) => Some(ServerUsage::from_samples(
             b,
             c,
-            (w0, w1),
-            window_end.1 - window_start.1,
+            (s0, s1),
+            w1.1 - w0.1,
             sessions,
         )),
         _ => None,
     };
     let ctx = Arc::try_unwrap(ctx).unwrap_or_else(|_| unreachable!("every task has ended"));
-    Ok(Report::build(RunFacts {
-        plan,
-        rate: args.rate,
-        duration: args.duration,
-        warmup: args.warmup,
-        body_bytes: args.body,
-        mode: args.mode,
-        sent_per_room: ctx.sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
-        members_per_room: members,
-        connected: sessions,
-        counts,
-        latency_us: ctx
-            .latency_us
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner()),
-        room_latency_us: ctx
-            .room_latency_us
-            .into_iter()
-            .filter_map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
-            .collect(),
-        churn,
-        connect_us: connected.connect_us,
-        connect_elapsed: connected.elapsed,
-        errors: ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
-        presence: PresenceFrames {
-            namespace: ctx.online_frames.load(Ordering::Relaxed),
-            room: ctx.presence_frames.load(Ordering::Relaxed),
-        },
-        server,
+    Ok(Report::build(ctx.into_facts(
+        args,
+        members,
+        sessions,
+        measured,
+        connected.connect_us,
+        connected.elapsed,
+    )))
+}
+
+/// The churn of `--churn-rate`, with its own sockets, on the first URL.
+fn churn_setup(
+    args: &LoadArgs,
+    setup: &Setup,
+    urls: &[String],
+) -> Result<Option<churn::Churn>, LoadError> {
+    if args.churn_rate <= 0.0 {
+        return Ok(None);
+    }
+    let concurrent = churn::Churn::concurrent(args.churn_rate, args.churn_life);
+    Ok(Some(churn::Churn {
+        rate: args.churn_rate,
+        life: args.churn_life,
+        url: urls[0].clone(),
+        secret: setup.secret.clone(),
+        endpoints: connect::endpoints(&setup.trust, concurrent)?,
     }))
+}
+
+/// A server sample and the deliveries that had arrived then.
+type Mark = (Option<ProcSample>, u64);
+
+/// What phases 2 and 3 measured besides the shared [`Ctx`].
+struct Measured {
+    counts: Counts,
+    /// At the end of the warmup and at the last send.
+    window: (Mark, Mark),
+    churn: Option<ChurnReport>,
+    /// Filled in from the window and the samples around the connect phase.
+    server: Option<ServerUsage>,
+}
+
+/// Phases 2 and 3 of a run: what they need besides the connected clients.
+struct Traffic<'a> {
+    ctx: &'a Arc<Ctx>,
+    sampler: &'a Sampler,
+    endpoints: &'a [Arc<Endpoint<endpoint_side::Client>>],
+    members: &'a [u64],
+}
+
+impl Traffic<'_> {
+    /// Sends and receives until the last send, sampling the server at both ends
+    /// of the measured window; drains, stops every task and closes the sessions.
+    async fn run(
+        &self,
+        args: &LoadArgs,
+        clients: Vec<Option<session::Joined>>,
+        churn: Option<churn::Churn>,
+    ) -> Measured {
+        let ctx = self.ctx;
+        let stop = CancellationToken::new();
+        let tasks = traffic::Tasks::spawn(ctx, clients, &stop);
+        let churning = churn.map(|c| tokio::spawn(c.run(ctx.clone(), stop.clone())));
+        let bar = ProgressBar::with_draw_target(
+            Some(((args.warmup + args.duration).as_secs_f64() * 10.0).ceil() as u64),
+            progress_target(args.json),
+        );
+        let ticker = tokio::spawn(tick(ctx.clone(), bar.clone(), stop.clone()));
+        let mark = || {
+            (
+                self.sampler.sample_ctx(ctx),
+                ctx.arrived.load(Ordering::Relaxed),
+            )
+        };
+        tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
+        let start = mark();
+        tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
+        let end = mark();
+
+        drain(ctx, self.members).await;
+        stop.cancel();
+        let _ = ticker.await;
+        bar.finish_and_clear();
+        let counts = tasks.finish(self.endpoints).await;
+        let churn = match churning {
+            Some(task) => task
+                .await
+                .ok()
+                .map(|f| ChurnReport::new(args, f.sessions, f.failed, &f.connect_us)),
+            None => None,
+        };
+        Measured {
+            counts,
+            window: (start, end),
+            churn,
+            server: None,
+        }
+    }
+}
+
+impl Ctx {
+    /// Everything the run counted, for the report.
+    fn into_facts(
+        self,
+        args: &LoadArgs,
+        members_per_room: Vec<u64>,
+        connected: u64,
+        measured: Measured,
+        connect_us: Histogram<u64>,
+        connect_elapsed: Duration,
+    ) -> RunFacts {
+        let inner = |h: Mutex<Histogram<u64>>| h.into_inner().unwrap_or_else(|p| p.into_inner());
+        RunFacts {
+            plan: self.plan,
+            rate: args.rate,
+            duration: args.duration,
+            warmup: args.warmup,
+            body_bytes: args.body,
+            mode: args.mode,
+            sent_per_room: self
+                .sent
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .collect(),
+            members_per_room,
+            connected,
+            counts: measured.counts,
+            latency_us: inner(self.latency_us),
+            room_latency_us: self
+                .room_latency_us
+                .into_iter()
+                .filter_map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .collect(),
+            churn: measured.churn,
+            connect_us,
+            connect_elapsed,
+            errors: self.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+            presence: PresenceFrames {
+                namespace: self.online_frames.load(Ordering::Relaxed),
+                room: self.presence_frames.load(Ordering::Relaxed),
+            },
+            server: measured.server,
+        }
+    }
 }
 
 /// Waits (at most [`DRAIN`], [`DATAGRAM_DRAIN`] for datagrams) until every
