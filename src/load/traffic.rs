@@ -174,8 +174,8 @@ async fn send(
             }
         }
     }
-    std::future::pending::<()>().await;
-    drop(control);
+    // Hold `control` until the run stops (`until` drops this future then).
+    std::future::pending::<()>().await
 }
 
 /// Reads one room stream until the run stops.
