@@ -4,9 +4,10 @@
 # load generator to cpu1 (taskset). Prints a table with the ratios wtgate/Socket.IO
 # and wtgate/floor; raw reports (one JSON object per line) go to $OUT/results.jsonl.
 #
-#   bash bench/run.sh            # full run, ≤ ~15 min
-#   bash bench/run.sh --quick    # ≤ ~3 min
-#   options: --only a,b,c,d   --servers wtgate,socketio,floor   --out DIR   --no-build
+#   bash bench/run.sh            # full run, ≤ ~25 min
+#   bash bench/run.sh --quick    # ≤ ~5 min
+#   options: --only a,b,c,d,e,f,g,h   --servers wtgate,socketio,floor   --out DIR   --no-build
+#            --losses "0 1 2 5"   --charts DIR (default bench/charts)   --no-charts
 #
 # Scenarios (see bench/RESULTS.md):
 #   a) 200 clients, 1 room, 10 senders: the rate steps up until p99 ≥ 100 ms or loss
@@ -15,6 +16,22 @@
 #   c) 5,000 idle sessions: server RSS per session and connect rate
 #   d) datagrams (Socket.IO: volatile emits) in the shape of (a), until p99 ≥ 100 ms
 #      or more than 1% lost, twice in a row
+#   e) packet loss (wtgate and Socket.IO): server and generator in two network
+#      namespaces joined by a veth pair, nftables dropping a random N‰ of packets on
+#      the input hook of both ends (an output-hook drop returns EPERM to the sender;
+#      gVisor/this kernel has no netem: loss only, no added delay); 200 clients,
+#      10 rooms, 20 senders, 200 msg/s at each of --losses (percent). Needs root,
+#      `ip` and `nft` (installed with apt-get when missing); the namespaces are
+#      removed on exit, also on failure.
+#   f) clients in several rooms: 200 clients, 20 rooms, 4 rooms each, 20 senders,
+#      400 msg/s, with the loss of (e) at 0 % and 2 % (in the namespaces): the
+#      per-room p99 spread shows whether a loss in one room delays the others
+#   g) churn: 200 steady clients (10 rooms, 10 senders, 500 msg/s) while 100
+#      sessions/s connect, join, stay 2 s and leave: churn connect latency and the
+#      steady sessions' p99, next to the same run without churn
+#   h) Centrifugo's shape (their 2020 million-connection benchmark, scaled down):
+#      1,000 clients, each in a personal room and a group room of 10, 100-byte
+#      bodies, 100 senders, 2,000 msg/s (each message reaches its group's 10)
 # Server CPU per delivery = utime+stime of the server over the measured window (from
 # /proc/PID/stat, read by the generator at the end of the warmup and of sending)
 # ÷ deliveries that arrived in that window.
@@ -24,10 +41,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 QUICK=0
-ONLY="a,b,c,d"
+ONLY="a,b,c,d,e,f,g,h"
 SERVERS="wtgate,socketio,floor"
 OUT=""
 BUILD=1
+LOSSES="0 1 2 5"
+CHARTS="bench/charts"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -35,7 +54,10 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --losses) LOSSES="$2"; shift ;;
+    --charts) CHARTS="$2"; shift ;;
+    --no-charts) CHARTS="" ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -46,11 +68,16 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 WORK="$(mktemp -d)"
 SERVER_PID=""
+# Network namespaces of scenario (e), named per run so parallel runs never collide.
+NS_SRV="wtgb-s-$$"; NS_GEN="wtgb-g-$$"
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  ip netns del "$NS_SRV" 2>/dev/null || true
+  ip netns del "$NS_GEN" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 for tool in taskset node npm jq; do
   command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool" >&2; exit 1; }
@@ -61,7 +88,8 @@ if [ "$BUILD" = 1 ]; then
   echo "== building (release)" >&2
   cargo build --release --quiet --bin wtgate --example floor_server
 fi
-WTGATE="$ROOT/target/release/wtgate"
+# WTGATE_BIN runs another build (e.g. a copy of the previous commit's, for before/after).
+WTGATE="${WTGATE_BIN:-$ROOT/target/release/wtgate}"
 FLOOR="$ROOT/target/release/examples/floor_server"
 if [ ! -d bench/socketio/node_modules ]; then
   (cd bench/socketio && npm ci --no-audit --no-fund --silent)
@@ -77,12 +105,23 @@ if [ "$QUICK" = 1 ]; then
   DUR_B=5s; WARM_B=1s
   IDLE_C=1000
   RATES_D="250 1000"; DUR_D=3s
+  DUR_E=5s; WARM_E=1s
+  DUR_F=5s; CLIENTS_H=500
 else
   RATES_A="250 500 1000 1500 2000 3000 4000 6000"; DUR_A=5s; WARM_A=1s
   DUR_B=10s; WARM_B=2s
   IDLE_C=5000
   RATES_D="250 500 1000 2000 4000"; DUR_D=5s
+  DUR_E=15s; WARM_E=2s
+  DUR_F=10s; CLIENTS_H=1000
 fi
+
+# Where servers listen and how processes are started: loopback, or (scenario e)
+# the two network namespaces (SRV_EXEC / GEN_EXEC prefix the server's and the
+# generator's commands).
+HOST=127.0.0.1
+SRV_EXEC=()
+GEN_EXEC=()
 
 # start_server NAME: starts it pinned to cpu0, sets SERVER_PID and PORT.
 start_server() {
@@ -91,20 +130,21 @@ start_server() {
   case "$name" in
     wtgate)
       PORT=4433
-      taskset -c 0 "$WTGATE" serve --listen "127.0.0.1:$PORT" --secret "$SECRET" \
+      "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --listen "$HOST:$PORT" --secret "$SECRET" \
         --certs-dir "$WORK/certs" --data-dir "$WORK/data" --config bench/wtgate-bench.toml \
         --log warn > "$log" 2>&1 &
       ;;
     floor)
       PORT=4434
-      taskset -c 0 "$FLOOR" --listen "127.0.0.1:$PORT" --certs-dir "$WORK/certs" > "$log" 2>&1 &
+      "${SRV_EXEC[@]}" taskset -c 0 "$FLOOR" --listen "$HOST:$PORT" --certs-dir "$WORK/certs" > "$log" 2>&1 &
       ;;
     socketio)
       PORT=4435
-      taskset -c 0 node bench/socketio/server.js --port "$PORT" \
+      "${SRV_EXEC[@]}" taskset -c 0 node bench/socketio/server.js --port "$PORT" --host "$HOST" \
         --cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem" > "$log" 2>&1 &
       ;;
   esac
+  # `ip netns exec` and `taskset` exec their command: $! is the server itself.
   SERVER_PID=$!
   for _ in $(seq 100); do
     if [ "$name" = socketio ]; then
@@ -128,7 +168,7 @@ stop_server() {
 
 # Receive-buffer drops of the server's UDP socket so far (0 for TCP servers).
 udp_drops() {
-  ss -uanmH "sport = :$PORT" 2>/dev/null | grep -o 'd[0-9]*)' | tr -dc '0-9' || true
+  "${SRV_EXEC[@]}" ss -uanmH "sport = :$PORT" 2>/dev/null | grep -o 'd[0-9]*)' | tr -dc '0-9' || true
 }
 
 # load NAME SCENARIO STEP ARGS...: one generator run pinned to cpu1; appends its
@@ -139,10 +179,10 @@ load() {
   local loadavg; loadavg="$(cut -d' ' -f1 /proc/loadavg)"
   local drops0; drops0="$(udp_drops)"
   if [ "$name" = socketio ]; then
-    timeout "$limit" taskset -c 1 node bench/socketio/load.js --url "https://127.0.0.1:$PORT/chat" \
-      --ca "$WORK/certs/cert.pem" --server-pid "$SERVER_PID" --json "$@" > "$json" 2> "$WORK/gen.err" || true
+    timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 node bench/socketio/load.js --url "https://$HOST:$PORT/chat" \
+      --ca "$WORK/certs/cert.pem" --tls-name localhost --server-pid "$SERVER_PID" --json "$@" > "$json" 2> "$WORK/gen.err" || true
   else
-    timeout "$limit" taskset -c 1 "$WTGATE" load --url "https://127.0.0.1:$PORT/chat" \
+    timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 "$WTGATE" load --url "https://$HOST:$PORT/chat" \
       --cert-hash "$HASH" --token-secret "$SECRET" --server-pid "$SERVER_PID" --json "$@" \
       > "$json" 2> "$WORK/gen.err" || true
   fi
@@ -187,6 +227,44 @@ step_rates() {
   done
 }
 
+# Scenario (e)'s network: server namespace 10.77.0.1, generator namespace
+# 10.77.0.2, one veth pair; loss set per step with set_loss.
+netns_up() {
+  command -v nft >/dev/null || apt-get install -y -q nftables >/dev/null
+  command -v ip >/dev/null || apt-get install -y -q iproute2 >/dev/null
+  ip netns add "$NS_SRV"
+  ip netns add "$NS_GEN"
+  ip link add wtgb-s netns "$NS_SRV" type veth peer name wtgb-g netns "$NS_GEN"
+  ip -n "$NS_SRV" addr add 10.77.0.1/24 dev wtgb-s
+  ip -n "$NS_GEN" addr add 10.77.0.2/24 dev wtgb-g
+  for ns in "$NS_SRV" "$NS_GEN"; do
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" nft add table inet wtgb
+    ip netns exec "$ns" nft add chain inet wtgb input '{ type filter hook input priority 0; policy accept; }'
+  done
+  ip -n "$NS_SRV" link set wtgb-s up
+  ip -n "$NS_GEN" link set wtgb-g up
+  HOST=10.77.0.1
+  SRV_EXEC=(ip netns exec "$NS_SRV")
+  GEN_EXEC=(ip netns exec "$NS_GEN")
+}
+netns_down() {
+  ip netns del "$NS_SRV" 2>/dev/null || true
+  ip netns del "$NS_GEN" 2>/dev/null || true
+  HOST=127.0.0.1; SRV_EXEC=(); GEN_EXEC=()
+}
+# set_loss PERCENT: drop that share of the packets arriving on each veth end.
+set_loss() {
+  local permille; permille="$(awk -v p="$1" 'BEGIN { printf "%d", p * 10 }')"
+  for pair in "$NS_SRV:wtgb-s" "$NS_GEN:wtgb-g"; do
+    local ns="${pair%%:*}" dev="${pair##*:}"
+    ip netns exec "$ns" nft flush chain inet wtgb input
+    if [ "$permille" -gt 0 ]; then
+      ip netns exec "$ns" nft add rule inet wtgb input iifname "$dev" numgen random mod 1000 "<" "$permille" drop
+    fi
+  done
+}
+
 IFS=',' read -r -a server_list <<<"$SERVERS"
 started=$(date +%s)
 for name in "${server_list[@]}"; do
@@ -209,7 +287,54 @@ for name in "${server_list[@]}"; do
   if [[ ",$ONLY," == *",d,"* ]]; then
     start_server "$name"; step_rates "$name" d "$RATES_D" "$DUR_D" --mode datagram; stop_server
   fi
+  [ "$name" = floor ] && continue   # the floor has one room per session and no churn story
+  if [[ ",$ONLY," == *",g,"* ]]; then
+    for churn in 0 100; do
+      start_server "$name"
+      load "$name" g "$churn" --clients 200 --rooms 10 --senders 10 --rate 500 \
+        --duration "$DUR_F" --warmup 2s --churn-rate "$churn" --churn-life 2s
+      stop_server
+    done
+  fi
+  if [[ ",$ONLY," == *",h,"* ]]; then
+    start_server "$name"
+    load "$name" h "$CLIENTS_H" --clients "$CLIENTS_H" --group-size 10 --senders 100 --rate 2000 \
+      --body 100 --duration "$DUR_F" --warmup 2s
+    stop_server
+  fi
 done
+# (e) side by side per loss level, so both servers see the same minutes.
+if [[ ",$ONLY," == *",e,"* ]]; then
+  echo "== e: packet loss $LOSSES %" >&2
+  netns_up
+  for loss in $LOSSES; do
+    set_loss "$loss"
+    for name in "${server_list[@]}"; do
+      [ "$name" = floor ] && continue
+      start_server "$name"
+      load "$name" e "$loss" --clients 200 --rooms 10 --senders 20 --rate 200 \
+        --duration "$DUR_E" --warmup "$WARM_E"
+      stop_server
+    done
+  done
+  netns_down
+fi
+# (f) in the namespaces too: clean, then with 2 % loss.
+if [[ ",$ONLY," == *",f,"* ]]; then
+  echo "== f: 4 rooms per client" >&2
+  netns_up
+  for loss in 0 2; do
+    set_loss "$loss"
+    for name in "${server_list[@]}"; do
+      [ "$name" = floor ] && continue
+      start_server "$name"
+      load "$name" f "$loss" --clients 200 --rooms 20 --rooms-per-client 4 --senders 20 \
+        --rate 400 --duration "$DUR_F" --warmup 2s
+      stop_server
+    done
+  done
+  netns_down
+fi
 echo "== done in $(( $(date +%s) - started )) s; raw reports: $RESULTS" >&2
 
 {
@@ -217,3 +342,11 @@ echo "== done in $(( $(date +%s) - started )) s; raw reports: $RESULTS" >&2
   echo
   node bench/summarize.mjs "$RESULTS"
 } | tee "$OUT/table.md"
+
+# Charts (matplotlib, installed with pip when missing) next to RESULTS.md.
+if [ -n "$CHARTS" ]; then
+  if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    python3 -m pip install --quiet matplotlib >&2 || echo "no matplotlib: charts skipped" >&2
+  fi
+  python3 bench/charts.py "$CHARTS" "$RESULTS" || echo "charts failed" >&2
+fi

@@ -85,6 +85,29 @@ for (const [scenario, title] of [['a', '(a) 200 clients, 1 room, 10 senders, str
     console.log(`| ${LABEL[r.server_name]} | ${r.rate} | ${fmt(r.deliveries_per_sec, 0)} | ${r.latency_ms.p50.toFixed(1)} | ${r.latency_ms.p99.toFixed(1)} | ${r.latency_ms.max.toFixed(1)} | ${r.lost} | ${fmt(r.server?.cpu_us_per_delivery, 2)} | ${r.server_name === 'socketio' ? '–' : fmt(r.server_udp_drops, 0)} | ${errs} |`);
   }
 }
+// Scenarios e–h: one row per step, both servers side by side.
+const tail = (r) => `${r.latency_ms.p50.toFixed(1)} / ${r.latency_ms.p99.toFixed(1)} / ${r.latency_ms.p999.toFixed(1)}`;
+const scenarios = [
+  ['e', '(e) packet loss: 200 clients, 10 rooms, 20 senders, 200 msg/s (step = % dropped on each end)', (r) => `${r.step} %`],
+  ['f', '(f) 200 clients in 4 of 20 rooms each, 20 senders, 400 msg/s (step = % loss)', (r) => `${r.step} %`],
+  ['g', '(g) churn: 200 steady clients, 10 rooms, 500 msg/s (step = new sessions/s, each staying 2 s)', (r) => `${r.step}/s`],
+  ['h', "(h) Centrifugo's shape: personal + group room of 10, 100-byte bodies, 100 senders, 2,000 msg/s", (r) => `${r.clients} clients`],
+];
+for (const [scenario, title, stepOf] of scenarios) {
+  const list = rows.filter((r) => r.scenario === scenario && r.clients);
+  if (!list.length) continue;
+  console.log(`\n${title}:\n`);
+  console.log('| step | server | deliveries/s | p50 / p99 / p99.9 ms | max ms | per-room p99 min / median / max ms | churn: sessions, connect p50 / p99 ms | lost | µs CPU/delivery | errors |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const order = (r) => `${String(Number.parseFloat(r.step)).padStart(8, '0')} ${r.server_name}`;
+  for (const r of [...list].sort((x, y) => (order(x) < order(y) ? -1 : 1))) {
+    const rp = r.room_p99_ms;
+    const room = rp && rp.rooms > 1 ? `${rp.min.toFixed(1)} / ${rp.median.toFixed(1)} / ${rp.max.toFixed(1)}` : '–';
+    const churn = r.churn ? `${r.churn.sessions}, ${r.churn.connect_ms.p50.toFixed(1)} / ${r.churn.connect_ms.p99.toFixed(1)}` : '–';
+    const errs = Object.entries(r.errors ?? {}).map(([k, n]) => `${k}: ${n}`).join('; ') || '–';
+    console.log(`| ${stepOf(r)} | ${LABEL[r.server_name]} | ${fmt(r.deliveries_per_sec, 0)} | ${tail(r)} | ${r.latency_ms.max.toFixed(1)} | ${room} | ${churn} | ${r.lost} | ${fmt(r.server?.cpu_us_per_delivery, 2)} | ${errs} |`);
+  }
+}
 const loads = rows.filter((r) => r.loadavg_before !== undefined).map((r) => r.loadavg_before);
 if (loads.length) {
   console.log(`\n1-minute load average before each run: ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)} (the server and generator add up to 2; more means other work shared the cores).`);

@@ -36,7 +36,7 @@ use wtransport::tls::rustls::{self, DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
 
-use crate::client::Trust;
+use crate::client::{localhost_addrs, Trust};
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,11 +137,7 @@ impl ApiClient {
             // A dev server listens on [::1] (browsers resolve localhost there), while
             // the system resolver may give only 127.0.0.1: try both loopbacks.
             let port = base.port_or_known_default().unwrap_or(443);
-            let both = [
-                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
-            ];
-            builder = builder.resolve_to_addrs("localhost", &both);
+            builder = builder.resolve_to_addrs("localhost", &localhost_addrs(port));
         }
         let http = builder
             .tls_backend_preconfigured(tls_config(trust)?)

@@ -400,18 +400,12 @@ impl ApiArgs {
     /// The trust setting: --cert-hash, --ca, the development certificate of a
     /// loopback server, or the system roots.
     pub fn trust(&self) -> anyhow::Result<Trust> {
-        if let Some(hash) = &self.cert_hash {
-            return Ok(Trust::Hash(hash.clone()));
-        }
-        if let Some(ca) = &self.ca {
-            return Ok(Trust::Ca(ca.clone()));
-        }
-        let dev_cert = self.certs_dir.join(certs::CERT_FILE);
-        if is_loopback_url(&self.server) && dev_cert.exists() {
-            let info = certs::inspect(&dev_cert)?;
-            return Ok(Trust::Hash(info.hash));
-        }
-        Ok(Trust::System)
+        Ok(Trust::for_server(
+            &self.server,
+            self.cert_hash.as_deref(),
+            self.ca.as_deref(),
+            &self.certs_dir,
+        )?)
     }
 
     /// A client of the server API.
@@ -422,20 +416,6 @@ impl ApiArgs {
             &self.trust()?,
         )?)
     }
-}
-
-/// Whether `url`'s host is `localhost` or a loopback address.
-fn is_loopback_url(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    let host = url.host_str().unwrap_or_default();
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `wtgate notify`.

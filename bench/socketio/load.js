@@ -4,16 +4,22 @@
 //   node load.js --url https://127.0.0.1:4435/chat --ca cert.pem --clients 200 \
 //     --rooms 1 --senders 10 --rate 500 --duration 10s --warmup 2s --json [--server-pid PID]
 //
-// Client i joins room i % rooms; clients 0..senders publish, message n of sender k
+// Client i joins room i % rooms (--rooms-per-client K: rooms (i + j) % rooms, j < K,
+// a sender publishing to them in turn; --group-size G: a personal room and a group
+// room of G, publishing to the group — as src/load/plan.rs); clients 0..senders
+// publish, message n of sender k
 // due at (k + n·senders)/rate s (even in total, catch-up bounded to 50 ms). Each body
 // is a 64-character string (--body) starting with `room|sender|counter|sent_us|`;
 // receivers check the room, drop duplicates per sender, and record one-way latency
 // (one process, one clock) in an HDR histogram. Warmup messages are left out.
 // Expected deliveries = measured sent × members (publish echoes to the sender;
 // `--mode datagram` uses volatile emits to the others: members − 1).
+// --churn-rate R: R extra sockets per second connect, join a room, stay --churn-life
+// and leave while the others chat (their connect times are reported apart).
 // With --json, prints exactly one JSON object with the keys `wtgate load --json` prints.
 
 import { readFileSync } from 'node:fs';
+import { checkServerIdentity } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
@@ -23,9 +29,16 @@ const { values: a } = parseArgs({
   options: {
     url: { type: 'string', multiple: true },
     ca: { type: 'string' },
+    // Check the certificate against this name instead of the URL's host (a dev
+    // certificate names localhost and 127.0.0.1, not the bench's netns address).
+    'tls-name': { type: 'string' },
     clients: { type: 'string', default: '100' },
     rooms: { type: 'string', default: '1' },
-    senders: { type: 'string', default: '10' },
+    'rooms-per-client': { type: 'string', default: '1' },
+    'group-size': { type: 'string' },
+    'churn-rate': { type: 'string', default: '0' },
+    'churn-life': { type: 'string', default: '1s' },
+    senders: { type: 'string' },
     rate: { type: 'string', default: '100' },
     duration: { type: 'string', default: '10s' },
     warmup: { type: 'string', default: '2s' },
@@ -46,8 +59,12 @@ function seconds(s) {
 
 const urls = a.url ?? [];
 const clients = Number(a.clients);
-const rooms = Number(a.rooms);
-const senders = Number(a.senders);
+const groupSize = a['group-size'] ? Number(a['group-size']) : 0;
+const perClient = groupSize ? 2 : Number(a['rooms-per-client']);
+const rooms = groupSize ? clients + Math.ceil(clients / groupSize) : Number(a.rooms);
+const senders = a.senders === undefined ? Math.min(10, clients) : Number(a.senders);
+const churnRate = Number(a['churn-rate']);
+const churnLife = seconds(a['churn-life']);
 const rate = Number(a.rate);
 const duration = seconds(a.duration);
 const warmup = seconds(a.warmup);
@@ -56,17 +73,22 @@ const datagram = a.mode === 'datagram';
 const connectRate = Number(a['connect-rate']);
 const pids = (a['server-pid'] ?? []).map(Number);
 const ca = a.ca ? readFileSync(a.ca) : undefined;
-if (!urls.length || !(clients > 0) || !(rooms > 0) || rooms > clients || senders > clients) {
+const tlsName = a['tls-name'];
+if (!urls.length || !(clients > 0) || !(rooms > 0) || (!groupSize && rooms > clients) || senders > clients
+    || !(perClient >= 1 && perClient <= rooms) || !(churnRate >= 0)) {
   console.error('usage: node load.js --url URL [--ca FILE] --clients N --rooms R --senders S --rate MSGS ...');
   process.exit(2);
 }
 const log = (...x) => { if (!a.json) console.error(...x); };
 
 // --- the plan (as src/load/plan.rs) ---
-const roomOf = (i) => i % rooms;
-const countBelow = (n, r) => Math.floor(n / rooms) + (r < n % rooms ? 1 : 0);
-const sendersIn = (r) => countBelow(senders, r);
-const slotOf = (s) => Math.floor(s / rooms);
+const roomOf = (i, j) => (groupSize ? (j === 0 ? i : clients + Math.floor(i / groupSize)) : (i + j) % rooms);
+const roomsOf = (i) => Array.from({ length: perClient }, (_, j) => roomOf(i, j));
+const publishSlot = (n) => (groupSize ? 1 : n % perClient);
+const sendsTo = (s, r) => s < senders && r < rooms
+  && (groupSize ? r === roomOf(s, 1) : (r + rooms - (s % rooms)) % rooms < perClient);
+const slotsIn = () => (groupSize ? groupSize : perClient * Math.ceil(senders / rooms));
+const slotOf = (s, r) => (groupSize ? s % groupSize : Math.floor(s / rooms) * perClient + (r + rooms - (s % rooms)) % rooms);
 const roomName = (r) => `load-${runId}-${r}`;
 const runId = Math.floor(Math.random() * 65536).toString(16).padStart(4, '0');
 
@@ -94,6 +116,11 @@ function err(kind, n = 1) { errors[kind] = (errors[kind] ?? 0) + n; }
 const histo = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 600e6, numberOfSignificantValueDigits: 3, useWebAssembly: false });
 const latency = histo();
 const connectH = histo();
+// Per room, made at the room's first delivery (2 digits: there may be thousands).
+const roomLatency = new Map();
+const roomHisto = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 600e6, numberOfSignificantValueDigits: 2, useWebAssembly: false });
+const churnH = histo();
+const churnCounts = { sessions: 0, failed: 0 };
 const nowUs = () => performance.now() * 1000; // µs, monotonic, no BigInt per message
 const sentPerRoom = new Array(rooms).fill(0);
 const members = new Array(rooms).fill(0);
@@ -103,7 +130,7 @@ let epochUs = 0, warmupUs = 0, endUs = 0;
 
 // A receiver's per-sender windows (highest + 32-message bitmap, as tally.rs).
 function makeTally(room) {
-  const n = sendersIn(room);
+  const n = slotsIn(room);
   return { room, next: new Float64Array(n), mask: new Uint32Array(n) };
 }
 function seen(t, slot, c) {
@@ -121,24 +148,31 @@ function seen(t, slot, c) {
   t.mask[slot] = (t.mask[slot] | bit) >>> 0;
   return was;
 }
-function onMessage(t, body) {
+// A client's tallies by room: the body names the room it was published to.
+function onMessage(tallies, body) {
   arrived++;
   const now = nowUs();
   if (typeof body !== 'string') { counts.malformed++; return; }
   const i1 = body.indexOf('|'), i2 = body.indexOf('|', i1 + 1), i3 = body.indexOf('|', i2 + 1), i4 = body.indexOf('|', i3 + 1);
   const room = +body.slice(0, i1), sender = +body.slice(i1 + 1, i2), counter = +body.slice(i2 + 1, i3), sent = +body.slice(i3 + 1, i4);
-  if (!(sender < senders) || roomOf(sender) !== room || Number.isNaN(counter) || Number.isNaN(sent)) { counts.malformed++; return; }
-  if (room !== t.room) { counts.misrouted++; return; }
-  if (seen(t, slotOf(sender), counter)) { counts.duplicates++; return; }
+  if (!sendsTo(sender, room) || Number.isNaN(counter) || Number.isNaN(sent)) { counts.malformed++; return; }
+  const t = tallies.get(room);
+  if (!t) { counts.misrouted++; return; }
+  if (seen(t, slotOf(sender, room), counter)) { counts.duplicates++; return; }
   const rel = sent - epochUs;
   if (rel < warmupUs || rel >= endUs) { counts.unmeasured++; return; }
   counts.delivered++;
   measured++;
-  latency.recordValue(Math.max(1, Math.round(now - sent)));
+  const us = Math.max(1, Math.round(now - sent));
+  latency.recordValue(us);
+  let h = roomLatency.get(room);
+  if (!h) roomLatency.set(room, (h = roomHisto()));
+  h.recordValue(us);
 }
 
 // --- connect ---
 const sockets = new Array(clients).fill(null);
+let connectedCount = 0;
 function connectOne(i) {
   return new Promise((resolve) => {
     const started = nowUs();
@@ -146,6 +180,7 @@ function connectOne(i) {
     const s = io(url, {
       transports: ['websocket'], forceNew: true, reconnection: false, timeout: 10000,
       ca, rejectUnauthorized: !!ca,
+      checkServerIdentity: tlsName ? (_host, cert) => checkServerIdentity(tlsName, cert) : undefined,
     });
     let done = false;
     const finish = (ok, kind) => {
@@ -157,15 +192,20 @@ function connectOne(i) {
     s.on('connect_error', (e) => finish(false, `connect: ${e.message}`));
     s.on('connect', () => {
       connectH.recordValue(Math.max(1, Math.round(nowUs() - started)));
-      const r = roomOf(i);
-      s.emit('join', roomName(r), () => {
-        sockets[i] = s;
-        members[r]++;
-        const t = makeTally(r);
-        s.on(datagram ? 'vmsg' : 'msg', (body) => onMessage(t, body));
-        s.on('disconnect', (reason) => { if (!stopping) err(`disconnected: ${reason}`); });
-        finish(true);
-      });
+      const mine = roomsOf(i);
+      const tallies = new Map(mine.map((r) => [r, makeTally(r)]));
+      s.on(datagram ? 'vmsg' : 'msg', (body) => onMessage(tallies, body));
+      let acks = 0;
+      for (const r of mine) {
+        s.emit('join', roomName(r), () => {
+          if (++acks < mine.length) return;
+          sockets[i] = s;
+          connectedCount++;
+          for (const m of mine) members[m]++;
+          s.on('disconnect', (reason) => { if (!stopping) err(`disconnected: ${reason}`); });
+          finish(true);
+        });
+      }
     });
   });
 }
@@ -189,7 +229,7 @@ const before = procSample();
   await Promise.all(inflight);
 }
 const connectElapsed = (nowUs() - connectStart) / 1e6;
-const connected = members.reduce((x, y) => x + y, 0);
+const connected = connectedCount;
 const afterConnect = procSample();
 log(`connected ${connected}/${clients} in ${connectElapsed.toFixed(2)} s`);
 
@@ -202,8 +242,6 @@ const pad = 'x'.repeat(bodyLen);
 function startSender(k) {
   const s = sockets[k];
   if (!s) return;
-  const room = roomOf(k);
-  const name = roomName(room);
   const periodUs = (senders * 1e6) / rate;
   const phaseUs = (k * 1e6) / rate;
   const maxBurst = Math.max(1, Math.floor(catchUpUs / periodUs));
@@ -219,18 +257,52 @@ function startSender(k) {
     const nowRel = nowUs() - epochUs;
     const sentAbs = Math.round(epochUs + nowRel);
     for (let j = 0; j < send; j++) {
+      const room = roomOf(k, publishSlot(counter));
+      const name = roomName(room);
       let body = `${room}|${k}|${counter}|${sentAbs}|`;
       counter++;
       body += pad.slice(0, Math.max(0, bodyLen - body.length));
       if (datagram) s.emit('volatile', name, body);
       else s.emit('publish', name, body, (r) => { if (r && r.error) err(`server: ${r.error}`); });
+      if (nowRel >= warmupUs && nowRel < endUs) sentPerRoom[room]++;
     }
-    if (nowRel >= warmupUs && nowRel < endUs) sentPerRoom[room] += send;
     if (at(n) < endUs) setTimeout(tick, Math.max(0, (epochUs + at(n) - nowUs()) / 1000));
   };
   setTimeout(tick, Math.max(0, phaseUs / 1000));
 }
 if (senders > 0) for (let k = 0; k < senders; k++) startSender(k);
+
+// --- churn: sockets that come and go while the others chat ---
+const churning = new Set();
+function churnOne(k) {
+  const measured = (() => { const rel = nowUs() - epochUs; return rel >= warmupUs && rel < endUs; })();
+  const started = nowUs();
+  const s = io(urls[0], {
+    transports: ['websocket'], forceNew: true, reconnection: false, timeout: 10000,
+    ca, rejectUnauthorized: !!ca,
+    checkServerIdentity: tlsName ? (_host, cert) => checkServerIdentity(tlsName, cert) : undefined,
+  });
+  churning.add(s);
+  const leave = () => { s.close(); churning.delete(s); };
+  s.on('connect_error', (e) => { if (measured) churnCounts.failed++; err(`churn connect: ${e.message}`); leave(); });
+  s.on('connect', () => {
+    const us = Math.max(1, Math.round(nowUs() - started));
+    s.emit('join', roomName(k % rooms), () => {
+      if (measured) { churnCounts.sessions++; churnH.recordValue(us); }
+      setTimeout(leave, churnLife * 1000);
+    });
+  });
+}
+if (churnRate > 0) {
+  let k = 0;
+  const next = () => {
+    if (stopping) return;
+    const at = epochUs + (k / churnRate) * 1e6;
+    if (at - epochUs >= endUs) return;
+    setTimeout(() => { if (!stopping) { churnOne(k); k++; next(); } }, Math.max(0, (at - nowUs()) / 1000));
+  };
+  next();
+}
 
 const sleepUntil = (us) => new Promise((r) => setTimeout(r, Math.max(0, (us - nowUs()) / 1000)));
 await sleepUntil(epochUs + warmupUs);
@@ -243,6 +315,7 @@ const drainUntil = nowUs() + (datagram ? 1e6 : 5e6);
 while (nowUs() < drainUntil && measured < expectedNow()) await new Promise((r) => setTimeout(r, 20));
 stopping = true;
 for (const s of sockets) if (s) s.close();
+for (const s of churning) s.close();
 
 // --- report (as src/load/report.rs) ---
 const r3 = (x) => Math.round(x * 1000) / 1000;
@@ -259,8 +332,21 @@ const report = {
   deliveries_per_sec: r3(counts.delivered / duration),
   latency_ms: { p50: ms(latency, 50), p90: ms(latency, 90), p99: ms(latency, 99), p999: ms(latency, 99.9), max: ms(latency, 100) },
   connect_ms: { p50: ms(connectH, 50), p99: ms(connectH, 99), max: ms(connectH, 100) },
+  rooms_per_client: perClient,
+  room_p99_ms: (() => {
+    const p = [...roomLatency.values()].map((h) => ms(h, 99)).sort((x, y) => x - y);
+    return p.length ? { rooms: p.length, min: p[0], median: p[Math.floor(p.length / 2)], max: p[p.length - 1] } : { rooms: 0, min: 0, median: 0, max: 0 };
+  })(),
   errors,
+  // Socket.IO has no presence: nothing to count (the key keeps the report's shape).
+  presence_frames: { namespace: 0, room: 0 },
 };
+if (churnRate > 0) {
+  report.churn = {
+    rate: churnRate, life_s: churnLife, sessions: churnCounts.sessions, failed: churnCounts.failed,
+    connect_ms: { p50: ms(churnH, 50), p99: ms(churnH, 99), max: ms(churnH, 100) },
+  };
+}
 const failures = [];
 if (!datagram && report.lost > 0) failures.push(`${report.lost} deliveries lost`);
 if (report.duplicates) failures.push(`${report.duplicates} duplicates`);
@@ -288,7 +374,9 @@ if (a.json) {
   console.log(`sent ${sent} · expected ${expected} · delivered ${counts.delivered} · lost ${report.lost} · duplicated ${counts.duplicates} · misrouted ${counts.misrouted}`);
   console.log(`deliveries/s ${report.deliveries_per_sec.toFixed(0)}`);
   console.log(`latency ms   p50 ${l.p50} · p90 ${l.p90} · p99 ${l.p99} · p99.9 ${l.p999} · max ${l.max}`);
+  if (rooms > 1) { const r = report.room_p99_ms; console.log(`per room     p99 ms min ${r.min} · median ${r.median} · max ${r.max} over ${r.rooms} rooms (${perClient} per client)`); }
   console.log(`connect ms   p50 ${c.p50} · p99 ${c.p99} · max ${c.max} · ${report.connects_per_sec.toFixed(0)} sessions/s`);
+  if (report.churn) { const ch = report.churn; console.log(`churn        ${ch.sessions} sessions (${ch.rate}/s, ${ch.life_s}s each), ${ch.failed} failed · connect ms p50 ${ch.connect_ms.p50} · p99 ${ch.connect_ms.p99} · max ${ch.connect_ms.max}`); }
   if (report.server) console.log(`server       ${JSON.stringify(report.server)}`);
   console.log(`errors       ${Object.keys(errors).length ? JSON.stringify(errors) : 'none'}`);
   console.log(`result       ${failures.length ? 'FAIL: ' + failures.join(', ') : 'PASS'}`);

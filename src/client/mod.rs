@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo(token: &str, hash: &str) -> Result<(), wtgate::client::ClientError> {
 //! use wtgate::client::{Client, Event, Trust};
-//! let mut chat = Client::connect("https://127.0.0.1:4433/chat", token, &Trust::Hash(hash.into())).await?;
+//! let mut chat = Client::connect("https://localhost:4433/chat", token, &Trust::Hash(hash.into())).await?;
 //! chat.join("lobby", None).await?;
 //! chat.publish("lobby", "hello".into()).await?;
 //! while let Some(event) = chat.next_event().await {
@@ -31,6 +31,11 @@ use crate::protocol::{
     Since, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::transport::FrameReader;
+
+mod reach;
+pub use reach::{
+    candidate_urls, connect_first, is_loopback_url, localhost_addrs, LOOPBACK_HEAD_START,
+};
 
 /// How long establishing a session may take (QUIC ignores ICMP unreachable, so an
 /// absent server is only noticed by waiting).
@@ -243,21 +248,18 @@ impl Drop for Client {
 }
 
 /// Opens a bare WebTransport session to `url` (no `Hello`): the building block of
-/// [`Client::connect`], and what tests use to speak raw bytes.
+/// [`Client::connect`], and what tests use to speak raw bytes. `localhost` means
+/// `[::1]` or `127.0.0.1`, whichever answers ([`connect_first`]).
 pub async fn open_session(
     url: &str,
     trust: &Trust,
 ) -> Result<(Endpoint<endpoint_side::Client>, Connection), ClientError> {
-    let connect_err = |reason: String| ClientError::Connect {
-        url: url.to_owned(),
-        reason,
-    };
     let config = client_config(trust)?;
-    let endpoint = Endpoint::client(config).map_err(|e| connect_err(e.to_string()))?;
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(url))
-        .await
-        .map_err(|_| connect_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| connect_err(e.to_string()))?;
+    let endpoint = Endpoint::client(config).map_err(|e| ClientError::Connect {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let (conn, _) = connect_first(&endpoint, url, CONNECT_TIMEOUT).await?;
     Ok((endpoint, conn))
 }
 
@@ -306,11 +308,33 @@ fn client_config_on(
         }
         Trust::System => builder.with_native_certs(),
     };
-    Ok(builder
-        .keep_alive_interval(Some(std::time::Duration::from_secs(10)))
-        .max_idle_timeout(Some(std::time::Duration::from_secs(30)))
-        .expect("a valid idle timeout")
-        .build())
+    let mut config = builder.build();
+    config
+        .quic_config_mut()
+        .transport_config(Arc::new(client_transport()));
+    Ok(config)
+}
+
+/// The longest the server may hold an ACK of this client's packets (asked
+/// through ACK frequency; wtgate and any quinn peer honour it). Without it the
+/// client's probe timeout includes the server's advertised 25 ms, so a lost
+/// `Publish` — usually the client's last packet, revealed by no later one —
+/// waited ~26 ms to be re-sent; with it, ~3 ms.
+const SERVER_MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Keep-alive and idle timeout as the server's, and [`SERVER_MAX_ACK_DELAY`].
+fn client_transport() -> wtransport::config::QuicTransportConfig {
+    let mut t = wtransport::config::QuicTransportConfig::default();
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    t.max_idle_timeout(Some(
+        std::time::Duration::from_secs(30)
+            .try_into()
+            .expect("a valid idle timeout"),
+    ));
+    let mut ack = wtransport::quinn::AckFrequencyConfig::default();
+    ack.max_ack_delay(Some(SERVER_MAX_ACK_DELAY));
+    t.ack_frequency_config(Some(ack));
+    t
 }
 
 fn rustls_pemfile_certs(

@@ -5,12 +5,15 @@
 //!
 //! # How a run goes
 //! 1. Connect: client `i` (user `load-i`, a token minted here) opens a session on
-//!    `--url` number `i % urls` and joins room `i % rooms`; `--connect-rate`
-//!    paces the connects, at most [`CONNECT_CONCURRENCY`] are in flight.
+//!    `--url` number `i % urls` and joins room `i % rooms` (or the rooms of
+//!    `--rooms-per-client`, `--group-size`: [`plan::Layout`]); `--connect-rate`
+//!    paces the connects, at most [`CONNECT_CONCURRENCY`] are in flight
+//!    (`connect.rs`).
 //! 2. Send: clients `0..senders` publish; message `n` of sender `k` is due at
 //!    `(k + n·senders) / rate` s, so the total is even, not bursty
 //!    ([`plan::Pacer`]). Each body starts with a [`plan::Stamp`]: room, sender,
 //!    counter and send time.
+//!    With `--churn-rate`, extra sessions come and go meanwhile (`churn.rs`).
 //! 3. Receive: every client checks each message ([`tally::RoomTally`]): its room,
 //!    whether it was seen before, the room's `seq` order, and records one-way
 //!    latency (sender and receiver share this process's clock).
@@ -22,13 +25,17 @@
 //! The pure parts ([`plan`], [`tally`], [`report`], [`wire`], [`procfs`]) have no
 //! I/O; this module is the async shell around them.
 
+mod churn;
+mod connect;
 pub mod plan;
 pub mod procfs;
 pub mod report;
 mod session;
 pub mod tally;
+mod traffic;
 pub mod wire;
 
+pub use connect::CONNECT_CONCURRENCY;
 pub use report::{Mode, Report};
 
 use std::collections::BTreeMap;
@@ -40,24 +47,22 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtransport::endpoint::endpoint_side;
-use wtransport::{Connection, Endpoint, SendStream, VarInt};
+use wtransport::Endpoint;
 
-use crate::auth::{self, Claims};
-use crate::client::{client_endpoint_on, Trust};
-use crate::protocol::ServerFrame;
-use crate::transport::FrameReader;
-use plan::{Pacer, Plan, Stamp, Window, STAMP_LEN};
+use crate::auth;
+use crate::client::Trust;
+use plan::{Plan, Window, STAMP_LEN};
 use procfs::ProcSample;
-use report::{micros_histogram, RunFacts, ServerUsage};
-use session::{Joined, RoomReadError};
-use tally::{Counts, RoomTally, Verdict};
+use report::{
+    count_error, micros_histogram, room_histogram, ChurnReport, PresenceFrames, RunFacts,
+    ServerUsage,
+};
+use tally::Counts;
 
-/// Sessions opened at once at most while connecting.
-pub const CONNECT_CONCURRENCY: usize = 256;
+/// Publishing clients when `--senders` is not given (fewer with fewer clients).
+pub const DEFAULT_SENDERS: u32 = 10;
 /// Sessions sharing one client UDP socket (a quinn endpoint): fewer sockets and
 /// batched receives keep the load tester cheap.
 pub const CLIENTS_PER_ENDPOINT: u32 = 64;
@@ -86,11 +91,16 @@ pub struct LoadArgs {
     /// `wtgate serve` and `wtgate certs`.
     #[arg(long, value_name = "HEX", conflicts_with = "ca")]
     pub cert_hash: Option<String>,
-    /// Trust certificates issued by this CA (PEM); without this or --cert-hash,
-    /// the system roots.
+    /// Trust certificates issued by this CA (PEM).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// HS256 secret of the server: the load tester mints its clients' tokens.
+    /// Without --cert-hash or --ca, for a loopback server (the first --url): pin
+    /// the development certificate in this directory if there is one (else: the
+    /// system roots).
+    #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// HS256 secret of the server: the load tester mints its clients' tokens
+    /// [default: the `serve --dev` secret in --certs-dir, if any].
     #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Sessions to open.
@@ -99,9 +109,20 @@ pub struct LoadArgs {
     /// Rooms the clients spread over (client i joins room i % rooms).
     #[arg(long, default_value_t = 1)]
     pub rooms: u32,
-    /// Clients that publish (clients 0..senders, so spread over the rooms).
-    #[arg(long, default_value_t = 10)]
-    pub senders: u32,
+    /// Rooms each client joins: client i joins rooms (i + j) % rooms for j < K,
+    /// and a sender publishes to its rooms in turn; per-room latency is reported
+    /// (with per-room streams, a loss in one room must not delay the others).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub rooms_per_client: u32,
+    /// Centrifugo's benchmark shape instead of --rooms: every client joins a
+    /// personal room and a group room of this many clients; senders publish to
+    /// their group room (their 2020 run: groups of 10, 100-byte bodies).
+    #[arg(long, value_name = "N", conflicts_with_all = ["rooms", "rooms_per_client"])]
+    pub group_size: Option<u32>,
+    /// Clients that publish (clients 0..senders, so spread over the rooms)
+    /// [default: 10, or --clients when fewer].
+    #[arg(long)]
+    pub senders: Option<u32>,
     /// Messages per second in total, paced evenly over the senders.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -121,6 +142,13 @@ pub struct LoadArgs {
     /// 256 at a time).
     #[arg(long, default_value_t = 0.0)]
     pub connect_rate: f64,
+    /// Churn: extra sessions opened per second while the others chat (each joins
+    /// a room, stays --churn-life, leaves); 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    pub churn_rate: f64,
+    /// How long a churn session stays.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_life: Duration,
     /// Print exactly one JSON object on stdout (no progress bars).
     #[arg(long)]
     pub json: bool,
@@ -158,7 +186,14 @@ struct Setup {
 
 impl Setup {
     fn check(args: &LoadArgs) -> Result<Setup, LoadError> {
-        let plan = Plan::new(args.clients, args.rooms, args.senders).map_err(LoadError::Args)?;
+        let senders = args
+            .senders
+            .unwrap_or_else(|| args.clients.min(DEFAULT_SENDERS));
+        let plan = match args.group_size {
+            Some(group) => Plan::groups(args.clients, senders, group),
+            None => Plan::spread(args.clients, args.rooms, senders, args.rooms_per_client),
+        }
+        .map_err(LoadError::Args)?;
         if args.urls.is_empty() {
             return args_error("give at least one --url");
         }
@@ -167,6 +202,9 @@ impl Setup {
         }
         if !(args.connect_rate.is_finite() && args.connect_rate >= 0.0) {
             return args_error("--connect-rate must be 0 (unpaced) or positive");
+        }
+        if !(args.churn_rate.is_finite() && args.churn_rate >= 0.0) {
+            return args_error("--churn-rate must be 0 (none) or positive");
         }
         let max_body = match args.mode {
             Mode::Stream => MAX_BODY,
@@ -180,13 +218,25 @@ impl Setup {
         }
         let secret = match args.token_secret.as_deref() {
             Some(s) if !s.is_empty() => s.to_owned(),
-            _ => return args_error("no token secret: set --token-secret or WTGATE_SECRET"),
+            // Run from the directory of a `serve --dev`: its secret, as `wtgate token`.
+            _ => match crate::auth::read_dev_secret(&args.certs_dir).ok().flatten() {
+                Some(dev) => dev,
+                None => {
+                    return args_error(format!(
+                        "no token secret: set --token-secret or WTGATE_SECRET (or run this \
+                         from the directory of a `serve --dev`, which keeps its secret in \
+                         {})",
+                        args.certs_dir.join(crate::auth::DEV_SECRET_FILE).display()
+                    ))
+                }
+            },
         };
-        let trust = match (&args.cert_hash, &args.ca) {
-            (Some(hash), _) => Trust::Hash(hash.clone()),
-            (None, Some(ca)) => Trust::Ca(ca.clone()),
-            (None, None) => Trust::System,
-        };
+        let trust = Trust::for_server(
+            &args.urls[0],
+            args.cert_hash.as_deref(),
+            args.ca.as_deref(),
+            &args.certs_dir,
+        )?;
         Ok(Setup {
             plan,
             trust,
@@ -213,21 +263,71 @@ struct Ctx {
     /// Measured deliveries.
     measured: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
+    /// The same per room, made at a room's first delivery (fewer significant
+    /// digits, and none for rooms nobody publishes to: there may be thousands).
+    room_latency_us: Vec<Mutex<Option<Histogram<u64>>>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// `OnlineJoin`/`OnlineLeave` frames received on control streams.
+    online_frames: AtomicU64,
+    /// `PresenceJoin`/`PresenceLeave` frames received on room streams.
+    presence_frames: AtomicU64,
 }
 
 impl Ctx {
+    fn new(args: &LoadArgs, plan: Plan, rooms: Vec<String>, errors: BTreeMap<String, u64>) -> Ctx {
+        let warmup_ns = args.warmup.as_nanos() as u64;
+        Ctx {
+            plan,
+            window: Window {
+                warmup_ns,
+                end_ns: warmup_ns + args.duration.as_nanos() as u64,
+            },
+            mode: args.mode,
+            rate: args.rate,
+            body: args.body,
+            epoch: Instant::now(),
+            rooms,
+            sent: (0..plan.rooms).map(|_| AtomicU64::new(0)).collect(),
+            arrived: AtomicU64::new(0),
+            measured: AtomicU64::new(0),
+            latency_us: Mutex::new(micros_histogram()),
+            room_latency_us: (0..plan.rooms).map(|_| Mutex::new(None)).collect(),
+            errors: Mutex::new(errors),
+            online_frames: AtomicU64::new(0),
+            presence_frames: AtomicU64::new(0),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    fn error(&self, kind: impl Into<String>, n: u64) {
-        *self
-            .errors
+    fn error(&self, message: impl AsRef<str>, n: u64) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        count_error(&mut errors, message.as_ref(), n);
+    }
+
+    /// Adds a received batch of `room` to the shared figures: one lock per batch.
+    fn record(&self, room: u32, arrived: u64, latencies: &mut Vec<u64>) {
+        if arrived > 0 {
+            self.arrived.fetch_add(arrived, Ordering::Relaxed);
+        }
+        if latencies.is_empty() {
+            return;
+        }
+        self.measured
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        let mut per_room = self.room_latency_us[room as usize]
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(kind.into())
-            .or_default() += n;
+            .unwrap_or_else(|p| p.into_inner());
+        let per_room = per_room.get_or_insert_with(room_histogram);
+        for &v in latencies.iter() {
+            per_room.saturating_record(v.max(1));
+        }
+        let mut h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
+        for v in latencies.drain(..) {
+            h.saturating_record(v.max(1));
+        }
     }
 
     fn sent_total(&self) -> u64 {
@@ -244,27 +344,41 @@ impl Ctx {
     }
 }
 
-/// Samples the `--server-pid` processes; a process that vanished reads as zero
-/// and is reported as an error.
+/// Samples the `--server-pid` processes (none: no samples); a process that
+/// vanished reads as zero and is reported as an error.
 struct Sampler {
     pids: Vec<u32>,
 }
 
 impl Sampler {
-    fn sample(&self, ctx_errors: &mut BTreeMap<String, u64>) -> ProcSample {
+    fn sample(&self, errors: &mut BTreeMap<String, u64>) -> Option<ProcSample> {
+        if self.pids.is_empty() {
+            return None;
+        }
         let samples: Vec<ProcSample> = self
             .pids
             .iter()
             .map(|&pid| {
                 ProcSample::read(pid).unwrap_or_else(|_| {
-                    *ctx_errors
-                        .entry(format!("server pid {pid} unreadable"))
-                        .or_default() += 1;
+                    count_error(errors, &format!("server pid {pid} unreadable"), 1);
                     ProcSample::default()
                 })
             })
             .collect();
-        ProcSample::sum(&samples)
+        Some(ProcSample::sum(&samples))
+    }
+
+    fn sample_ctx(&self, ctx: &Ctx) -> Option<ProcSample> {
+        self.sample(&mut ctx.errors.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Where progress bars go: nowhere with `--json`.
+fn progress_target(json: bool) -> ProgressDrawTarget {
+    if json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
     }
 }
 
@@ -273,279 +387,247 @@ impl Sampler {
 pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let setup = Setup::check(args)?;
     let plan = setup.plan;
-    let target = || {
-        if args.json {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        }
-    };
-    let endpoints: Vec<Arc<Endpoint<endpoint_side::Client>>> = (0..plan
-        .clients
-        .div_ceil(CLIENTS_PER_ENDPOINT))
-        .map(|_| {
-            let socket = client_socket()
-                .map_err(|e| LoadError::Args(format!("cannot bind a client UDP socket: {e}")))?;
-            Ok(Arc::new(client_endpoint_on(&setup.trust, socket)?))
-        })
-        .collect::<Result<_, LoadError>>()?;
+    let endpoints = connect::endpoints(&setup.trust, plan.clients)?;
+    let urls = connect::reach(&endpoints[0], &args.urls).await;
     let run_id: u16 = rand::random();
     let rooms: Vec<String> = (0..plan.rooms)
         .map(|r| format!("load-{run_id:04x}-{r}"))
         .collect();
-    let sampler = (!args.server_pids.is_empty()).then(|| Sampler {
+    let sampler = Sampler {
         pids: args.server_pids.clone(),
-    });
-    let mut setup_errors = BTreeMap::new();
-    let before = sampler.as_ref().map(|s| s.sample(&mut setup_errors));
+    };
+    let mut errors = BTreeMap::new();
+    let before = sampler.sample(&mut errors);
 
     // 1. Connect and join.
-    let bar = ProgressBar::with_draw_target(Some(u64::from(plan.clients)), target());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "connecting [{bar:40}] {pos}/{len} sessions ({per_sec}) {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let ttl = 3_600 + args.warmup.as_secs() + args.duration.as_secs();
-    let concurrency = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let connect_start = Instant::now();
-    let mut connecting = JoinSet::new();
-    for i in 0..plan.clients {
-        if args.connect_rate > 0.0 {
-            let at = connect_start + Duration::from_secs_f64(f64::from(i) / args.connect_rate);
-            tokio::time::sleep_until(at.into()).await;
-        }
-        let permit = concurrency
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let user = format!("load-{i}");
-        let token = auth::mint(setup.secret.as_bytes(), &Claims::new(&user, unix_now, ttl))
-            .map_err(|e| LoadError::Args(format!("cannot mint a token: {e}")))?;
-        let endpoint = endpoints[(i / CLIENTS_PER_ENDPOINT) as usize].clone();
-        let url = args.urls[i as usize % args.urls.len()].clone();
-        let room = rooms[plan.room_of(i) as usize].clone();
-        connecting.spawn(async move {
-            let joined = session::open(&endpoint, &url, &token, &room).await;
-            drop(permit);
-            (i, joined)
-        });
-    }
-    let mut clients: Vec<Option<Joined>> = (0..plan.clients).map(|_| None).collect();
-    let mut connect_us = micros_histogram();
-    let mut errors = setup_errors;
-    let mut first_error: Option<String> = None;
-    while let Some(done) = connecting.join_next().await {
-        let Ok((i, joined)) = done else { continue };
-        bar.inc(1);
-        match joined {
-            Ok(j) => {
-                connect_us.saturating_record(j.connect_time.as_micros().max(1) as u64);
-                clients[i as usize] = Some(j);
-            }
-            Err(e) => {
-                let mut kind = format!("{}: {}", e.kind, e.detail);
-                if kind.len() > 80 {
-                    let mut end = 80;
-                    while !kind.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    kind.truncate(end);
-                }
-                *errors.entry(kind).or_default() += 1;
-                if first_error.is_none() {
-                    bar.set_message(format!("first error: {}: {}", e.kind, e.detail));
-                    first_error = Some(format!("{}: {}", e.kind, e.detail));
-                }
-            }
-        }
-    }
-    let connect_elapsed = connect_start.elapsed();
-    bar.finish();
-    if let Some(e) = &first_error {
-        tracing::warn!("some clients could not connect; the first: {e}");
-    }
-    let connected_sample = sampler.as_ref().map(|s| s.sample(&mut errors));
+    let target = progress_target(args.json);
+    let connected =
+        connect::connect_all(args, &setup, &endpoints, &urls, &rooms, &mut errors, target).await?;
+    let connected_sample = sampler.sample(&mut errors);
+    let sessions = connected.clients.iter().flatten().count() as u64;
     let mut members = vec![0u64; plan.rooms as usize];
-    for (i, c) in clients.iter().enumerate() {
-        if c.is_some() {
-            members[plan.room_of(i as u32) as usize] += 1;
+    for (i, _) in connected
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_some())
+    {
+        for r in plan.rooms_of(i as u32) {
+            members[r as usize] += 1;
         }
     }
 
-    // 2. Send and receive.
-    let warmup_ns = args.warmup.as_nanos() as u64;
-    let window = Window {
-        warmup_ns,
-        end_ns: warmup_ns + args.duration.as_nanos() as u64,
+    // 2. and 3. Send, receive (and churn), drain.
+    let churn = churn_setup(args, &setup, &urls)?;
+    let ctx = Arc::new(Ctx::new(args, plan, rooms, errors));
+    let traffic = Traffic {
+        ctx: &ctx,
+        sampler: &sampler,
+        endpoints: &endpoints,
+        members: &members,
     };
-    let ctx = Arc::new(Ctx {
-        plan,
-        window,
-        mode: args.mode,
-        rate: args.rate,
-        body: args.body,
-        epoch: Instant::now(),
-        rooms,
-        sent: (0..plan.rooms).map(|_| AtomicU64::new(0)).collect(),
-        arrived: AtomicU64::new(0),
-        measured: AtomicU64::new(0),
-        latency_us: Mutex::new(micros_histogram()),
-        errors: Mutex::new(errors),
-    });
-    let stop = CancellationToken::new();
-    let mut receivers = Vec::new();
-    let mut senders = Vec::new();
-    let mut conns: Vec<Connection> = Vec::new();
-    for (i, c) in clients.into_iter().enumerate() {
-        let Some(j) = c else { continue };
-        let i = i as u32;
-        conns.push(j.conn.clone());
-        // A sender writes on the control stream; a receiver keeps it open (a
-        // finished control stream ends the session).
-        let keep = if plan.is_sender(i) {
-            senders.push(tokio::spawn(send(
-                ctx.clone(),
-                i,
-                j.control,
-                j.conn.clone(),
-                j.handle,
-                stop.clone(),
-            )));
-            None
-        } else {
-            Some(j.control)
-        };
-        receivers.push(tokio::spawn(receive(
-            ctx.clone(),
-            i,
-            Receiver {
-                conn: j.conn,
-                replies: j.replies,
-                room: j.room,
-                handle: j.handle,
-                _control: keep,
-            },
-            stop.clone(),
-        )));
-    }
+    let mut measured = traffic.run(args, connected.clients, churn).await;
 
-    let total_s = (args.warmup + args.duration).as_secs_f64();
-    let bar = ProgressBar::with_draw_target(Some((total_s * 10.0).ceil() as u64), target());
+    let (w0, w1) = measured.window;
+    measured.server = match (before, connected_sample, w0.0, w1.0) {
+        (Some(b), Some(c), Some(s0), Some(s1)) => Some(ServerUsage::from_samples(
+            b,
+            c,
+            (s0, s1),
+            w1.1 - w0.1,
+            sessions,
+        )),
+        _ => None,
+    };
+    let ctx = Arc::try_unwrap(ctx).unwrap_or_else(|_| unreachable!("every task has ended"));
+    Ok(Report::build(ctx.into_facts(
+        args,
+        members,
+        sessions,
+        measured,
+        connected.connect_us,
+        connected.elapsed,
+    )))
+}
+
+/// The churn of `--churn-rate`, with its own sockets, on the first URL.
+fn churn_setup(
+    args: &LoadArgs,
+    setup: &Setup,
+    urls: &[String],
+) -> Result<Option<churn::Churn>, LoadError> {
+    if args.churn_rate <= 0.0 {
+        return Ok(None);
+    }
+    let concurrent = churn::Churn::concurrent(args.churn_rate, args.churn_life);
+    Ok(Some(churn::Churn {
+        rate: args.churn_rate,
+        life: args.churn_life,
+        url: urls[0].clone(),
+        secret: setup.secret.clone(),
+        endpoints: connect::endpoints(&setup.trust, concurrent)?,
+    }))
+}
+
+/// A server sample and the deliveries that had arrived then.
+type Mark = (Option<ProcSample>, u64);
+
+/// What phases 2 and 3 measured besides the shared [`Ctx`].
+struct Measured {
+    counts: Counts,
+    /// At the end of the warmup and at the last send.
+    window: (Mark, Mark),
+    churn: Option<ChurnReport>,
+    /// Filled in from the window and the samples around the connect phase.
+    server: Option<ServerUsage>,
+}
+
+/// Phases 2 and 3 of a run: what they need besides the connected clients.
+struct Traffic<'a> {
+    ctx: &'a Arc<Ctx>,
+    sampler: &'a Sampler,
+    endpoints: &'a [Arc<Endpoint<endpoint_side::Client>>],
+    members: &'a [u64],
+}
+
+impl Traffic<'_> {
+    /// Sends and receives until the last send, sampling the server at both ends
+    /// of the measured window; drains, stops every task and closes the sessions.
+    async fn run(
+        &self,
+        args: &LoadArgs,
+        clients: Vec<Option<session::Joined>>,
+        churn: Option<churn::Churn>,
+    ) -> Measured {
+        let ctx = self.ctx;
+        let stop = CancellationToken::new();
+        let tasks = traffic::Tasks::spawn(ctx, clients, &stop);
+        let churning = churn.map(|c| tokio::spawn(c.run(ctx.clone(), stop.clone())));
+        let bar = ProgressBar::with_draw_target(
+            Some(((args.warmup + args.duration).as_secs_f64() * 10.0).ceil() as u64),
+            progress_target(args.json),
+        );
+        let ticker = tokio::spawn(tick(ctx.clone(), bar.clone(), stop.clone()));
+        let mark = || {
+            (
+                self.sampler.sample_ctx(ctx),
+                ctx.arrived.load(Ordering::Relaxed),
+            )
+        };
+        tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
+        let start = mark();
+        tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
+        let end = mark();
+
+        drain(ctx, self.members).await;
+        stop.cancel();
+        let _ = ticker.await;
+        bar.finish_and_clear();
+        let counts = tasks.finish(self.endpoints).await;
+        let churn = match churning {
+            Some(task) => task
+                .await
+                .ok()
+                .map(|f| ChurnReport::new(args, f.sessions, f.failed, &f.connect_us)),
+            None => None,
+        };
+        Measured {
+            counts,
+            window: (start, end),
+            churn,
+            server: None,
+        }
+    }
+}
+
+impl Ctx {
+    /// Everything the run counted, for the report.
+    fn into_facts(
+        self,
+        args: &LoadArgs,
+        members_per_room: Vec<u64>,
+        connected: u64,
+        measured: Measured,
+        connect_us: Histogram<u64>,
+        connect_elapsed: Duration,
+    ) -> RunFacts {
+        let inner = |h: Mutex<Histogram<u64>>| h.into_inner().unwrap_or_else(|p| p.into_inner());
+        RunFacts {
+            plan: self.plan,
+            rate: args.rate,
+            duration: args.duration,
+            warmup: args.warmup,
+            body_bytes: args.body,
+            mode: args.mode,
+            sent_per_room: self
+                .sent
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .collect(),
+            members_per_room,
+            connected,
+            counts: measured.counts,
+            latency_us: inner(self.latency_us),
+            room_latency_us: self
+                .room_latency_us
+                .into_iter()
+                .filter_map(|h| h.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .collect(),
+            churn: measured.churn,
+            connect_us,
+            connect_elapsed,
+            errors: self.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+            presence: PresenceFrames {
+                namespace: self.online_frames.load(Ordering::Relaxed),
+                room: self.presence_frames.load(Ordering::Relaxed),
+            },
+            server: measured.server,
+        }
+    }
+}
+
+/// Waits (at most [`DRAIN`], [`DATAGRAM_DRAIN`] for datagrams) until every
+/// expected delivery arrived.
+async fn drain(ctx: &Ctx, members: &[u64]) {
+    let drain = match ctx.mode {
+        Mode::Stream => DRAIN,
+        Mode::Datagram => DATAGRAM_DRAIN,
+    };
+    let until = Instant::now() + drain;
+    while Instant::now() < until && ctx.measured.load(Ordering::Relaxed) < ctx.expected(members) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Draws the send phase's progress until `stop`.
+async fn tick(ctx: Arc<Ctx>, bar: ProgressBar, stop: CancellationToken) {
     bar.set_style(
         ProgressStyle::with_template("{prefix:9} [{bar:40}] {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    let ticker = {
-        let ctx = ctx.clone();
-        let bar = bar.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.cancelled() => return,
-                }
-                let t = ctx.epoch.elapsed().as_secs_f64();
-                bar.set_position((t * 10.0) as u64);
-                bar.set_prefix(if t < ctx.window.warmup_ns as f64 / 1e9 {
-                    "warming"
-                } else if t < ctx.window.end_ns as f64 / 1e9 {
-                    "measuring"
-                } else {
-                    "draining"
-                });
-                bar.set_message(format!(
-                    "{:.1}s · sent {} · delivered {}",
-                    t,
-                    ctx.sent_total(),
-                    ctx.measured.load(Ordering::Relaxed)
-                ));
-            }
-        })
-    };
-
-    let sample = |ctx: &Ctx| {
-        sampler.as_ref().map(|s| {
-            let mut errs = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
-            s.sample(&mut errs)
-        })
-    };
-    tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
-    let window_start = (sample(&ctx), ctx.arrived.load(Ordering::Relaxed));
-    tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
-    let window_end = (sample(&ctx), ctx.arrived.load(Ordering::Relaxed));
-
-    // 3. Drain what is in flight, then stop.
-    let drain = match args.mode {
-        Mode::Stream => DRAIN,
-        Mode::Datagram => DATAGRAM_DRAIN,
-    };
-    let drain_until = Instant::now() + drain;
-    while Instant::now() < drain_until
-        && ctx.measured.load(Ordering::Relaxed) < ctx.expected(&members)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    let _ = ticker.await;
-    bar.finish_and_clear();
-    for s in senders {
-        let _ = s.await;
-    }
-    let mut counts = Counts::default();
-    for r in receivers {
-        if let Ok(c) = r.await {
-            counts.add(&c);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
         }
+        let t = ctx.epoch.elapsed().as_secs_f64();
+        bar.set_position((t * 10.0) as u64);
+        bar.set_prefix(if t < ctx.window.warmup_ns as f64 / 1e9 {
+            "warming"
+        } else if t < ctx.window.end_ns as f64 / 1e9 {
+            "measuring"
+        } else {
+            "draining"
+        });
+        bar.set_message(format!(
+            "{:.1}s · sent {} · delivered {}",
+            t,
+            ctx.sent_total(),
+            ctx.measured.load(Ordering::Relaxed)
+        ));
     }
-    for conn in &conns {
-        conn.close(VarInt::from_u32(0), b"load done");
-    }
-    for e in &endpoints {
-        let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
-    }
-
-    let connected_sessions: u64 = members.iter().sum();
-    let server = match (before, connected_sample, window_start.0, window_end.0) {
-        (Some(b), Some(c), Some(w0), Some(w1)) => Some(ServerUsage::from_samples(
-            b,
-            c,
-            (w0, w1),
-            window_end.1 - window_start.1,
-            connected_sessions,
-        )),
-        _ => None,
-    };
-    let ctx = Arc::try_unwrap(ctx).unwrap_or_else(|_| unreachable!("every task has ended"));
-    Ok(Report::build(RunFacts {
-        plan,
-        rate: args.rate,
-        duration: args.duration,
-        warmup: args.warmup,
-        body_bytes: args.body,
-        mode: args.mode,
-        sent_per_room: ctx.sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
-        members_per_room: members,
-        counts,
-        latency_us: ctx
-            .latency_us
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner()),
-        connect_us,
-        connect_elapsed,
-        errors: ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
-        server,
-    }))
 }
 
 /// A dual-stack client UDP socket with [`SOCKET_BUFFER`]-sized buffers: a burst
@@ -561,204 +643,6 @@ fn client_socket() -> std::io::Result<std::net::UdpSocket> {
     let any = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     socket.bind(&any.into())?;
     Ok(socket.into())
-}
-
-/// What a receiving task owns.
-struct Receiver {
-    conn: Connection,
-    replies: FrameReader<wtransport::RecvStream>,
-    room: session::RoomReader,
-    handle: u32,
-    /// A receiver's control stream, held open until the end.
-    _control: Option<SendStream>,
-}
-
-/// Publishes on schedule until the end of the run.
-async fn send(
-    ctx: Arc<Ctx>,
-    client: u32,
-    mut control: SendStream,
-    conn: Connection,
-    handle: u32,
-    stop: CancellationToken,
-) {
-    let plan = ctx.plan;
-    let room = plan.room_of(client);
-    let room_name = ctx.rooms[room as usize].clone();
-    let mut pacer = Pacer::new(
-        client,
-        plan.senders,
-        ctx.rate,
-        ctx.window.end_ns,
-        CATCH_UP.as_nanos() as u64,
-    );
-    let mut body = vec![0u8; ctx.body];
-    let mut out = Vec::with_capacity(4096);
-    let mut counter = 0u64;
-    let mut req = 2u32; // 1 was the join
-    while let Some(due) = pacer.next_due() {
-        let at = ctx.epoch + Duration::from_nanos(due);
-        tokio::select! {
-            _ = tokio::time::sleep_until(at.into()) => {}
-            _ = stop.cancelled() => return,
-        }
-        let now_ns = ctx.now_ns();
-        let d = pacer.due(now_ns);
-        if d.skipped > 0 {
-            ctx.error("send skipped: sender behind", d.skipped);
-        }
-        let mut sent = 0;
-        out.clear();
-        for _ in 0..d.send {
-            Stamp {
-                room,
-                sender: client,
-                counter,
-                sent_ns: now_ns,
-            }
-            .write(&mut body);
-            counter += 1;
-            match ctx.mode {
-                Mode::Stream => {
-                    wire::encode_publish(&mut out, req, &room_name, &body);
-                    req = req.checked_add(1).unwrap_or(2);
-                    sent += 1;
-                }
-                Mode::Datagram => {
-                    let mut payload = Vec::with_capacity(body.len() + 8);
-                    wire::encode_datagram_send(&mut payload, handle, &body);
-                    match conn.send_datagram(payload) {
-                        Ok(()) => sent += 1,
-                        Err(e) => ctx.error(format!("datagram send: {e}"), 1),
-                    }
-                }
-            }
-        }
-        if !out.is_empty() {
-            tokio::select! {
-                r = control.write_all(&out) => if let Err(e) = r {
-                    ctx.error(format!("publish: {e}"), 1);
-                    return;
-                },
-                _ = stop.cancelled() => return,
-            }
-        }
-        if ctx.window.measures(now_ns) {
-            ctx.sent[room as usize].fetch_add(sent, Ordering::Relaxed);
-        }
-    }
-    // Finishing the control stream would end the session: hold it until the end.
-    stop.cancelled().await;
-    drop(control);
-}
-
-/// Reads the room stream (and datagrams, and replies) until the run stops.
-async fn receive(ctx: Arc<Ctx>, client: u32, mut r: Receiver, stop: CancellationToken) -> Counts {
-    let plan = ctx.plan;
-    let mut tally = RoomTally::new(&plan, plan.room_of(client));
-    let mut latencies: Vec<u64> = Vec::with_capacity(256);
-    let datagrams = ctx.mode == Mode::Datagram;
-    let ended = loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break None,
-            filled = r.room.fill() => {
-                if let Err(e) = filled {
-                    break Some(room_error(&e));
-                }
-                let now_ns = ctx.now_ns();
-                let mut arrived = 0;
-                let failed = loop {
-                    let frame = match r.room.next_frame() {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break None,
-                        Err(e) => break Some(room_error(&e)),
-                    };
-                    let m = match wire::parse_message(frame) {
-                        Ok(Some(m)) => m,
-                        Ok(None) => continue, // presence events
-                        Err(e) => break Some(format!("room stream: {e}")),
-                    };
-                    arrived += 1;
-                    let v = tally.on_message(&plan, &ctx.window, Some(m.seq), m.body, now_ns);
-                    if let Verdict::Measured { latency_ns } = v {
-                        latencies.push(latency_ns / 1_000);
-                    }
-                };
-                record(&ctx, arrived, &mut latencies);
-                if let Some(kind) = failed {
-                    break Some(kind);
-                }
-            }
-            d = r.conn.receive_datagram(), if datagrams => {
-                let d = match d {
-                    Ok(d) => d,
-                    Err(_) => break Some("datagram: connection lost".to_owned()),
-                };
-                let payload = d.payload();
-                match wire::parse_datagram_recv(&payload) {
-                    Ok(Some((handle, body))) => {
-                        if handle != r.handle {
-                            ctx.error("datagram for another handle", 1);
-                        }
-                        let now_ns = ctx.now_ns();
-                        if let Verdict::Measured { latency_ns } =
-                            tally.on_message(&plan, &ctx.window, None, body, now_ns)
-                        {
-                            latencies.push(latency_ns / 1_000);
-                        }
-                        record(&ctx, 1, &mut latencies);
-                    }
-                    Ok(None) => {}
-                    Err(e) => ctx.error(format!("datagram: {e}"), 1),
-                }
-            }
-            reply = r.replies.next::<ServerFrame>() => match reply {
-                Ok(Some(ServerFrame::Error { code, .. })) => ctx.error(format!("server: {code:?}"), 1),
-                Ok(Some(ServerFrame::GoAway { .. })) => ctx.error("server: GoAway", 1),
-                Ok(Some(_)) => {} // acks
-                Ok(None) | Err(_) => break Some("control stream closed".to_owned()),
-            },
-        }
-    };
-    if let Some(kind) = ended {
-        // Name the close code when the server closed the session.
-        let closed = tokio::time::timeout(Duration::from_millis(200), r.conn.closed()).await;
-        let kind = match closed {
-            Ok(wtransport::error::ConnectionError::ApplicationClosed(c)) => {
-                let code = crate::protocol::ErrorCode::from(c.code().into_inner() as u32);
-                format!("closed by server: {code:?}")
-            }
-            _ => kind,
-        };
-        if !stop.is_cancelled() {
-            ctx.error(kind, 1);
-        }
-    }
-    *tally.counts()
-}
-
-fn room_error(e: &RoomReadError) -> String {
-    match e {
-        RoomReadError::Stream(_) => "room stream: connection lost".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Adds a received batch to the shared figures: one lock per batch.
-fn record(ctx: &Ctx, arrived: u64, latencies: &mut Vec<u64>) {
-    if arrived > 0 {
-        ctx.arrived.fetch_add(arrived, Ordering::Relaxed);
-    }
-    if latencies.is_empty() {
-        return;
-    }
-    ctx.measured
-        .fetch_add(latencies.len() as u64, Ordering::Relaxed);
-    let mut h = ctx.latency_us.lock().unwrap_or_else(|p| p.into_inner());
-    for v in latencies.drain(..) {
-        h.saturating_record(v.max(1));
-    }
 }
 
 #[cfg(test)]
@@ -788,7 +672,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.urls.len(), 2);
-        assert_eq!((a.clients, a.rooms, a.senders), (100, 1, 10));
+        assert_eq!((a.clients, a.rooms, a.senders), (100, 1, None));
+        assert_eq!(a.certs_dir, PathBuf::from("certs"));
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert_eq!((a.body, a.mode, a.json), (64, Mode::Stream, false));
@@ -828,6 +713,12 @@ mod tests {
         assert!(parse(&["--clients", "5"]).is_err(), "--url is required");
         assert!(parse(&["--url", "u", "--cert-hash", "x", "--ca", "f"]).is_err());
         assert!(parse(&["--url", "u", "--duration", "soon"]).is_err());
+        assert!(
+            parse(&["--url", "u", "--group-size", "10", "--rooms", "2"]).is_err(),
+            "a group layout has no --rooms"
+        );
+        let a = parse(&["--url", "u", "--churn-rate", "5", "--churn-life", "2s"]).unwrap();
+        assert_eq!((a.churn_rate, a.churn_life), (5.0, Duration::from_secs(2)));
     }
 
     #[test]
@@ -846,6 +737,10 @@ mod tests {
             &["--mode", "datagram", "--body", "2000"],
             &["--duration", "0s"],
             &["--connect-rate=-1"],
+            &["--rooms-per-client", "2"],
+            &["--rooms", "2", "--rooms-per-client", "0"],
+            &["--group-size", "0"],
+            &["--churn-rate=-1"],
         ] {
             assert!(ok(bad).is_err(), "{bad:?} accepted");
         }
@@ -853,6 +748,16 @@ mod tests {
             ok(&["--senders", "0", "--rate", "0"]).is_ok(),
             "idle sessions need no rate"
         );
+        let senders = |extra: &[&str]| {
+            let mut v = vec!["--url", "https://a/chat", "--token-secret", "s"];
+            v.extend_from_slice(extra);
+            Setup::check(&parse(&v).unwrap()).map(|s| s.plan.senders)
+        };
+        assert_eq!(senders(&[]).unwrap(), 10);
+        assert_eq!(senders(&["--clients", "5"]).unwrap(), 5, "defaults fit");
+        assert_eq!(senders(&["--clients", "5", "--senders", "2"]).unwrap(), 2);
+        let err = senders(&["--clients", "5", "--senders", "6"]).unwrap_err();
+        assert!(err.to_string().contains("--senders"), "{err}");
         let no_secret = LoadArgs {
             token_secret: None,
             ..parse(&["--url", "u"]).unwrap()

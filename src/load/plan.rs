@@ -4,41 +4,120 @@
 /// Bytes of the stamp at the front of every message body.
 pub const STAMP_LEN: usize = 24;
 
-/// The shape of a run: client `i` joins room `i % rooms`; clients `0..senders`
-/// publish (so senders spread over the rooms like everyone else).
+/// How clients spread over rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Client `i` joins rooms `(i + j) % rooms` for `j < per_client`; a sender
+    /// publishes to its rooms in turn.
+    Spread {
+        /// Rooms each client joins.
+        per_client: u32,
+    },
+    /// Centrifugo's 2020 benchmark: client `i` joins its personal room `i` and
+    /// the group room `clients + i / group` (groups of `group` clients); senders
+    /// publish to their group room.
+    Groups {
+        /// Clients per group room.
+        group: u32,
+    },
+}
+
+/// The shape of a run: who joins which rooms ([`Layout`]); clients
+/// `0..senders` publish (so senders spread over the rooms like everyone else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     /// Sessions opened.
     pub clients: u32,
-    /// Rooms they spread over.
+    /// Rooms in all.
     pub rooms: u32,
     /// Clients that publish.
     pub senders: u32,
+    /// Who joins which rooms.
+    pub layout: Layout,
 }
 
 impl Plan {
     /// Checks the shape: at least one client and room, no more rooms or
-    /// senders than clients.
+    /// senders than clients; each client in one room.
     pub fn new(clients: u32, rooms: u32, senders: u32) -> Result<Plan, String> {
-        if clients == 0 {
-            return Err("--clients must be at least 1".into());
-        }
+        Plan::spread(clients, rooms, senders, 1)
+    }
+
+    /// Each client in `per_client` of the `rooms` (1 to `rooms`).
+    pub fn spread(clients: u32, rooms: u32, senders: u32, per_client: u32) -> Result<Plan, String> {
+        Self::check(clients, senders)?;
         if rooms == 0 || rooms > clients {
             return Err(format!("--rooms must be 1 to --clients ({clients})"));
         }
-        if senders > clients {
-            return Err(format!("--senders must be at most --clients ({clients})"));
+        if per_client == 0 || per_client > rooms {
+            return Err(format!("--rooms-per-client must be 1 to --rooms ({rooms})"));
         }
         Ok(Plan {
             clients,
             rooms,
             senders,
+            layout: Layout::Spread { per_client },
         })
     }
 
-    /// The room client `i` joins.
-    pub fn room_of(&self, client: u32) -> u32 {
-        client % self.rooms
+    /// Centrifugo's shape: a personal room per client plus group rooms of `group`.
+    pub fn groups(clients: u32, senders: u32, group: u32) -> Result<Plan, String> {
+        Self::check(clients, senders)?;
+        if group == 0 {
+            return Err("--group-size must be at least 1".into());
+        }
+        Ok(Plan {
+            clients,
+            rooms: clients + clients.div_ceil(group),
+            senders,
+            layout: Layout::Groups { group },
+        })
+    }
+
+    fn check(clients: u32, senders: u32) -> Result<(), String> {
+        if clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        if senders > clients {
+            return Err(format!("--senders must be at most --clients ({clients})"));
+        }
+        Ok(())
+    }
+
+    /// Rooms each client joins.
+    pub fn rooms_per_client(&self) -> u32 {
+        match self.layout {
+            Layout::Spread { per_client } => per_client,
+            Layout::Groups { .. } => 2,
+        }
+    }
+
+    /// Room `j` (of [`Self::rooms_per_client`]) that client `i` joins.
+    pub fn room_of(&self, client: u32, j: u32) -> u32 {
+        match self.layout {
+            Layout::Spread { .. } => (client + j) % self.rooms,
+            Layout::Groups { .. } if j == 0 => client,
+            Layout::Groups { group } => self.clients + client / group,
+        }
+    }
+
+    /// The rooms client `i` joins.
+    pub fn rooms_of(&self, client: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.rooms_per_client()).map(move |j| self.room_of(client, j))
+    }
+
+    /// Which of its rooms (`j` of [`Self::room_of`]) message `n` of `sender`
+    /// goes to.
+    pub fn publish_slot(&self, _sender: u32, n: u64) -> u32 {
+        match self.layout {
+            Layout::Spread { per_client } => (n % u64::from(per_client)) as u32,
+            Layout::Groups { .. } => 1,
+        }
+    }
+
+    /// The room message `n` of `sender` goes to.
+    pub fn publish_room(&self, sender: u32, n: u64) -> u32 {
+        self.room_of(sender, self.publish_slot(sender, n))
     }
 
     /// Whether client `i` publishes.
@@ -48,22 +127,63 @@ impl Plan {
 
     /// Clients in `room`.
     pub fn members(&self, room: u32) -> u32 {
-        count_below(self.clients, self.rooms, room)
+        if room >= self.rooms {
+            return 0;
+        }
+        match self.layout {
+            Layout::Spread { per_client } => (0..per_client)
+                .map(|j| {
+                    count_below(
+                        self.clients,
+                        self.rooms,
+                        (room + self.rooms - j) % self.rooms,
+                    )
+                })
+                .sum(),
+            Layout::Groups { .. } if room < self.clients => 1,
+            Layout::Groups { group } => {
+                let first = (room - self.clients) * group;
+                self.clients.saturating_sub(first).min(group)
+            }
+        }
     }
 
-    /// Senders in `room`.
-    pub fn senders_in(&self, room: u32) -> u32 {
-        count_below(self.senders, self.rooms, room)
+    /// Whether `sender` publishes to `room`.
+    pub fn sends_to(&self, sender: u32, room: u32) -> bool {
+        if sender >= self.senders || room >= self.rooms {
+            return false;
+        }
+        match self.layout {
+            Layout::Spread { per_client } => {
+                (room + self.rooms - sender % self.rooms) % self.rooms < per_client
+            }
+            Layout::Groups { .. } => room == self.room_of(sender, 1),
+        }
     }
 
-    /// Index of sender `s` among its room's senders.
-    pub fn sender_slot(&self, sender: u32) -> u32 {
-        sender / self.rooms
+    /// Slots a receiver in `room` keeps per sender ([`Self::sender_slot`] is below).
+    pub fn sender_slots(&self, _room: u32) -> u32 {
+        match self.layout {
+            Layout::Spread { per_client } => per_client * self.senders.div_ceil(self.rooms),
+            Layout::Groups { group } => group,
+        }
     }
 
-    /// Whether `stamp` names a sender of this plan publishing in its own room.
+    /// Index of `sender` among `room`'s senders (`sends_to(sender, room)`):
+    /// distinct for distinct senders of one room.
+    pub fn sender_slot(&self, sender: u32, room: u32) -> u32 {
+        match self.layout {
+            Layout::Spread { per_client } => {
+                let j = (room + self.rooms - sender % self.rooms) % self.rooms;
+                (sender / self.rooms) * per_client + j
+            }
+            Layout::Groups { group } => sender % group,
+        }
+    }
+
+    /// Whether `stamp` names a sender of this plan publishing to a room it may.
     pub fn is_valid(&self, stamp: &Stamp) -> bool {
-        stamp.sender < self.senders && self.room_of(stamp.sender) == stamp.room
+        self.sends_to(stamp.sender, stamp.room)
     }
 }
 
@@ -216,13 +336,10 @@ mod tests {
     fn plan_spreads_clients_and_senders() {
         let p = Plan::new(10, 3, 4).unwrap();
         assert_eq!((0..3).map(|r| p.members(r)).collect::<Vec<_>>(), [4, 3, 3]);
-        assert_eq!(
-            (0..3).map(|r| p.senders_in(r)).collect::<Vec<_>>(),
-            [2, 1, 1]
-        );
-        assert_eq!(p.room_of(7), 1);
+        assert_eq!(p.room_of(7, 0), 1);
+        assert_eq!(p.rooms_of(7).collect::<Vec<_>>(), [1]);
         assert!(p.is_sender(3) && !p.is_sender(4));
-        assert_eq!(p.sender_slot(3), 1);
+        assert_eq!(p.sender_slot(3, 0), 1);
         assert_eq!(p.members(3), 0);
         let total: u32 = (0..3).map(|r| p.members(r)).sum();
         assert_eq!(total, 10);
@@ -239,6 +356,74 @@ mod tests {
         assert!(Plan::new(5, 6, 0).is_err());
         assert!(Plan::new(5, 0, 0).is_err());
         assert!(Plan::new(5, 1, 6).is_err());
+    }
+
+    /// Checks a plan's functions against each other by brute force.
+    fn consistent(p: &Plan) {
+        let mut members = vec![0u32; p.rooms as usize];
+        for i in 0..p.clients {
+            let rooms: Vec<u32> = p.rooms_of(i).collect();
+            let mut distinct = rooms.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), rooms.len(), "client {i} joins {rooms:?}");
+            for r in rooms {
+                members[r as usize] += 1;
+            }
+        }
+        for r in 0..p.rooms {
+            assert_eq!(p.members(r), members[r as usize], "members of {r}");
+            let mut slots = std::collections::HashSet::new();
+            for s in (0..p.senders).filter(|&s| p.sends_to(s, r)) {
+                let slot = p.sender_slot(s, r);
+                assert!(slot < p.sender_slots(r), "slot {slot} of {s} in {r}");
+                assert!(slots.insert(slot), "slot {slot} twice in {r}");
+                assert!(
+                    p.rooms_of(s).any(|x| x == r),
+                    "{s} sends to {r} without joining"
+                );
+            }
+        }
+        for s in 0..p.senders {
+            for n in 0..10 {
+                assert!(p.sends_to(s, p.publish_room(s, n)));
+            }
+        }
+    }
+
+    #[test]
+    fn clients_in_many_rooms() {
+        let p = Plan::spread(10, 4, 6, 3).unwrap();
+        assert_eq!(p.rooms_of(3).collect::<Vec<_>>(), [3, 0, 1]);
+        assert_eq!(
+            (0..3).map(|n| p.publish_room(3, n)).collect::<Vec<_>>(),
+            [3, 0, 1]
+        );
+        assert!(p.sends_to(3, 1) && !p.sends_to(3, 2));
+        consistent(&p);
+        for (c, r, s, k) in [
+            (50, 5, 5, 1),
+            (50, 5, 12, 5),
+            (7, 7, 7, 2),
+            (100, 10, 20, 4),
+        ] {
+            consistent(&Plan::spread(c, r, s, k).unwrap());
+        }
+        assert!(Plan::spread(10, 4, 1, 5).is_err());
+        assert!(Plan::spread(10, 4, 1, 0).is_err());
+    }
+
+    #[test]
+    fn centrifugo_groups() {
+        let p = Plan::groups(25, 25, 10).unwrap();
+        assert_eq!(p.rooms, 25 + 3);
+        assert_eq!(p.rooms_of(13).collect::<Vec<_>>(), [13, 26]);
+        assert_eq!((p.members(0), p.members(25), p.members(27)), (1, 10, 5));
+        assert_eq!(p.publish_room(13, 7), 26);
+        assert!(!p.sends_to(13, 13), "personal rooms get no publishes");
+        consistent(&p);
+        consistent(&Plan::groups(100, 30, 10).unwrap());
+        assert!(Plan::groups(10, 1, 0).is_err());
     }
 
     #[test]

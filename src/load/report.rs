@@ -65,6 +65,17 @@ pub struct ConnectMs {
     pub max: f64,
 }
 
+impl ConnectMs {
+    /// From a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> ConnectMs {
+        ConnectMs {
+            p50: ms(h, 0.5),
+            p99: ms(h, 0.99),
+            max: ms(h, 1.0),
+        }
+    }
+}
+
 /// The server's CPU and memory, with `--server-pid` (summed over the pids).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ServerUsage {
@@ -119,6 +130,135 @@ impl ServerUsage {
     }
 }
 
+/// Presence frames the clients received: what the server's presence settings
+/// cost the run. Counted, never errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PresenceFrames {
+    /// `OnlineJoin`/`OnlineLeave` on the control streams (namespace `online`).
+    pub namespace: u64,
+    /// `PresenceJoin`/`PresenceLeave` on the room streams (namespace `presence`).
+    pub room: u64,
+}
+
+/// Latency spread over rooms: each room's p99, then the lowest, the median and
+/// the highest of those (rooms with measured deliveries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RoomSpread {
+    /// Rooms with measured deliveries.
+    pub rooms: u32,
+    /// Lowest per-room p99, ms.
+    pub min: f64,
+    /// Median per-room p99, ms.
+    pub median: f64,
+    /// Highest per-room p99, ms.
+    pub max: f64,
+}
+
+impl RoomSpread {
+    /// From per-room histograms (microseconds).
+    pub fn of(rooms: &[Histogram<u64>]) -> RoomSpread {
+        let mut p99: Vec<f64> = rooms
+            .iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| ms(h, 0.99))
+            .collect();
+        if p99.is_empty() {
+            return RoomSpread::default();
+        }
+        p99.sort_by(f64::total_cmp);
+        RoomSpread {
+            rooms: p99.len() as u32,
+            min: p99[0],
+            median: p99[p99.len() / 2],
+            max: p99[p99.len() - 1],
+        }
+    }
+}
+
+/// Churn sessions (`--churn-rate`): how many came and went, and how long they
+/// took to connect while the others chatted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ChurnReport {
+    /// New sessions per second asked for.
+    pub rate: f64,
+    /// How long each stayed, seconds.
+    pub life_s: f64,
+    /// Churn sessions that connected, started in the measured window.
+    pub sessions: u64,
+    /// Churn sessions that failed in the window.
+    pub failed: u64,
+    /// Their connect times.
+    pub connect_ms: ConnectMs,
+}
+
+impl ChurnReport {
+    /// From what the churn sessions counted (`connect_us` in microseconds).
+    pub fn new(
+        args: &super::LoadArgs,
+        sessions: u64,
+        failed: u64,
+        connect_us: &Histogram<u64>,
+    ) -> ChurnReport {
+        ChurnReport {
+            rate: args.churn_rate,
+            life_s: args.churn_life.as_secs_f64(),
+            sessions,
+            failed,
+            connect_ms: ConnectMs::of(connect_us),
+        }
+    }
+}
+
+/// Longest error kind kept; longer ones are cut (on a char boundary).
+const MAX_ERROR_KIND: usize = 80;
+
+/// The kind of an error message, for counting: per-client details (quoted
+/// strings such as user and room names, numbers such as client indexes) are
+/// blanked out, so a hundred clients failing alike make one entry.
+pub fn error_kind(message: &str) -> String {
+    let mut kind = String::with_capacity(message.len().min(MAX_ERROR_KIND + 4));
+    let mut chars = message.chars().peekable();
+    let mut prev: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            kind.push_str("\"…\"");
+            for q in chars.by_ref() {
+                if q == '"' {
+                    break;
+                }
+            }
+            prev = Some('"');
+            continue;
+        }
+        // A number, unless it is part of a word ("h3", "HTTP/3").
+        if c.is_ascii_digit() && !prev.is_some_and(|p| p.is_alphanumeric() || p == '/') {
+            // The rest of it too: "0x10c", "250ms".
+            while chars.peek().is_some_and(|d| d.is_ascii_alphanumeric()) {
+                chars.next();
+            }
+            kind.push('N');
+            prev = Some('0');
+            continue;
+        }
+        kind.push(c);
+        prev = Some(c);
+    }
+    if kind.len() > MAX_ERROR_KIND {
+        let mut end = MAX_ERROR_KIND;
+        while !kind.is_char_boundary(end) {
+            end -= 1;
+        }
+        kind.truncate(end);
+        kind.push('…');
+    }
+    kind
+}
+
+/// Counts `n` errors of `message`'s [`error_kind`] in `errors`.
+pub fn count_error(errors: &mut BTreeMap<String, u64>, message: &str, n: u64) {
+    *errors.entry(error_kind(message)).or_default() += n;
+}
+
 /// Everything a run measured, before it is summarised.
 #[derive(Debug)]
 pub struct RunFacts {
@@ -138,16 +278,24 @@ pub struct RunFacts {
     pub sent_per_room: Vec<u64>,
     /// Sessions that joined, per room.
     pub members_per_room: Vec<u64>,
+    /// Sessions that connected and joined all their rooms.
+    pub connected: u64,
     /// What the receivers counted, added up.
     pub counts: Counts,
     /// One-way latency of measured deliveries, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// The same per room.
+    pub room_latency_us: Vec<Histogram<u64>>,
+    /// Churn sessions, with `--churn-rate`.
+    pub churn: Option<ChurnReport>,
     /// Connect times (session + Hello/Welcome), in microseconds.
     pub connect_us: Histogram<u64>,
     /// Time from the first connect until every client had joined.
     pub connect_elapsed: Duration,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Presence frames received.
+    pub presence: PresenceFrames,
     /// Server CPU and memory, with `--server-pid`.
     pub server: Option<ServerUsage>,
 }
@@ -191,10 +339,19 @@ pub struct Report {
     pub deliveries_per_sec: f64,
     /// One-way latency of measured deliveries.
     pub latency_ms: LatencyMs,
+    /// Rooms each client joined.
+    pub rooms_per_client: u32,
+    /// The spread of per-room p99 latency.
+    pub room_p99_ms: RoomSpread,
+    /// Churn sessions, with `--churn-rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
     /// Time to open a session (QUIC + WebTransport + Hello/Welcome).
     pub connect_ms: ConnectMs,
     /// Errors by kind (server error codes, connection failures, skipped sends…).
     pub errors: BTreeMap<String, u64>,
+    /// Presence frames received: the cost of the server's presence settings.
+    pub presence_frames: PresenceFrames,
     /// Whether the run passed (see [`Report::failures`]).
     pub passed: bool,
     /// The server's CPU and memory, with `--server-pid`.
@@ -234,7 +391,7 @@ impl Report {
             }
         }
         let secs = f.duration.as_secs_f64();
-        let connected: u64 = f.members_per_room.iter().sum();
+        let connected = f.connected;
         let elapsed = f.connect_elapsed.as_secs_f64();
         let mut report = Report {
             clients: f.plan.clients,
@@ -269,12 +426,12 @@ impl Report {
                 p999: ms(&f.latency_us, 0.999),
                 max: ms(&f.latency_us, 1.0),
             },
-            connect_ms: ConnectMs {
-                p50: ms(&f.connect_us, 0.5),
-                p99: ms(&f.connect_us, 0.99),
-                max: ms(&f.connect_us, 1.0),
-            },
+            rooms_per_client: f.plan.rooms_per_client(),
+            room_p99_ms: RoomSpread::of(&f.room_latency_us),
+            churn: f.churn,
+            connect_ms: ConnectMs::of(&f.connect_us),
             errors,
+            presence_frames: f.presence,
             passed: false,
             server: f.server,
         };
@@ -347,12 +504,27 @@ impl Report {
             "latency ms   p50 {:.3} · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · max {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        let r = &self.room_p99_ms;
+        if self.rooms > 1 {
+            let _ = writeln!(
+                s,
+                "per room     p99 ms min {:.3} · median {:.3} · max {:.3} over {} rooms ({} per client)",
+                r.min, r.median, r.max, r.rooms, self.rooms_per_client
+            );
+        }
         let c = &self.connect_ms;
         let _ = writeln!(
             s,
             "connect ms   p50 {:.3} · p99 {:.3} · max {:.3} · {:.0} sessions/s",
             c.p50, c.p99, c.max, self.connects_per_sec
         );
+        if let Some(ch) = &self.churn {
+            let _ = writeln!(
+                s,
+                "churn        {} sessions ({}/s, {}s each), {} failed · connect ms p50 {:.3} · p99 {:.3} · max {:.3}",
+                ch.sessions, ch.rate, ch.life_s, ch.failed, ch.connect_ms.p50, ch.connect_ms.p99, ch.connect_ms.max
+            );
+        }
         if let Some(u) = &self.server {
             let _ = writeln!(
                 s,
@@ -365,6 +537,12 @@ impl Report {
                 u.rss_kb_before, u.rss_kb_connected, u.rss_kb_per_session, u.rss_kb_end, u.rss_kb_peak
             );
         }
+        let p = &self.presence_frames;
+        let _ = writeln!(
+            s,
+            "presence     {} namespace (online) · {} room frames received — the server config's cost, not errors",
+            p.namespace, p.room
+        );
         if self.errors.is_empty() {
             let _ = writeln!(s, "errors       none");
         } else {
@@ -387,7 +565,7 @@ impl Report {
 
 /// Top-level keys of the `--json` object (the issue's contract); `latency_ms` has
 /// [`LATENCY_KEYS`] and `connect_ms` [`CONNECT_KEYS`].
-pub const JSON_KEYS: [&str; 17] = [
+pub const JSON_KEYS: [&str; 18] = [
     "clients",
     "rooms",
     "senders",
@@ -405,6 +583,7 @@ pub const JSON_KEYS: [&str; 17] = [
     "latency_ms",
     "connect_ms",
     "errors",
+    "presence_frames",
 ];
 /// Keys of `latency_ms` in the `--json` object.
 pub const LATENCY_KEYS: [&str; 5] = ["p50", "p90", "p99", "p999", "max"];
@@ -436,6 +615,11 @@ pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A per-room histogram: 2 significant digits keep thousands of rooms small.
+pub fn room_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,14 +641,25 @@ mod tests {
             mode,
             sent_per_room: vec![100, 100],
             members_per_room: vec![5, 5],
+            connected: 10,
             counts: Counts {
                 delivered: 1000,
                 ..Counts::default()
             },
+            room_latency_us: vec![latency_us.clone(), {
+                let mut h = room_histogram();
+                h.record(3_000).unwrap();
+                h
+            }],
             latency_us,
+            churn: None,
             connect_us,
             connect_elapsed: Duration::from_millis(500),
             errors: BTreeMap::new(),
+            presence: PresenceFrames {
+                namespace: 45,
+                room: 90,
+            },
             server: None,
         }
     }
@@ -507,6 +702,7 @@ mod tests {
         f.counts.misrouted = 2;
         f.counts.out_of_order = 3;
         f.members_per_room = vec![5, 4];
+        f.connected = 9;
         let r = Report::build(f);
         assert_eq!(r.expected, 900);
         assert!(!r.passed);
@@ -529,6 +725,67 @@ mod tests {
         check_json_shape(&v).unwrap_or_else(|e| panic!("{e} in {v}"));
         assert_eq!(v["mode"], "stream");
         assert!(v.get("server").is_none());
+    }
+
+    #[test]
+    fn presence_is_reported_and_never_fails_a_run() {
+        let r = Report::build(facts(Mode::Stream));
+        assert!(r.passed);
+        let text = r.to_text();
+        assert!(
+            text.contains("45 namespace (online) · 90 room frames"),
+            "{text}"
+        );
+        assert!(text.contains("errors       none"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["presence_frames"]["namespace"], 45);
+        assert_eq!(v["presence_frames"]["room"], 90);
+    }
+
+    #[test]
+    fn errors_group_by_kind_without_per_client_detail() {
+        let mut errors = BTreeMap::new();
+        for i in 0..100 {
+            let user = format!("load-{i}");
+            count_error(
+                &mut errors,
+                &format!("join: expected Joined, got Some(OnlineJoin {{ user: {user:?} }})"),
+                1,
+            );
+            count_error(
+                &mut errors,
+                &format!("server pid {} unreadable", 1000 + i),
+                1,
+            );
+        }
+        count_error(&mut errors, "connect: HTTP/3 h3 error 0x10c", 2);
+        assert_eq!(
+            errors.into_iter().collect::<Vec<_>>(),
+            [
+                ("connect: HTTP/3 h3 error N".to_owned(), 2),
+                (
+                    "join: expected Joined, got Some(OnlineJoin { user: \"…\" })".to_owned(),
+                    100
+                ),
+                ("server pid N unreadable".to_owned(), 100),
+            ]
+        );
+        let long = error_kind(&"é".repeat(100));
+        assert!(
+            long.ends_with('…') && long.len() <= MAX_ERROR_KIND + 3,
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn the_text_report_lists_each_kind_once_with_its_count() {
+        let mut f = facts(Mode::Stream);
+        for i in 0..10 {
+            count_error(&mut f.errors, &format!("closed by \"load-{i}\""), 1);
+        }
+        let text = Report::build(f).to_text();
+        let line = text.lines().find(|l| l.starts_with("errors")).unwrap();
+        assert_eq!(line, "errors       closed by \"…\" 10");
     }
 
     #[test]

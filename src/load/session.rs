@@ -33,23 +33,34 @@ fn fail(kind: &str, detail: impl ToString) -> SetupError {
     }
 }
 
-/// A session that said `Hello` and joined its room.
+/// A room a session joined.
+pub(crate) struct JoinedRoom {
+    /// Its stream.
+    pub(crate) reader: RoomReader,
+    /// Its handle (datagrams).
+    pub(crate) handle: u32,
+}
+
+/// A session that said `Hello` and joined its rooms.
 pub(crate) struct Joined {
     pub(crate) conn: Connection,
     pub(crate) control: SendStream,
     pub(crate) replies: FrameReader<RecvStream>,
-    pub(crate) room: RoomReader,
-    pub(crate) handle: u32,
+    /// In the order of the names given to [`open`].
+    pub(crate) rooms: Vec<JoinedRoom>,
     /// Time from the first packet until `Welcome`.
     pub(crate) connect_time: Duration,
+    /// `OnlineJoin`/`OnlineLeave` frames that came before the last `Joined`.
+    pub(crate) online_frames: u64,
 }
 
-/// Opens a session on `url`, says `Hello` with `token` and joins `room`.
+/// Opens a session on `url`, says `Hello` with `token` and joins `rooms`
+/// (request ids 1, 2, …).
 pub(crate) async fn open(
     endpoint: &Endpoint<endpoint_side::Client>,
     url: &str,
     token: &str,
-    room: &str,
+    rooms: &[String],
 ) -> Result<Joined, SetupError> {
     let started = Instant::now();
     let conn = match tokio::time::timeout(STEP_TIMEOUT, endpoint.connect(url)).await {
@@ -57,71 +68,115 @@ pub(crate) async fn open(
         Ok(Err(e)) => return Err(fail("connect", e)),
         Err(_) => return Err(fail("connect", "timed out")),
     };
-    let step = async {
-        let (mut control, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| fail("connect", e))?
-            .await
-            .map_err(|e| fail("connect", e))?;
-        let hello = frame_bytes(&ClientFrame::Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_owned(),
-        });
-        control
-            .write_all(&hello)
-            .await
-            .map_err(|e| fail("hello", e))?;
-        let mut replies = FrameReader::new(recv, MAX_FRAME);
-        match replies.next::<ServerFrame>().await {
-            Ok(Some(ServerFrame::Welcome { .. })) => {}
-            Ok(Some(ServerFrame::Error { code, message, .. })) => {
-                return Err(fail(&format!("hello: {code:?}"), message))
-            }
-            Ok(other) => return Err(fail("hello", format!("expected Welcome, got {other:?}"))),
-            Err(e) => return Err(fail("hello", e)),
-        }
-        Ok((control, replies))
-    };
-    let (mut control, mut replies) = within(step).await?;
+    let (mut control, mut replies) = within(hello(&conn, token)).await?;
     let connect_time = started.elapsed();
+    let (rooms, online_frames) = within(join(&conn, &mut control, &mut replies, rooms)).await?;
+    Ok(Joined {
+        conn,
+        control,
+        replies,
+        rooms,
+        connect_time,
+        online_frames,
+    })
+}
 
-    let join = async {
-        let frame = frame_bytes(&ClientFrame::Join {
-            req: 1,
-            room: room.to_owned(),
+/// Opens the control stream and says `Hello`; returns it once `Welcome` came.
+async fn hello(
+    conn: &Connection,
+    token: &str,
+) -> Result<(SendStream, FrameReader<RecvStream>), SetupError> {
+    let (mut control, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| fail("connect", e))?
+        .await
+        .map_err(|e| fail("connect", e))?;
+    let hello = frame_bytes(&ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+    });
+    control
+        .write_all(&hello)
+        .await
+        .map_err(|e| fail("hello", e))?;
+    let mut replies = FrameReader::new(recv, MAX_FRAME);
+    match replies.next::<ServerFrame>().await {
+        Ok(Some(ServerFrame::Welcome { .. })) => Ok((control, replies)),
+        Ok(Some(ServerFrame::Error { code, message, .. })) => {
+            Err(fail(&format!("hello: {code:?}"), message))
+        }
+        Ok(other) => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+        Err(e) => Err(fail("hello", e)),
+    }
+}
+
+/// Joins `rooms` and accepts their streams; returns them in order, with the
+/// namespace presence frames that came in between.
+async fn join(
+    conn: &Connection,
+    control: &mut SendStream,
+    replies: &mut FrameReader<RecvStream>,
+    rooms: &[String],
+) -> Result<(Vec<JoinedRoom>, u64), SetupError> {
+    let mut frames = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        frames.extend_from_slice(&frame_bytes(&ClientFrame::Join {
+            req: i as u32 + 1,
+            room: room.clone(),
             since: None,
-        });
-        control
-            .write_all(&frame)
-            .await
-            .map_err(|e| fail("join", e))?;
-        let handle = match replies.next::<ServerFrame>().await {
-            Ok(Some(ServerFrame::Joined { handle, .. })) => handle,
+        }));
+    }
+    control
+        .write_all(&frames)
+        .await
+        .map_err(|e| fail("join", e))?;
+    let mut online_frames = 0;
+    let mut handles: Vec<Option<u32>> = vec![None; rooms.len()];
+    while handles.iter().any(Option::is_none) {
+        match replies.next::<ServerFrame>().await {
+            Ok(Some(ServerFrame::Joined { req, handle, .. })) => {
+                match handles.get_mut((req as usize).wrapping_sub(1)) {
+                    Some(slot @ None) => *slot = Some(handle),
+                    _ => return Err(fail("join", format!("unexpected Joined for request {req}"))),
+                }
+            }
+            // The namespace's pushes may come before the replies: other
+            // sessions coming online (namespace presence), broadcasts.
+            Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => {
+                online_frames += 1
+            }
+            Ok(Some(ServerFrame::Broadcast { .. } | ServerFrame::Notification { .. })) => {}
             Ok(Some(ServerFrame::Error { code, message, .. })) => {
                 return Err(fail(&format!("join: {code:?}"), message))
             }
             Ok(other) => return Err(fail("join", format!("expected Joined, got {other:?}"))),
             Err(e) => return Err(fail("join", e)),
-        };
+        }
+    }
+    // Room streams may arrive in any order: match them by handle.
+    let mut streams: Vec<Option<RoomReader>> = (0..rooms.len()).map(|_| None).collect();
+    for _ in 0..rooms.len() {
         let stream = conn.accept_uni().await.map_err(|e| fail("join", e))?;
         let mut reader = RoomReader::new(stream);
-        match reader.header().await {
-            Ok(Some(h)) if h == handle => {}
-            Ok(h) => return Err(fail("join", format!("room stream header {h:?}"))),
-            Err(e) => return Err(fail("join", e)),
+        let h = reader.header().await.map_err(|e| fail("join", e))?;
+        let at = handles.iter().position(|&x| x.is_some() && x == h);
+        match at.and_then(|i| streams.get_mut(i)) {
+            Some(slot @ None) => *slot = Some(reader),
+            _ => return Err(fail("join", format!("room stream header {h:?}"))),
         }
-        Ok((handle, reader))
-    };
-    let (handle, room) = within(join).await?;
-    Ok(Joined {
-        conn,
-        control,
-        replies,
-        room,
-        handle,
-        connect_time,
-    })
+    }
+    Ok((
+        streams
+            .into_iter()
+            .zip(handles)
+            .map(|(reader, handle)| JoinedRoom {
+                reader: reader.expect("every stream matched"),
+                handle: handle.expect("every room joined"),
+            })
+            .collect(),
+        online_frames,
+    ))
 }
 
 async fn within<T>(

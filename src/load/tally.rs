@@ -100,7 +100,7 @@ impl RoomTally {
         RoomTally {
             room,
             last_seq: 0,
-            seen: vec![SeenWindow::default(); plan.senders_in(room) as usize],
+            seen: vec![SeenWindow::default(); plan.sender_slots(room) as usize],
             counts: Counts::default(),
         }
     }
@@ -136,7 +136,7 @@ impl RoomTally {
             self.counts.misrouted += 1;
             return Verdict::Misrouted;
         }
-        let slot = plan.sender_slot(stamp.sender) as usize;
+        let slot = plan.sender_slot(stamp.sender, self.room) as usize;
         if !self.seen[slot].insert(stamp.counter) {
             self.counts.duplicates += 1;
             return Verdict::Duplicate;

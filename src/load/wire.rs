@@ -11,6 +11,8 @@ use thiserror::Error;
 const TAG_PUBLISH: u64 = 3;
 /// postcard tag of `ServerFrame::Message`.
 pub(crate) const TAG_MESSAGE: u64 = 6;
+/// postcard tags of `ServerFrame::PresenceJoin` and `PresenceLeave`.
+const TAGS_PRESENCE: [u64; 2] = [7, 8];
 /// postcard tag of `Datagram::Send`.
 const TAG_DATAGRAM_SEND: u64 = 0;
 /// postcard tag of `Datagram::Recv`.
@@ -159,6 +161,12 @@ pub fn parse_message(frame: &[u8]) -> Result<Option<MessageRef<'_>>, WireError> 
     }))
 }
 
+/// Whether a `ServerFrame` body is a room presence event (`PresenceJoin` or
+/// `PresenceLeave`).
+pub fn is_presence(frame: &[u8]) -> bool {
+    matches!(get_varint(frame), Ok(Some((tag, _))) if TAGS_PRESENCE.contains(&tag))
+}
+
 /// Parses a `Datagram::Recv` payload: `(handle, body)`; `Ok(None)` for other types.
 pub fn parse_datagram_recv(payload: &[u8]) -> Result<Option<(u32, &[u8])>, WireError> {
     let mut f = Fields(payload);
@@ -240,6 +248,33 @@ mod tests {
         let (body, rest) = split_frame(&stream[used..], 1 << 16).unwrap().unwrap();
         assert_eq!(used + rest, stream.len());
         assert_eq!(parse_message(body).unwrap(), None);
+        assert!(is_presence(body));
+    }
+
+    #[test]
+    fn presence_frames_are_told_from_the_rest() {
+        let body = |f: &ServerFrame| {
+            let bytes = frame_bytes(f);
+            let (body, _) = split_frame(&bytes, 1 << 16).unwrap().unwrap();
+            body.to_vec()
+        };
+        let user = || "u".to_owned();
+        assert!(is_presence(&body(&ServerFrame::PresenceJoin {
+            user: user()
+        })));
+        assert!(is_presence(&body(&ServerFrame::PresenceLeave {
+            user: user()
+        })));
+        assert!(!is_presence(&body(&ServerFrame::OnlineJoin {
+            user: user()
+        })));
+        assert!(!is_presence(&body(&ServerFrame::Message {
+            seq: 1,
+            from: user(),
+            body: Bytes::new(),
+            ts: 0,
+        })));
+        assert!(!is_presence(&[]));
     }
 
     #[test]

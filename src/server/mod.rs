@@ -351,14 +351,24 @@ fn quic_transport() -> wtransport::config::QuicTransportConfig {
     t.datagram_receive_buffer_size(Some(64 * 1024));
     t.datagram_send_buffer_size(64 * 1024);
     // Ask peers that support it (quinn does; Chrome already thins its ACKs) to
-    // acknowledge every 16 packets or 10 ms: on loopback ACKs were half the packets
-    // of a fan-out, and packets are what a delivery costs (PERF.md).
+    // acknowledge every 16 packets or CLIENT_MAX_ACK_DELAY: on loopback ACKs were
+    // half the packets of a fan-out, and packets are what a delivery costs
+    // (PERF.md).
     let mut ack = wtransport::quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(16u32.into())
-        .max_ack_delay(Some(Duration::from_millis(10)));
+        .max_ack_delay(Some(CLIENT_MAX_ACK_DELAY));
     t.ack_frequency_config(Some(ack));
     t
 }
+
+/// The longest a client may hold an ACK (asked through ACK frequency). It is
+/// also what the server's probe timeout waits beyond the RTT before it re-sends
+/// a lost last packet — the usual loss for a session receiving a message every
+/// few ms or less often, which no later packet reveals. At 10 ms a lost packet
+/// cost ~12 ms on a 0.1 ms link; 2 ms brings that to ~3 ms, at the price of an
+/// ACK per packet for sessions receiving fewer than ~500 packets/s (busier ones
+/// are still acknowledged every 16): bench/RESULTS.md, scenario (e).
+const CLIENT_MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 
 /// Cluster mode: the Redis broker and inbox, shared with the other nodes.
 async fn cluster_backends(

@@ -24,16 +24,21 @@ fn args(server: &TestServer) -> LoadArgs {
         urls: vec![server.url("/chat")],
         cert_hash: Some(server.hash.clone()),
         ca: None,
+        certs_dir: "certs".into(),
         token_secret: Some(SECRET.into()),
         clients: 50,
         rooms: 5,
-        senders: 5,
+        rooms_per_client: 1,
+        group_size: None,
+        senders: Some(5),
         rate: 100.0,
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
         body: 64,
         mode: Mode::Stream,
         connect_rate: 0.0,
+        churn_rate: 0.0,
+        churn_life: Duration::from_secs(1),
         json: true,
         server_pids: vec![],
     }
@@ -83,7 +88,7 @@ async fn datagrams_reach_the_others_and_loss_does_not_fail() {
     let a = LoadArgs {
         clients: 10,
         rooms: 1,
-        senders: 2,
+        senders: Some(2),
         rate: 100.0,
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),
@@ -128,5 +133,190 @@ async fn the_cli_prints_one_json_object() {
     assert_eq!(v["lost"], 0);
     assert!(v["delivered"].as_u64().unwrap() > 0);
     assert_eq!(v["delivered"], v["expected"]);
+    server.stop().await;
+}
+
+/// Every delivery of a run, checked: nothing lost, duplicated or misrouted and
+/// no error but skipped sends.
+fn assert_clean(report: &wtgate::load::Report) {
+    let text = report.to_text();
+    assert!(report.sent > 0, "{text}");
+    assert_eq!(report.delivered, report.expected, "{text}");
+    assert_eq!((report.duplicates, report.misrouted), (0, 0), "{text}");
+    let unexpected: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|k| !k.starts_with("send skipped"))
+        .collect();
+    assert!(unexpected.is_empty(), "{text}");
+    assert!(report.passed, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_in_several_rooms_get_every_room_and_per_room_latency() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 30,
+        rooms: 6,
+        rooms_per_client: 3,
+        senders: Some(6),
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    // 6 rooms × 15 members (30 clients in 3 rooms each), the senders included.
+    assert_eq!(report.expected, report.sent * 15, "{}", report.to_text());
+    assert_eq!(report.rooms_per_client, 3);
+    assert_eq!(report.connected, 30, "sessions, not memberships");
+    assert_eq!(report.room_p99_ms.rooms, 6, "{}", report.to_text());
+    assert!(report.room_p99_ms.min > 0.0 && report.room_p99_ms.max >= report.room_p99_ms.median);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centrifugo_shape_personal_and_group_rooms() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 30,
+        group_size: Some(10),
+        senders: Some(10),
+        body: 100,
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    assert_eq!(report.rooms, 30 + 3, "personal rooms and 3 groups");
+    assert_eq!(report.connected, 30);
+    // Senders 0..10 all publish into group 0 (its 10 members).
+    assert_eq!(report.expected, report.sent * 10, "{}", report.to_text());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_sessions_come_and_go_while_the_others_chat() {
+    let server = load_server().await;
+    let a = LoadArgs {
+        clients: 20,
+        rooms: 2,
+        senders: Some(2),
+        churn_rate: 20.0,
+        churn_life: Duration::from_millis(300),
+        ..args(&server)
+    };
+    let report = load::run(&a).await.unwrap();
+    assert_clean(&report);
+    let churn = report.churn.expect("a churn report");
+    // 20/s over the 2 s window, give or take its edges on a busy machine.
+    assert!((20..=45).contains(&churn.sessions), "{}", report.to_text());
+    assert_eq!(churn.failed, 0, "{}", report.to_text());
+    assert!(churn.connect_ms.p50 > 0.0);
+    assert!(report.to_text().contains("churn"));
+    server.stop().await;
+}
+
+/// A server with the default configuration (namespace `online` and room
+/// `presence` on, default limits), on `listen`, with its certificate in
+/// `dir/certs` as `serve --dev` makes it in the working directory.
+async fn default_server_on(listen: &str, dir: tempfile::TempDir) -> TestServer {
+    let certs = dir.path().join("certs");
+    let data = dir.path().join("data");
+    TestServer::start_adjusted(dir, data, Config::default(), |s| {
+        s.listen = listen.parse().unwrap();
+        s.tls = wtgate::config::TlsSource::SelfSigned { dir: certs };
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_config_server_passes_and_presence_is_counted_not_an_error() {
+    let server = TestServer::start().await;
+    let a = LoadArgs {
+        senders: None,
+        ..args(&server)
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
+        .await
+        .expect("the run ends in time")
+        .expect("the run starts");
+    let text = report.to_text();
+    assert_eq!(report.connected, 50, "{text}");
+    assert_eq!(report.senders, 10, "the default");
+    assert!(report.sent > 0, "{text}");
+    assert_eq!(report.delivered, report.expected, "{text}");
+    // Each session hears the ones that came online after it, and each room
+    // member the ones that joined after it.
+    assert!(report.presence_frames.namespace > 0, "{text}");
+    assert!(report.presence_frames.room > 0, "{text}");
+    let unexpected: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|k| !k.starts_with("send skipped"))
+        .collect();
+    assert!(unexpected.is_empty(), "{text}");
+    assert!(report.passed, "{text}");
+    assert!(text.contains("presence"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_reaches_localhost_on_ipv6_loopback() {
+    let server = default_server_on("[::1]:0", tempfile::tempdir().unwrap()).await;
+    let url = format!("https://localhost:{}/chat", server.addr.port());
+    let mut alice = wtgate::client::Client::connect(&url, &server.token("alice"), &server.trust())
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(alice.welcome().user, "alice");
+    alice.join("lobby", None).await.unwrap();
+    alice.publish("lobby", "hi".into()).await.unwrap();
+    let body = expect_event(&mut alice, "own message", |e| match e {
+        wtgate::client::Event::Message { body, .. } => Some(body.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&body[..], b"hi");
+    server.stop().await;
+}
+
+/// The dev path: `serve --dev` in a directory, then `wtgate load --url
+/// https://localhost:PORT/chat` from the same directory with the secret in
+/// `WTGATE_SECRET` and no other connection flag: localhost on `[::1]`, the
+/// development certificate from `./certs`, default senders for few clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_against_a_dev_style_server_with_no_other_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_owned();
+    let server = default_server_on("[::1]:0", dir).await;
+    let url = format!("https://localhost:{}/chat", server.addr.port());
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .current_dir(&cwd)
+        .args(["load", "--json", "--url", &url, "--clients", "5"])
+        // Short, to keep the suite quick; the defaults are otherwise untouched.
+        .args(["--duration", "1s", "--warmup", "200ms"])
+        .env("WTGATE_SECRET", SECRET)
+        .env_remove("WTGATE_CERTS_DIR")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("wtgate load ends in time")
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (v["clients"].as_u64(), v["senders"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(v["connected"], 5, "{v}");
+    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["delivered"], v["expected"], "{v}");
+    assert!(
+        v["presence_frames"]["namespace"].as_u64().unwrap() > 0,
+        "{v}"
+    );
     server.stop().await;
 }

@@ -179,6 +179,7 @@ async fn shell_examples_run_in_order_against_the_quick_start_server() {
         "wtgate_sessions{namespace=\"/chat\"}",
         "\"users\":",
         "{\"closed\":",
+        "PASS",
     ] {
         assert!(stdout.contains(expected), "{expected}:\n{stdout}");
     }
