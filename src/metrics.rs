@@ -253,7 +253,7 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
         }
-        assert_eq!(text.matches("wtgate_errors_total{").count(), 16);
+        assert_eq!(text.matches("wtgate_errors_total{").count(), 17);
     }
 
     #[test]

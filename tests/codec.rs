@@ -27,7 +27,7 @@ const MAX: usize = DEFAULT_MAX_FRAME;
 // compile here until it gets its tag, a strategy below and a test vector.
 // ---------------------------------------------------------------------------------
 
-const CLIENT_VARIANTS: u32 = 6;
+const CLIENT_VARIANTS: u32 = 7;
 const SERVER_VARIANTS: u32 = 15;
 const DATAGRAM_VARIANTS: u32 = 2;
 
@@ -39,6 +39,7 @@ fn client_tag(f: &ClientFrame) -> u32 {
         ClientFrame::Publish { .. } => 3,
         ClientFrame::Online { .. } => 4,
         ClientFrame::AckNotification { .. } => 5,
+        ClientFrame::Refresh { .. } => 6,
     }
 }
 
@@ -88,11 +89,12 @@ fn code_number(c: ErrorCode) -> u32 {
         ErrorCode::HelloTimeout => 14,
         ErrorCode::TooManySessions => 15,
         ErrorCode::Internal => 16,
+        ErrorCode::TokenExpired => 17,
         ErrorCode::Other(n) => n,
     }
 }
 
-const KNOWN_CODES: [ErrorCode; 16] = [
+const KNOWN_CODES: [ErrorCode; 17] = [
     ErrorCode::Protocol,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -109,6 +111,7 @@ const KNOWN_CODES: [ErrorCode; 16] = [
     ErrorCode::HelloTimeout,
     ErrorCode::TooManySessions,
     ErrorCode::Internal,
+    ErrorCode::TokenExpired,
 ];
 
 // ---------------------------------------------------------------------------------
@@ -313,10 +316,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         prop::sample::select(KNOWN_CODES.to_vec()),
         // `Other` only round-trips for numbers that are not known codes.
         any::<u32>()
-            .prop_filter("unknown number", |n| !(1..=16).contains(n))
+            .prop_filter("unknown number", |n| !(1..=17).contains(n))
             .prop_map(ErrorCode::Other),
         Just(ErrorCode::Other(0)),
-        Just(ErrorCode::Other(17)),
+        Just(ErrorCode::Other(18)),
         Just(ErrorCode::Other(u32::MAX)),
     ]
 }
@@ -334,6 +337,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         u32s().prop_map(|req| ClientFrame::Online { req }),
         (u32s(), u64s()).prop_map(|(req, id)| ClientFrame::AckNotification { req, id }),
+        (u32s(), text()).prop_map(|(req, token)| ClientFrame::Refresh { req, token }),
     ]
 }
 
@@ -869,7 +873,10 @@ fn classify<T: PartialEq + Debug>(
 
 #[test]
 fn the_last_variants_carry_the_highest_tags() {
-    let last_client = ClientFrame::AckNotification { req: 0, id: 0 };
+    let last_client = ClientFrame::Refresh {
+        req: 0,
+        token: String::new(),
+    };
     let last_server = ServerFrame::Notification {
         id: 0,
         kind: String::new(),
@@ -881,7 +888,7 @@ fn the_last_variants_carry_the_highest_tags() {
         from: String::new(),
         body: Bytes::new(),
     };
-    assert_eq!(body_of(&encode(&last_client))[0], 5);
+    assert_eq!(body_of(&encode(&last_client))[0], 6);
     assert_eq!(body_of(&encode(&last_server))[0], 14);
     assert_eq!(encode_datagram(&last_datagram)[0], 1);
     assert_eq!(client_tag(&last_client), CLIENT_VARIANTS - 1);
@@ -934,8 +941,8 @@ fn error_codes_round_trip_through_their_numbers() {
         assert_eq!(u32::from(code), n);
         assert!(seen.insert(n), "{n} used twice");
     }
-    assert_eq!(seen, (1..=16).collect(), "known codes are 1..=16");
-    for n in [0, 17, 1000, u32::MAX] {
+    assert_eq!(seen, (1..=17).collect(), "known codes are 1..=17");
+    for n in [0, 18, 1000, u32::MAX] {
         assert_eq!(ErrorCode::from(n), ErrorCode::Other(n));
         assert_eq!(ErrorCode::Other(n).to_code(), n);
     }
@@ -967,11 +974,12 @@ fn fatal_error_codes() {
         ErrorCode::GoingAway,
         ErrorCode::HelloTimeout,
         ErrorCode::TooManySessions,
+        ErrorCode::TokenExpired,
     ];
     for code in KNOWN_CODES {
         assert_eq!(code.is_fatal(), fatal.contains(&code), "{code:?}");
     }
-    for n in [0, 17, 1000, u32::MAX] {
+    for n in [0, 18, 1000, u32::MAX] {
         assert!(!ErrorCode::Other(n).is_fatal());
     }
 }
@@ -1289,6 +1297,7 @@ fn client_cases() -> Vec<(String, ClientFrame)> {
         ("online_req_two_bytes", Online { req: 128 }),
         ("ack_notification", AckNotification { req: 11, id: 1 }),
         ("ack_notification_large_id", AckNotification { req: 12, id: 1_700_000_000_000_001 }),
+        ("refresh", Refresh { req: 13, token: s("eyJ.e30.sig") }),
     ];
     named(cases)
 }

@@ -48,6 +48,7 @@ export const ErrorCode = Object.freeze({
   HelloTimeout: 14,
   TooManySessions: 15,
   Internal: 16,
+  TokenExpired: 17,
 });
 
 const ERROR_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
@@ -96,6 +97,7 @@ const CLIENT_FRAMES = [
   ['Publish', [['req', 'u32'], ['room', 'string'], ['body', 'bytes']]],
   ['Online', [['req', 'u32']]],
   ['AckNotification', [['req', 'u32'], ['id', 'u64']]],
+  ['Refresh', [['req', 'u32'], ['token', 'string']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */

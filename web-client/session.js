@@ -31,6 +31,7 @@ export const FATAL_CODES = new Set([
   ErrorCode.GoingAway,
   ErrorCode.HelloTimeout,
   ErrorCode.TooManySessions,
+  ErrorCode.TokenExpired,
 ]);
 
 /** Codes after which reconnecting with the same credentials cannot succeed. */
@@ -251,6 +252,14 @@ export class Session {
   /** Removes a notification from the user's inbox. @param {number|bigint} id */
   async ackNotification(id) {
     await this.#request('Ack', (req) => ({ type: 'AckNotification', req, id }));
+  }
+
+  /**
+   * Replaces the session's token (same user) before it expires.
+   * @param {string} token
+   */
+  async refresh(token) {
+    await this.#request('Ack', (req) => ({ type: 'Refresh', req, token }));
   }
 
   /**

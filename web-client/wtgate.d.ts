@@ -34,6 +34,7 @@ export const ErrorCode: Readonly<{
   HelloTimeout: 14;
   TooManySessions: 15;
   Internal: 16;
+  TokenExpired: 17;
 }>;
 
 /** The name of an error code, e.g. `'Unauthorized'`; `'Other(n)'` for unknown codes. */
@@ -254,6 +255,11 @@ export class Client {
   fetchOnline(): Promise<string[]>;
   /** Acknowledges a notification. */
   ack(id: U64): Promise<void>;
+  /**
+   * Replaces the session's token before it expires (default: calls the `token`
+   * function; the client also does so by itself a minute before `exp`).
+   */
+  refresh(token?: string): Promise<void>;
   /** Closes for good. */
   close(): Promise<void>;
 }

@@ -394,6 +394,10 @@ export class Client extends Emitter {
   #options;
   /** @type {import('./session.js').Session | null} */
   #session = null;
+  /** The automatic token refresh's timer. */
+  #refreshTimer = undefined;
+  /** The token the current session was opened with. */
+  #token = null;
   /** @type {'connecting'|'connected'|'reconnecting'|'closed'} */
   #state = 'connecting';
   /** @type {Map<string, Room>} */
@@ -484,6 +488,36 @@ export class Client extends Emitter {
   }
 
   /**
+   * Replaces the session's token before it expires (the server closes a session
+   * whose token expired with `TokenExpired`). Without an argument, calls the
+   * `token` function given to `connect()`. When `token` is a function the client
+   * does this by itself a minute (at most a tenth of the token's life) before `exp`.
+   * @param {string} [token]
+   * @returns {Promise<void>}
+   */
+  async refresh(token) {
+    const session = this.#requireSession('refresh the token');
+    const value = token ?? (typeof this.#options.token === 'function' ? await this.#options.token() : null);
+    if (typeof value !== 'string') throw new WtgateError('invalid', 'refresh() needs a token, or connect() a token function');
+    await session.refresh(value);
+    if (this.#session === session) this.#scheduleRefresh(session, value);
+  }
+
+  /** Plans the next automatic refresh from the token's `exp` (token functions only). */
+  #scheduleRefresh(session, token) {
+    clearTimeout(this.#refreshTimer);
+    if (typeof this.#options.token !== 'function') return;
+    const exp = tokenExpiry(token);
+    if (exp === null) return;
+    const left = exp * 1000 - Date.now();
+    const margin = Math.min(60_000, left / 10);
+    this.#refreshTimer = setTimeout(() => {
+      if (this.#session !== session) return;
+      this.refresh().catch((error) => this._reportError(error));
+    }, Math.max(0, left - margin));
+  }
+
+  /**
    * Closes the client for good: leaves every room, ends the session, stops reconnecting.
    * @returns {Promise<void>} resolves once the session is closed
    */
@@ -538,6 +572,7 @@ export class Client extends Emitter {
     const { token, serverCertificateHashes, timeout } = this.#options;
     const tokenValue = typeof token === 'function' ? await token() : token;
     if (typeof tokenValue !== 'string') throw new WtgateError('invalid', 'the token must be a string (or a function returning one)');
+    this.#token = tokenValue;
     const hashes = typeof serverCertificateHashes === 'function' ? await serverCertificateHashes() : serverCertificateHashes;
     return openSession(this.url, { token: tokenValue, serverCertificateHashes: parseCertificateHashes(hashes ?? []), timeout }, {
       onEvent: (frame) => this.#onEvent(frame),
@@ -548,6 +583,7 @@ export class Client extends Emitter {
 
   #install(session, reconnect) {
     this.#session = session;
+    this.#scheduleRefresh(session, this.#token);
     this.#state = 'connected';
     this.user = session.welcome.user;
     this.sessionId = session.welcome.session;
@@ -673,6 +709,7 @@ export class Client extends Emitter {
   }
 
   #finish(info) {
+    clearTimeout(this.#refreshTimer);
     this.#state = 'closed';
     this.#closeInfo = info;
     this.#session = null;
@@ -703,6 +740,22 @@ export class Client extends Emitter {
  *   was tried), `server` with `code` (e.g. `ErrorCode.Unauthorized` for a bad
  *   token), `invalid` (bad options)
  */
+/**
+ * The `exp` (unix seconds) of a JWT, or null when it has none or cannot be read
+ * (the server checks tokens; this only times the refresh).
+ * @param {string} token
+ * @returns {number | null}
+ */
+function tokenExpiry(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '='))).exp;
+    return Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
 export async function connect(url, options) {
   if (typeof url !== 'string' || !/^https:\/\//.test(url)) {
     throw new WtgateError('invalid', `the URL must be https://host:port/namespace, got ${JSON.stringify(url)}`);

@@ -529,6 +529,19 @@ impl Client {
         }
     }
 
+    /// Replaces the session's token with `token` (same user) before the current one
+    /// expires; without it the server closes the session with `TokenExpired`.
+    pub async fn refresh(&self, token: &str) -> Result<(), ClientError> {
+        let token = token.to_owned();
+        match self
+            .request(|req| ClientFrame::Refresh { req, token })
+            .await?
+        {
+            ServerFrame::Ack { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends a volatile event to the other members of a joined room (a datagram).
     pub fn send_volatile(&self, room: &str, body: Bytes) -> Result<(), ClientError> {
         let handle = self

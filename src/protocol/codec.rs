@@ -40,7 +40,7 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for ClientFrame {
-    const VARIANTS: u32 = 6;
+    const VARIANTS: u32 = 7;
 }
 impl Frame for ServerFrame {
     const VARIANTS: u32 = 15;

@@ -41,13 +41,16 @@ pub enum ErrorCode {
     TooManySessions,
     /// A server-side failure (e.g. the broker is unavailable).
     Internal,
+    /// The session's token expired and no `Refresh` replaced it; the session is
+    /// closed (reconnect with a new token).
+    TokenExpired,
     /// A code this build does not know.
     Other(u32),
 }
 
 impl ErrorCode {
     /// Every code this build knows, in wire order.
-    pub const KNOWN: [ErrorCode; 16] = [
+    pub const KNOWN: [ErrorCode; 17] = [
         ErrorCode::Protocol,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -64,6 +67,7 @@ impl ErrorCode {
         ErrorCode::HelloTimeout,
         ErrorCode::TooManySessions,
         ErrorCode::Internal,
+        ErrorCode::TokenExpired,
     ];
 
     /// The stable wire number of this code.
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::HelloTimeout => 14,
             ErrorCode::TooManySessions => 15,
             ErrorCode::Internal => 16,
+            ErrorCode::TokenExpired => 17,
             ErrorCode::Other(n) => n,
         }
     }
@@ -101,6 +106,7 @@ impl ErrorCode {
                 | ErrorCode::GoingAway
                 | ErrorCode::HelloTimeout
                 | ErrorCode::TooManySessions
+                | ErrorCode::TokenExpired
         )
     }
 }
@@ -124,6 +130,7 @@ impl From<u32> for ErrorCode {
             14 => ErrorCode::HelloTimeout,
             15 => ErrorCode::TooManySessions,
             16 => ErrorCode::Internal,
+            17 => ErrorCode::TokenExpired,
             n => ErrorCode::Other(n),
         }
     }

@@ -78,6 +78,14 @@ pub enum ClientFrame {
         /// The notification's id.
         id: u64,
     },
+    /// Replaces the session's token before it expires (same user); answered with
+    /// `Ack { seq: 0 }`. Without it the session closes with `TokenExpired` at `exp`.
+    Refresh {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The new token.
+        token: String,
+    },
 }
 
 /// Frames the server sends: replies and namespace events on the control stream,

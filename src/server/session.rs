@@ -249,6 +249,11 @@ impl Session {
         let datagrams_in = live.core.accepts_datagrams();
         let incoming = self.conn.receive_datagram();
         tokio::pin!(incoming);
+        // The core's deadline (the token's expiry): one timer, moved when a
+        // `Refresh` moves the deadline.
+        let mut deadline = live.core.poll_timeout();
+        let expiry = tokio::time::sleep_until(far_or(deadline));
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
@@ -257,6 +262,10 @@ impl Session {
                     live.core.close_requested(code);
                 }
                 _ = &mut stopping => live.core.close_requested(ErrorCode::GoingAway),
+                _ = &mut expiry, if deadline.is_some() => {
+                    live.core.handle_timeout(now());
+                    deadline = None;
+                }
                 _ = sleep_until_flush(live.flush.deadline(self.gateway.flush_window.get())),
                     if !live.held.is_empty() =>
                 {
@@ -303,6 +312,11 @@ impl Session {
             }
             if let Flow::Ended = self.perform(live).await? {
                 return Ok(());
+            }
+            let next = live.core.poll_timeout();
+            if next != deadline {
+                deadline = next;
+                expiry.as_mut().reset(far_or(deadline));
             }
         }
     }
@@ -494,6 +508,14 @@ async fn guarded_write(
             Err(WriteStop::Closed)
         }
     }
+}
+
+/// `deadline` on tokio's clock, or a day from now for none (the arm is disabled).
+fn far_or(deadline: Option<std::time::Instant>) -> tokio::time::Instant {
+    deadline.map_or_else(
+        || tokio::time::Instant::now() + Duration::from_secs(86_400),
+        tokio::time::Instant::from_std,
+    )
 }
 
 async fn sleep_until_flush(deadline: Option<tokio::time::Instant>) {

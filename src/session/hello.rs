@@ -32,6 +32,7 @@ impl Session {
         };
         match self.check_hello(version, &token, unix_secs, health) {
             Ok(claims) => {
+                self.token = Some(super::token::TokenClock::new(now, unix_secs, &claims));
                 self.claims = Some(claims);
                 self.phase = Phase::Registering;
                 self.actions.push_back(Action::Register);

@@ -22,6 +22,7 @@ mod publish;
 mod rate;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub(crate) use effect::{Backends, Effect, Outcome, RoomJoin};
 pub use rate::TokenBucket;
@@ -171,6 +172,8 @@ pub(crate) struct Session {
     phase: Phase,
     hello_deadline: Instant,
     claims: Option<Claims>,
+    /// When the token expires (from `Hello` on).
+    token: Option<token::TokenClock>,
     /// The hub holds the session: it must leave it when it ends.
     registered: bool,
     /// Joined rooms by name → handle.
@@ -207,6 +210,7 @@ impl Session {
             phase: Phase::Accepted,
             hello_deadline: now + limits.hello_timeout,
             claims: None,
+            token: None,
             registered: false,
             rooms: HashMap::new(),
             handles: HashMap::new(),
@@ -246,17 +250,20 @@ impl Session {
         self.actions.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is due: the hello deadline,
-    /// until the session is registered.
+    /// When [`handle_timeout`](Self::handle_timeout) is due: the hello deadline
+    /// until the session is registered, then the token's expiry.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Accepted | Phase::AwaitingHello => Some(self.hello_deadline),
-            _ => None,
+            Phase::Registering | Phase::Live => self.token.map(|t| t.expires),
+            Phase::Closed => None,
         }
     }
 
-    /// Closes with `HelloTimeout` when `Hello` has not arrived by the deadline.
+    /// Closes with `HelloTimeout` when `Hello` has not arrived by the deadline, and
+    /// with `TokenExpired` when a live session's token has expired.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.check_expiry(now);
         if now < self.hello_deadline {
             return;
         }
@@ -282,18 +289,20 @@ impl Session {
 
     /// A frame from the control stream of a registered session.
     pub(crate) fn handle_frame(&mut self, now: Instant, frame: ClientFrame) {
+        self.check_expiry(now);
         if self.phase != Phase::Live {
             return;
         }
         if let ClientFrame::Join { req, .. }
         | ClientFrame::Leave { req, .. }
         | ClientFrame::Online { req }
-        | ClientFrame::AckNotification { req, .. } = &frame
+        | ClientFrame::AckNotification { req, .. }
+        | ClientFrame::Refresh { req, .. } = &frame
         {
             if !self.command_bucket.try_take(now) {
                 let limits = &self.rules.limits;
                 let message = format!(
-                    "more than {} joins, leaves, online lists and acks per second (burst {})",
+                    "more than {} joins, leaves, online lists, acks and refreshes per second (burst {})",
                     limits.command_rate, limits.command_burst
                 );
                 return self.refuse(*req, Refusal::new(ErrorCode::RateLimited, message));
@@ -308,6 +317,7 @@ impl Session {
             ClientFrame::Publish { req, room, body } => self.publish(now, req, room, body),
             ClientFrame::Online { req } => self.online(req),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
+            ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
         }
     }
 

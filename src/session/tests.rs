@@ -233,7 +233,8 @@ fn a_hello_after_the_deadline_is_a_timeout() {
 fn registration_ends_the_hello_deadline() {
     let t0 = Instant::now();
     let mut s = live(t0);
-    assert_eq!(s.poll_timeout(), None);
+    // What is left is the token's expiry, an hour away.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3600)));
     s.handle_timeout(t0 + Duration::from_secs(60));
     assert!(s.poll_action().is_none());
 }
@@ -926,4 +927,98 @@ fn online_needs_namespace_presence() {
         control(&drain(&mut s)).as_slice(),
         [ServerFrame::Online { req: 2, .. }]
     ));
+}
+
+#[test]
+fn a_session_closes_when_its_token_expires() {
+    let t0 = Instant::now();
+    let mut s = live(t0); // alice's token lasts an hour
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3600)));
+    s.handle_timeout(t0 + Duration::from_secs(3599));
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(t0 + Duration::from_secs(3600));
+    let (code, frame) = closed(&mut s);
+    assert_eq!(code, ErrorCode::TokenExpired);
+    assert!(matches!(
+        frame,
+        Some(ServerFrame::Error {
+            code: ErrorCode::TokenExpired,
+            ..
+        })
+    ));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_command_after_expiry_is_not_served() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    s.handle_frame(
+        t0 + Duration::from_secs(4000),
+        ClientFrame::Online { req: 1 },
+    );
+    assert_eq!(closed(&mut s).0, ErrorCode::TokenExpired);
+}
+
+#[test]
+fn a_refresh_moves_the_expiry_and_its_claims_apply() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    let later = t0 + Duration::from_secs(3000);
+    // Issued 3000 s after Hello, for two more hours, only rooms team-*.
+    let claims = Claims {
+        rooms: Some(vec!["team-*".into()]),
+        ..Claims::new("alice", UNIX + 3000, 7200)
+    };
+    s.handle_frame(
+        later,
+        ClientFrame::Refresh {
+            req: 1,
+            token: token(&claims),
+        },
+    );
+    assert!(matches!(
+        control(&drain(&mut s)).as_slice(),
+        [ServerFrame::Ack { req: 1, seq: 0 }]
+    ));
+    assert_eq!(s.poll_timeout(), Some(later + Duration::from_secs(7200)));
+    s.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(drain(&mut s).is_empty(), "the old expiry no longer counts");
+    s.handle_frame(
+        later,
+        ClientFrame::Join {
+            req: 2,
+            room: "lobby".into(),
+            since: None,
+        },
+    );
+    assert_eq!(refused(&mut s), (2, ErrorCode::Forbidden));
+}
+
+#[test]
+fn refreshes_for_another_user_or_forged_are_refused_and_change_nothing() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    let bob = token(&Claims::new("bob", UNIX, 7200));
+    s.handle_frame(t0, ClientFrame::Refresh { req: 1, token: bob });
+    assert_eq!(refused(&mut s), (1, ErrorCode::Forbidden));
+    let forged = mint(b"another secret", &Claims::new("alice", UNIX, 7200)).unwrap();
+    s.handle_frame(
+        t0,
+        ClientFrame::Refresh {
+            req: 2,
+            token: forged,
+        },
+    );
+    assert_eq!(refused(&mut s), (2, ErrorCode::Unauthorized));
+    let expired = token(&Claims::new("alice", UNIX - 7200, 60));
+    s.handle_frame(
+        t0,
+        ClientFrame::Refresh {
+            req: 3,
+            token: expired,
+        },
+    );
+    assert_eq!(refused(&mut s), (3, ErrorCode::Unauthorized));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3600)));
 }

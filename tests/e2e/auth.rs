@@ -1,6 +1,9 @@
 //! Hello, tokens and namespace routing.
 
+use std::time::Duration;
+
 use crate::common::*;
+use wtgate::auth::Claims;
 use wtgate::client::{Client, ClientError};
 use wtgate::protocol::ErrorCode;
 
@@ -54,5 +57,53 @@ async fn unknown_namespaces_are_rejected_before_any_stream() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("rejected"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_the_session_unless_refreshed() {
+    let server = TestServer::start().await;
+    let url = server.url("/chat");
+    let short = |user: &str| token_for(&Claims::new(user, now(), 2));
+    let mut lapsing = Client::connect(&url, &short("ann"), &server.trust())
+        .await
+        .unwrap();
+    let refreshed = Client::connect(&url, &short("bob"), &server.trust())
+        .await
+        .unwrap();
+    refreshed.join("r", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    refreshed
+        .refresh(&token_for(&Claims::new("bob", now(), 60)))
+        .await
+        .unwrap();
+    // Another user's token is refused, and changes nothing.
+    let refused = refreshed.refresh(&server.token("carl")).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientError::Server {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        expect_closed(&mut lapsing).await,
+        Some(ErrorCode::TokenExpired)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the first token's exp, the refreshed session still works.
+    refreshed
+        .publish("r", bytes::Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
     server.stop().await;
 }

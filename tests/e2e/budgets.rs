@@ -146,6 +146,8 @@ async fn a_replay_to_a_client_that_grants_no_credit_is_closed_at_the_stall_timeo
     config.limits.publish_rate = 1_000.0;
     config.limits.publish_burst = 1_000;
     config.limits.stall_timeout = Duration::from_secs(1);
+    // Room for the whole 6 MB replay, more than the client's receive windows.
+    config.limits.history_bytes = 16 * 1024 * 1024;
     let server = TestServer::start_with(config).await;
     let ann = server.client("/chat", "ann").await;
     let epoch = ann.join("archive", None).await.unwrap().epoch;
