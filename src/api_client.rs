@@ -214,8 +214,21 @@ impl ApiClient {
 
     /// Closes every session of `user`; returns how many the node closed.
     pub async fn disconnect(&self, user: &str) -> Result<u64, ApiClientError> {
+        self.disconnect_with(user, false).await
+    }
+
+    /// `POST /api/disconnect` with `revoke`: also refuses, durably, every token of
+    /// `user` issued until now; returns how many sessions were closed.
+    pub async fn revoke(&self, user: &str) -> Result<u64, ApiClientError> {
+        self.disconnect_with(user, true).await
+    }
+
+    async fn disconnect_with(&self, user: &str, revoke: bool) -> Result<u64, ApiClientError> {
         let mut req = Map::new();
         req.insert("user".into(), user.into());
+        if revoke {
+            req.insert("revoke".into(), true.into());
+        }
         let reply: Value = self
             .call(Method::POST, "/api/disconnect", &[], Some(req))
             .await?;

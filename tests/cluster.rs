@@ -738,6 +738,28 @@ async fn server_api_and_notifications_span_nodes() {
         "fred's session on n2 counts, though n1 has none"
     );
     assert_eq!(api_a.disconnect("nobody").await.unwrap(), 0);
+
+    // A revocation through n1 is kept in Redis: n2 refuses the old tokens too.
+    let old = token("gil");
+    let gil = cluster.nodes[1].client("/chat", "gil").await;
+    assert_eq!(api_a.revoke("gil").await.unwrap(), 1);
+    drop(gil);
+    let again = Client::connect(
+        &cluster.nodes[1].url("/chat"),
+        &old,
+        &cluster.nodes[1].trust(),
+    )
+    .await;
+    assert!(
+        matches!(
+            again,
+            Err(ClientError::Server {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
     expect(&mut fred, "the close", |e| match e {
         Event::Closed { .. } => Some(()),
         _ => None,

@@ -14,6 +14,8 @@ use crate::broker::now_millis;
 const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
 /// user → (last id given, pending count).
 const USERS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("users");
+/// user → tokens issued at or before these unix seconds are revoked.
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
@@ -183,6 +185,41 @@ impl Inbox for Embedded {
     async fn total_pending(&self) -> Result<u64, InboxError> {
         self.blocking(|me| me.total_sync()).await
     }
+
+    async fn revoke(&self, user: &str, unix_secs: u64) -> Result<(), InboxError> {
+        let user = user.to_owned();
+        self.blocking(move |me| {
+            let tx = me.db.begin_write().map_err(store_err)?;
+            {
+                let mut table = tx.open_table(REVOKED).map_err(store_err)?;
+                let old = table
+                    .get(user.as_str())
+                    .map_err(store_err)?
+                    .map(|v| v.value());
+                let mark = old.unwrap_or(0).max(unix_secs);
+                table.insert(user.as_str(), mark).map_err(store_err)?;
+            }
+            tx.commit().map_err(store_err)
+        })
+        .await
+    }
+
+    async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError> {
+        let user = user.to_owned();
+        self.blocking(move |me| {
+            let tx = me.db.begin_read().map_err(store_err)?;
+            let table = match tx.open_table(REVOKED) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(store_err(e)),
+            };
+            Ok(table
+                .get(user.as_str())
+                .map_err(store_err)?
+                .map(|v| v.value()))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +233,20 @@ mod tests {
     async fn pending_ids(inbox: &Embedded, user: &str) -> Vec<u64> {
         let pending = inbox.pending(user).await.unwrap();
         pending.iter().map(|n| n.id).collect()
+    }
+
+    #[tokio::test]
+    async fn revocation_marks_only_move_forward_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Embedded::open(dir.path(), 3).unwrap();
+        assert_eq!(inbox.revoked_until("ann").await.unwrap(), None);
+        inbox.revoke("ann", 100).await.unwrap();
+        inbox.revoke("ann", 50).await.unwrap();
+        assert_eq!(inbox.revoked_until("ann").await.unwrap(), Some(100));
+        assert_eq!(inbox.revoked_until("bob").await.unwrap(), None);
+        drop(inbox);
+        let again = Embedded::open(dir.path(), 3).unwrap();
+        assert_eq!(again.revoked_until("ann").await.unwrap(), Some(100));
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! Per-user durable notification inboxes.
+//! Per-user durable notification inboxes, and the per-user token revocation marks
+//! kept in the same store.
 //!
 //! A notification is stored before the push is acknowledged to the sender, delivered
 //! to every session of the user in a notifications namespace, and kept until a
@@ -61,4 +62,11 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Notifications pending across all users.
     async fn total_pending(&self) -> Result<u64, InboxError>;
+
+    /// Revokes `user`'s tokens issued at or before `unix_secs` (durably: a restart
+    /// keeps refusing them). A later revocation moves the mark forward, never back.
+    async fn revoke(&self, user: &str, unix_secs: u64) -> Result<(), InboxError>;
+
+    /// The mark of [`Inbox::revoke`] for `user`, if any.
+    async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError>;
 }

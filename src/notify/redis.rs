@@ -183,6 +183,29 @@ impl Inbox for RedisInbox {
         let total: Option<i64> = self.call(cmd.query_async(&mut conn)).await?;
         Ok(total.unwrap_or(0).max(0) as u64)
     }
+
+    async fn revoke(&self, user: &str, unix_secs: u64) -> Result<(), InboxError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("EVAL");
+        // The mark only moves forward, also when two nodes revoke at once.
+        cmd.arg("local old = tonumber(redis.call('GET', KEYS[1]) or '0') if tonumber(ARGV[1]) > old then redis.call('SET', KEYS[1], ARGV[1]) end return 0")
+            .arg(1)
+            .arg(revoked_key(user))
+            .arg(unix_secs);
+        self.call(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(revoked_key(user));
+        self.call(cmd.query_async(&mut conn)).await
+    }
+}
+
+/// The revocation mark of `user`: tokens issued at or before it are refused.
+fn revoked_key(user: &str) -> String {
+    format!("wtgate:revoked:{user}")
 }
 
 #[cfg(test)]

@@ -213,10 +213,18 @@ impl Gateway {
         })
     }
 
-    /// Closes every session of `user`; returns how many were closed on this node.
-    pub async fn disconnect(&self, user: &str) -> Result<usize, GatewayError> {
+    /// Closes every session of `user`, on every node; returns how many. With
+    /// `revoke`, first refuses (durably) the user's tokens issued until now, so the
+    /// closed sessions cannot come back with them.
+    pub async fn disconnect(&self, user: &str, revoke: bool) -> Result<usize, GatewayError> {
         crate::auth::validate_subject(user)
             .map_err(|e| GatewayError::InvalidUser(e.to_string()))?;
+        if revoke {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.inbox.revoke(user, now).await?;
+        }
         Ok(self
             .broker
             .disconnect_user(user, ErrorCode::Forbidden)

@@ -7,7 +7,7 @@
 //! | `POST /api/publish` | `{namespace, room, body \| body_base64}` | `{seq}` |
 //! | `POST /api/broadcast` | `{namespace, body \| body_base64}` | `{}` |
 //! | `GET /api/presence` | `?namespace=/chat&room=R` (room optional) | `{users}` |
-//! | `POST /api/disconnect` | `{user}` | `{closed}` |
+//! | `POST /api/disconnect` | `{user, revoke?}` | `{closed}` |
 //! | `GET /healthz` | | `{status, sessions}` |
 //! | `GET /metrics` | | Prometheus text |
 //!
@@ -529,13 +529,16 @@ async fn presence(
 #[serde(deny_unknown_fields)]
 struct DisconnectRequest {
     user: String,
+    /// Also refuse the user's tokens issued until now.
+    #[serde(default)]
+    revoke: bool,
 }
 
 async fn disconnect(
     State(gateway): State<Arc<Gateway>>,
     ApiJson(req): ApiJson<DisconnectRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let closed = gateway.disconnect(&req.user).await?;
+    let closed = gateway.disconnect(&req.user, req.revoke).await?;
     Ok(Json(json!({ "closed": closed })))
 }
 

@@ -208,6 +208,11 @@ impl Session {
                         return Ok((rx, closer));
                     }
                 }
+                // The revocation check, between the token and the registration.
+                Action::Perform(effect) => {
+                    let outcome = effect.perform(self.backends(core)).await;
+                    core.complete(outcome);
+                }
                 Action::Close(close) => return Err(self.close(close, Some(control)).await),
                 // Nothing else comes before the session is registered.
                 _ => {}

@@ -15,6 +15,8 @@ use crate::protocol::{ErrorCode, Since};
 /// Backend work the core asked for.
 #[derive(Debug)]
 pub(crate) enum Effect {
+    /// Read the user's token revocation mark (before registration).
+    Revocation,
     /// Announce the user online (when `announce`), read who is online (when
     /// `online`) and the pending notifications (when `inbox`).
     Welcome {
@@ -128,6 +130,8 @@ pub(crate) enum Outcome {
         /// Whether the notification was removed.
         result: Result<bool, InboxError>,
     },
+    /// Of [`Effect::Revocation`]: tokens issued at or before this are revoked.
+    Revocation(Result<Option<u64>, InboxError>),
     /// Of effects that report nothing.
     Done,
 }
@@ -154,6 +158,7 @@ impl Effect {
     /// fails the command that caused it.
     pub(crate) async fn perform(self, b: Backends<'_>) -> Outcome {
         match self {
+            Effect::Revocation => Outcome::Revocation(b.inbox.revoked_until(b.user).await),
             Effect::Welcome {
                 announce,
                 online,

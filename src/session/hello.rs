@@ -35,7 +35,7 @@ impl Session {
                 self.token = Some(super::token::TokenClock::new(now, unix_secs, &claims));
                 self.claims = Some(claims);
                 self.phase = Phase::Registering;
-                self.actions.push_back(Action::Register);
+                self.actions.push_back(Action::Perform(Effect::Revocation));
             }
             Err(Refusal { code, message }) => self.fatal(code, message),
         }
@@ -73,6 +73,28 @@ impl Session {
             ));
         }
         Ok(claims)
+    }
+
+    /// The user's revocation mark, read after the token checked out: a token
+    /// issued at or before it is refused; else the session registers. Without the
+    /// mark (the store failed) the session is refused: revocation must not fail open.
+    pub(super) fn revocation_read(&mut self, result: Result<Option<u64>, InboxError>) {
+        if self.phase != Phase::Registering {
+            return;
+        }
+        match result {
+            Ok(mark) => {
+                self.revoked_until = mark;
+                match self.claims.as_ref().map(|c| super::token::revoked(c, mark)) {
+                    Some(Err(refusal)) => self.fatal(refusal.code, refusal.message),
+                    _ => self.actions.push_back(Action::Register),
+                }
+            }
+            Err(e) => self.fatal(
+                ErrorCode::Internal,
+                format!("cannot check token revocation: {e}"),
+            ),
+        }
     }
 
     /// What the hub said to [`Action::Register`]: the session limits are checked

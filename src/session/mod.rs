@@ -174,6 +174,8 @@ pub(crate) struct Session {
     claims: Option<Claims>,
     /// When the token expires (from `Hello` on).
     token: Option<token::TokenClock>,
+    /// Tokens of this user issued at or before this (unix seconds) are revoked.
+    revoked_until: Option<u64>,
     /// The hub holds the session: it must leave it when it ends.
     registered: bool,
     /// Joined rooms by name → handle.
@@ -211,6 +213,7 @@ impl Session {
             hello_deadline: now + limits.hello_timeout,
             claims: None,
             token: None,
+            revoked_until: None,
             registered: false,
             rooms: HashMap::new(),
             handles: HashMap::new(),
@@ -410,6 +413,7 @@ impl Session {
             return;
         }
         match outcome {
+            Outcome::Revocation(result) => self.revocation_read(result),
             Outcome::Welcome { online, pending } => self.welcomed(online, pending),
             Outcome::Joined {
                 req,

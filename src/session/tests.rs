@@ -101,12 +101,20 @@ fn effect(s: &mut Session) -> Effect {
     }
 }
 
+/// The token checked out: the core reads the revocation mark (here `mark`), then
+/// asks to register.
+fn revocation_checked(s: &mut Session, mark: Option<u64>) {
+    assert!(matches!(effect(s), Effect::Revocation));
+    s.complete(Outcome::Revocation(Ok(mark)));
+    assert!(matches!(drain(s).as_slice(), [Action::Register]));
+}
+
 /// A session of `alice` past `Welcome`, at `t0`.
 fn live_with(ns_config: NamespaceConfig, claims: Claims, t0: Instant) -> Session {
     let mut s = new_session(ns_config, t0);
     s.control_opened();
     s.handle_hello(t0, UNIX, hello(token(&claims)), BrokerHealth::Ok);
-    assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+    revocation_checked(&mut s, None);
     s.registered(Ok(Registered {
         first_for_user: true,
     }));
@@ -299,7 +307,7 @@ fn registration_refused_by_the_hub_closes() {
     let mut s = new_session(NamespaceConfig::default(), t0);
     s.control_opened();
     s.handle_hello(t0, UNIX, hello(token(&alice())), BrokerHealth::Ok);
-    assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+    revocation_checked(&mut s, None);
     s.registered(Err(HubError::TooManyUserSessions(64)));
     assert_eq!(closed(&mut s).0, ErrorCode::TooManySessions);
     assert!(s.departure().is_none(), "the hub does not hold it");
@@ -1021,4 +1029,49 @@ fn refreshes_for_another_user_or_forged_are_refused_and_change_nothing() {
     );
     assert_eq!(refused(&mut s), (3, ErrorCode::Unauthorized));
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3600)));
+}
+
+#[test]
+fn a_revoked_token_is_refused_at_hello_and_at_refresh() {
+    let t0 = Instant::now();
+    // Issued at UNIX; the user's tokens up to UNIX were revoked.
+    let mut s = new_session(NamespaceConfig::default(), t0);
+    s.control_opened();
+    s.handle_hello(t0, UNIX, hello(token(&alice())), BrokerHealth::Ok);
+    assert!(matches!(effect(&mut s), Effect::Revocation));
+    s.complete(Outcome::Revocation(Ok(Some(UNIX))));
+    let (code, frame) = closed(&mut s);
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(
+        matches!(frame, Some(ServerFrame::Error { message, .. }) if message.contains("revoked"))
+    );
+    assert!(s.departure().is_none());
+
+    // The store cannot say: refused, never let through.
+    let mut s = new_session(NamespaceConfig::default(), t0);
+    s.control_opened();
+    s.handle_hello(t0, UNIX, hello(token(&alice())), BrokerHealth::Ok);
+    assert!(matches!(effect(&mut s), Effect::Revocation));
+    let down = Err(crate::notify::InboxError::Store("disk gone".into()));
+    s.complete(Outcome::Revocation(down));
+    assert_eq!(closed(&mut s).0, ErrorCode::Internal);
+
+    // Issued after the mark: welcome; a refresh with an older token is refused.
+    let mut s = new_session(NamespaceConfig::default(), t0);
+    s.control_opened();
+    let fresh = Claims::new("alice", UNIX + 10, 3600);
+    s.handle_hello(t0, UNIX + 10, hello(token(&fresh)), BrokerHealth::Ok);
+    revocation_checked(&mut s, Some(UNIX));
+    s.registered(Ok(Registered {
+        first_for_user: true,
+    }));
+    assert!(matches!(effect(&mut s), Effect::Welcome { .. }));
+    s.complete(Outcome::Welcome {
+        online: None,
+        pending: None,
+    });
+    drain(&mut s);
+    let old = token(&Claims::new("alice", UNIX, 7200));
+    s.handle_frame(t0, ClientFrame::Refresh { req: 1, token: old });
+    assert_eq!(refused(&mut s), (1, ErrorCode::Unauthorized));
 }

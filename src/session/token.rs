@@ -34,6 +34,18 @@ impl TokenClock {
     }
 }
 
+/// Refuses a token issued at or before the user's revocation mark (a token
+/// without `iat` counts as issued at 0).
+pub(super) fn revoked(claims: &Claims, mark: Option<u64>) -> Result<(), Refusal> {
+    match mark {
+        Some(mark) if claims.iat.unwrap_or(0) <= mark => Err(Refusal::new(
+            ErrorCode::Unauthorized,
+            format!("the token was revoked: issued at or before {mark} (unix seconds)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Session {
     /// Closes with `TokenExpired` once the token's `exp` has passed.
     pub(super) fn check_expiry(&mut self, now: Instant) {
@@ -84,6 +96,7 @@ impl Session {
                 format!("the new token does not allow namespace {}", self.ns),
             ));
         }
+        revoked(&claims, self.revoked_until)?;
         Ok(claims)
     }
 }

@@ -107,3 +107,35 @@ async fn an_expired_token_closes_the_session_unless_refreshed() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn revoked_tokens_stay_refused_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_data(&data).await;
+    let old = token_for(&Claims::new("ann", now(), 3600));
+    let mut ann = Client::connect(&server.url("/chat"), &old, &server.trust())
+        .await
+        .unwrap();
+    let api = server.api_client(Some(API_KEY));
+    assert_eq!(api.revoke("ann").await.unwrap(), 1);
+    assert_eq!(expect_closed(&mut ann).await, Some(ErrorCode::Forbidden));
+    let again = Client::connect(&server.url("/chat"), &old, &server.trust()).await;
+    assert_eq!(refused(again), ErrorCode::Unauthorized);
+    // A token issued after the revocation second is welcome; others are untouched.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = token_for(&Claims::new("ann", now(), 3600));
+    Client::connect(&server.url("/chat"), &new, &server.trust())
+        .await
+        .unwrap();
+    server.client("/chat", "bob").await;
+    server.stop().await;
+
+    let server = TestServer::start_with_data(&data).await;
+    let after_restart = Client::connect(&server.url("/chat"), &old, &server.trust()).await;
+    assert_eq!(refused(after_restart), ErrorCode::Unauthorized);
+    Client::connect(&server.url("/chat"), &new, &server.trust())
+        .await
+        .unwrap();
+    server.stop().await;
+}
