@@ -113,15 +113,7 @@ async fn silent_members_with_large_messages_are_bounded_in_bytes() {
 
     // Every silent member is closed as a slow consumer.
     for (i, (_ep, conn, _send, drain)) in silent.into_iter().enumerate() {
-        let code = within("the silent member's close", async {
-            match conn.closed().await {
-                wtransport::error::ConnectionError::ApplicationClosed(c) => {
-                    ErrorCode::from(c.code().into_inner() as u32)
-                }
-                other => panic!("quiet{i}: expected an application close, got {other}"),
-            }
-        })
-        .await;
+        let code = close_code(within("the silent member's close", conn.closed()).await);
         assert_eq!(code, ErrorCode::SlowConsumer, "quiet{i}");
         drain.abort();
     }
@@ -166,15 +158,7 @@ async fn a_replay_to_a_client_that_grants_no_credit_is_closed_at_the_stall_timeo
         raw_session(&server, "/chat", &[hello(&server, "stuck"), join]).await;
     let mut sink = vec![0u8; 4096];
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = recv.read(&mut sink).await {} });
-    let code = within("the stuck member's close", async {
-        match conn.closed().await {
-            wtransport::error::ConnectionError::ApplicationClosed(c) => {
-                ErrorCode::from(c.code().into_inner() as u32)
-            }
-            other => panic!("expected an application close, got {other}"),
-        }
-    })
-    .await;
+    let code = close_code(within("the stuck member's close", conn.closed()).await);
     assert_eq!(code, ErrorCode::SlowConsumer);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "closed after {took:?}");

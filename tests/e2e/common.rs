@@ -290,3 +290,14 @@ pub fn stdout(o: &std::process::Output) -> String {
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_owned()
 }
+
+/// The code a raw session's connection was closed with by the server; fails the
+/// test on any other end.
+pub fn close_code(e: wtransport::error::ConnectionError) -> wtgate::protocol::ErrorCode {
+    match e {
+        wtransport::error::ConnectionError::ApplicationClosed(c) => {
+            wtgate::protocol::ErrorCode::from(c.code().into_inner() as u32)
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+}

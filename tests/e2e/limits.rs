@@ -192,12 +192,7 @@ async fn hello_rules() {
             // Whatever the server says, it closes the session with a code.
             let mut sink = vec![0u8; 4096];
             while let Ok(Some(_)) = recv.read(&mut sink).await {}
-            match within("close", conn.closed()).await {
-                wtransport::error::ConnectionError::ApplicationClosed(c) => {
-                    ErrorCode::from(c.code().into_inner() as u32)
-                }
-                other => panic!("expected an application close, got {other}"),
-            }
+            close_code(within("close", conn.closed()).await)
         }
     };
     let frame = |f: ClientFrame| {
@@ -243,12 +238,7 @@ async fn hello_rules() {
     }))
     .await
     .unwrap();
-    let code = match within("close", conn.closed()).await {
-        wtransport::error::ConnectionError::ApplicationClosed(c) => {
-            ErrorCode::from(c.code().into_inner() as u32)
-        }
-        other => panic!("expected an application close, got {other}"),
-    };
+    let code = close_code(within("close", conn.closed()).await);
     assert_eq!(code, ErrorCode::FrameTooLarge);
     big_server.stop().await;
     server.stop().await;
@@ -362,12 +352,7 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() {
     let code = within("slow consumer close", async {
         loop {
             tokio::select! {
-                e = &mut closed => break match e {
-                    wtransport::error::ConnectionError::ApplicationClosed(c) => {
-                        ErrorCode::from(c.code().into_inner() as u32)
-                    }
-                    other => panic!("expected an application close, got {other}"),
-                },
+                e = &mut closed => break close_code(e),
                 r = fast.publish("r", body.clone()) => {
                     r.unwrap();
                     published += 1;

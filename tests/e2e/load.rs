@@ -104,18 +104,22 @@ async fn datagrams_reach_the_others_and_loss_does_not_fail() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_cli_prints_one_json_object() {
-    let server = load_server().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
-        .args(["load", "--json", "--url", &server.url("/chat")])
-        .args(["--cert-hash", &server.hash, "--token-secret", SECRET])
-        .args(["--clients", "10", "--rooms", "2", "--senders", "2"])
-        .args(["--rate", "40", "--duration", "1s", "--warmup", "200ms"])
-        .env_remove("WTGATE_SECRET")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
+/// Runs `wtgate load --json ARGS` (short: 1 s after a 200 ms warmup, the defaults
+/// otherwise untouched) in `cwd` without WTGATE_* settings but `env`; asserts it
+/// passed and returns its stdout.
+async fn run_load(cwd: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"));
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("WTGATE_")) {
+        cmd.env_remove(var);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.args(["load", "--json", "--duration", "1s", "--warmup", "200ms"])
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
         .expect("wtgate load ends in time")
         .unwrap();
@@ -125,6 +129,34 @@ async fn the_cli_prints_one_json_object() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn the_cli_prints_one_json_object() {
+    let server = load_server().await;
+    let url = server.url("/chat");
+    let stdout = run_load(
+        None,
+        &[
+            "--url",
+            &url,
+            "--cert-hash",
+            &server.hash,
+            "--token-secret",
+            SECRET,
+            "--clients",
+            "10",
+            "--rooms",
+            "2",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(stdout.trim().lines().count(), 1, "one line: {stdout}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     wtgate::load::report::check_json_shape(&v).unwrap_or_else(|e| panic!("{e}: {v}"));
@@ -287,25 +319,12 @@ async fn the_cli_runs_against_a_dev_style_server_with_no_other_flag() {
     let cwd = dir.path().to_owned();
     let server = default_server_on("[::1]:0", dir).await;
     let url = format!("https://localhost:{}/chat", server.addr.port());
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
-        .current_dir(&cwd)
-        .args(["load", "--json", "--url", &url, "--clients", "5"])
-        // Short, to keep the suite quick; the defaults are otherwise untouched.
-        .args(["--duration", "1s", "--warmup", "200ms"])
-        .env("WTGATE_SECRET", SECRET)
-        .env_remove("WTGATE_CERTS_DIR")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("wtgate load ends in time")
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_load(
+        Some(&cwd),
+        &["--url", &url, "--clients", "5"],
+        &[("WTGATE_SECRET", SECRET)],
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
         (v["clients"].as_u64(), v["senders"].as_u64()),
