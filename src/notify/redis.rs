@@ -196,10 +196,16 @@ impl Inbox for RedisInbox {
     }
 
     async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("GET");
         cmd.arg(revoked_key(user));
-        self.call(cmd.query_async(&mut conn)).await
+        // Read on every Hello: right after Redis came back the connection may still
+        // hold the broken socket, and the manager reconnects on the next command. A
+        // read can be tried again.
+        let mut conn = self.conn.clone();
+        match self.call(cmd.query_async(&mut conn)).await {
+            Ok(mark) => Ok(mark),
+            Err(_) => self.call(cmd.query_async(&mut conn)).await,
+        }
     }
 }
 
