@@ -362,13 +362,13 @@ fn quic_transport() -> wtransport::config::QuicTransportConfig {
 }
 
 /// The longest a client may hold an ACK (asked through ACK frequency). It is
-/// also what the server's probe timeout waits beyond the RTT before it re-sends
-/// a lost last packet — the usual loss for a session receiving a message every
-/// few ms or less often, which no later packet reveals. At 10 ms a lost packet
-/// cost ~12 ms on a 0.1 ms link; 2 ms brings that to ~3 ms, at the price of an
-/// ACK per packet for sessions receiving fewer than ~500 packets/s (busier ones
-/// are still acknowledged every 16): bench/RESULTS.md, scenario (e).
-const CLIENT_MAX_ACK_DELAY: Duration = Duration::from_millis(2);
+/// also what the server's probe timeout waits beyond the RTT before it re-sends a
+/// lost last packet (~12 ms on a 0.1 ms link at 10 ms). 2 ms cut that to ~3 ms
+/// under loss, but in a busy room (200 clients, 50k deliveries/s) the ACKs it
+/// brings overflowed the server's receive buffer: p50/p99 54/170 ms with 9,260 UDP
+/// drops, against 2.7/25 ms and none at 10 ms (5 ms: 3.7/49 ms); bench/RESULTS.md.
+/// Faster loss recovery needs a cheaper signal than more ACKs.
+const CLIENT_MAX_ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// Cluster mode: the Redis broker and inbox, shared with the other nodes.
 async fn cluster_backends(
