@@ -26,6 +26,9 @@ use crate::transport::{FrameReader, ReadError};
 const WRITE_BATCH: usize = 64;
 /// How long a fatal error frame may take to reach the client before the close.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
+/// After a fatal error frame was acknowledged, how long the client has to read it
+/// and close the session itself (within [`CLOSE_LINGER`]).
+const CLOSE_READ_GRACE: Duration = Duration::from_millis(200);
 /// How long opening a room stream may wait for the client's stream credit.
 const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Datagrams queued for a session; newer ones are dropped beyond it.
@@ -464,7 +467,16 @@ impl Session {
         if let (Some(frame), Some(control)) = (&close.frame, control) {
             let _ = tokio::time::timeout(CLOSE_LINGER, async {
                 control.write_all(frame).await?;
-                control.finish().await
+                // Returns once the client's QUIC stack acknowledged the frame; a
+                // browser may still drop it if the connection closes before its page
+                // read it (Chromium then reports neither the frame nor the code), so
+                // give the client the chance to read it and close first.
+                control.finish().await?;
+                tokio::select! {
+                    _ = self.conn.closed() => {}
+                    _ = tokio::time::sleep(CLOSE_READ_GRACE) => {}
+                }
+                Ok::<(), wtransport::error::StreamWriteError>(())
             })
             .await;
         }
