@@ -106,6 +106,17 @@ impl RedisInbox {
         })
     }
 
+    /// Runs a read-only command, once more when it fails: right after Redis came
+    /// back, the connection may still hold the broken socket, and the manager
+    /// reconnects on the next command. (Writes are not repeated: not idempotent.)
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, InboxError> {
+        let mut conn = self.conn.clone();
+        match self.call(cmd.query_async(&mut conn)).await {
+            Ok(v) => Ok(v),
+            Err(_) => self.call(cmd.query_async(&mut conn)).await,
+        }
+    }
+
     async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> Result<T, InboxError> {
         match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
             Ok(result) => result.map_err(store_err),
@@ -158,10 +169,9 @@ impl Inbox for RedisInbox {
     }
 
     async fn pending(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(set_key(user)).arg(0).arg(-1);
-        let entries: Vec<Vec<u8>> = self.call(cmd.query_async(&mut conn)).await?;
+        let entries: Vec<Vec<u8>> = self.read(&cmd).await?;
         entries
             .iter()
             .map(|e| parse_entry(e).ok_or_else(|| store_err("a malformed inbox entry")))
@@ -177,10 +187,9 @@ impl Inbox for RedisInbox {
     }
 
     async fn total_pending(&self) -> Result<u64, InboxError> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("GET");
         cmd.arg(TOTAL);
-        let total: Option<i64> = self.call(cmd.query_async(&mut conn)).await?;
+        let total: Option<i64> = self.read(&cmd).await?;
         Ok(total.unwrap_or(0).max(0) as u64)
     }
 
@@ -198,14 +207,7 @@ impl Inbox for RedisInbox {
     async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(revoked_key(user));
-        // Read on every Hello: right after Redis came back the connection may still
-        // hold the broken socket, and the manager reconnects on the next command. A
-        // read can be tried again.
-        let mut conn = self.conn.clone();
-        match self.call(cmd.query_async(&mut conn)).await {
-            Ok(mark) => Ok(mark),
-            Err(_) => self.call(cmd.query_async(&mut conn)).await,
-        }
+        self.read(&cmd).await
     }
 }
 

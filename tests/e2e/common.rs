@@ -301,3 +301,52 @@ pub fn close_code(e: wtransport::error::ConnectionError) -> wtgate::protocol::Er
         other => panic!("expected an application close, got {other}"),
     }
 }
+
+/// Starts `wtgate serve ARGS` (the real binary) in `cwd` without WTGATE_* settings;
+/// returns the process (killed when dropped) and its standard output up to the line
+/// starting with `ready`. Its output keeps being drained so it never blocks.
+pub async fn spawn_serve(
+    cwd: &std::path::Path,
+    args: &[&str],
+    ready: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"));
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("WTGATE_")) {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    within("the server's banner", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.starts_with(ready) {
+                return;
+            }
+        }
+        panic!("the server exited:\n{banner}");
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, banner)
+}
+
+/// The rest of the banner line that starts with `prefix`, trimmed.
+pub fn banner_line<'a>(banner: &'a str, prefix: &str) -> &'a str {
+    banner
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{banner}"))
+        .trim()
+}

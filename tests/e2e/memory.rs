@@ -7,11 +7,9 @@
 //! history on, what stays after the burst is the rooms' history (100 × 60 KiB per
 //! room here), kept by design until `room_ttl`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wtgate::client::{Client, Trust};
 use wtgate::protocol::ClientFrame;
 
@@ -36,40 +34,34 @@ fn rss_mib(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_members_pin_their_budgets_and_memory_goes_back_after_the_burst() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--secret", SECRET])
-        // No history: what a room keeps is its own budget; this is about what passes.
-        .args(["--publish-rate", "1000", "--history", "0", "--log", "warn"])
-        .arg("--certs-dir")
-        .arg(dir.path().join("certs"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("WTGATE_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut hash) = (None, None);
-    within("the server's banner", async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("wtgate listening on https://") {
-                addr = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(rest) = line.strip_prefix("certificate sha-256: ") {
-                hash = Some(rest.trim().to_owned());
-            }
-            if addr.is_some() && hash.is_some() {
-                return;
-            }
-        }
-    })
+    let (certs, data) = (dir.path().join("certs"), dir.path().join("data"));
+    let (mut child, banner) = spawn_serve(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--publish-rate",
+            "1000",
+            // No history: what a room keeps is its own budget; this is about what passes.
+            "--history",
+            "0",
+            "--log",
+            "warn",
+            "--certs-dir",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "certificate sha-256:",
+    )
     .await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = format!("https://{}/chat", addr.unwrap());
-    let trust = Trust::Hash(hash.unwrap());
+    let pid = child.id().unwrap();
+    let addr = banner_line(&banner, "wtgate listening on https://");
+    let addr = addr.split_whitespace().next().unwrap();
+    let url = format!("https://{addr}/chat");
+    let trust = Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned());
     let token = |user: &str| token_for(&wtgate::auth::Claims::new(user, now(), 3600));
 
     tokio::time::sleep(Duration::from_millis(300)).await;

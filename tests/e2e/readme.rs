@@ -7,9 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wtgate::config::Config;
 
 use crate::common::*;
@@ -106,33 +104,9 @@ async fn shell_examples_run_in_order_against_the_quick_start_server() {
         "--demo-listen".into(),
         format!("127.0.0.1:{demo_port}"),
     ]);
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_wtgate"));
-    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("WTGATE_")) {
-        server.env_remove(var);
-    }
-    let mut server = server
-        .args(&args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    within("the dev server's banner", async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.starts_with("demo page:") {
-                return;
-            }
-        }
-        panic!("the server exited:\n{banner}");
-    })
-    .await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(args[0], "serve", "the quick start runs the server: {serve}");
+    let (mut server, banner) = spawn_serve(dir.path(), &args[1..], "demo page:").await;
 
     // Every other example, in order, in one shell, as a user types them.
     let mut script = String::from("set -euo pipefail\n");
