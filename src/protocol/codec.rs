@@ -99,7 +99,9 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram, CodecError> {
     decode_body(bytes)
 }
 
-fn decode_body<T: Frame>(body: &[u8]) -> Result<T, CodecError> {
+/// Decodes one frame body without its length prefix: exactly one frame, nothing
+/// left over.
+pub(crate) fn decode_body<T: Frame>(body: &[u8]) -> Result<T, CodecError> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((frame, [])) => Ok(frame),
         Ok((_, rest)) => Err(CodecError::Malformed(format!(
@@ -119,7 +121,7 @@ fn leading_tag(body: &[u8]) -> Option<u32> {
 }
 
 /// LEB128 `u32` at the front of `buf`: `(value, bytes used)`, not consumed.
-fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
+pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
     let mut value: u64 = 0;
     for (i, byte) in buf.iter().take(5).enumerate() {
         value |= u64::from(byte & 0x7f) << (7 * i);
@@ -137,7 +139,7 @@ fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
     }
 }
 
-fn put_varint(dst: &mut BytesMut, mut v: u32) {
+pub(crate) fn put_varint(dst: &mut BytesMut, mut v: u32) {
     while v >= 0x80 {
         dst.put_u8((v as u8) | 0x80);
         v >>= 7;

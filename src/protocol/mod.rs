@@ -6,6 +6,7 @@
 
 mod codec;
 mod error;
+pub mod lane;
 
 pub use codec::{
     decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError, Frame,
