@@ -70,6 +70,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::parse_duration;
 
+/// Paths the HTTPS listener (and the `--dev` demo listener) route themselves, so
+/// no namespace may take them: WebSocket sessions are upgraded on namespace paths.
+const RESERVED_PATHS: &[&str] = &["/healthz", "/metrics", "/api", "/cert-hash", "/dev-token"];
+
 /// The largest allowed `max_frame`: 16 MiB.
 pub const MAX_FRAME_LIMIT: usize = 16 << 20;
 
@@ -417,6 +421,15 @@ impl Config {
                     "a namespace path is '/' then letters, digits, '_' and '-'",
                 ));
             }
+            if RESERVED_PATHS.contains(&path.as_str()) {
+                return Err(invalid(
+                    &format!("namespaces.{path}"),
+                    &format!(
+                        "{path} is a route of the server's HTTPS side, where WebSocket sessions \
+                         share the namespace paths: choose another name"
+                    ),
+                ));
+            }
         }
         let l = &self.limits;
         if l.max_frame == 0 || l.max_frame > MAX_FRAME_LIMIT {
@@ -728,6 +741,16 @@ mod tests {
         assert!(!news.client_publish);
         assert_eq!(news.history, 100);
         assert!(c.namespace("/chat").is_none());
+    }
+
+    #[test]
+    fn namespaces_cannot_take_the_https_routes() {
+        for name in ["healthz", "metrics", "api", "cert-hash", "dev-token"] {
+            let text = format!("[namespaces.{name}]\n");
+            let msg = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(msg.contains("choose another name"), "{name}: {msg}");
+        }
+        assert!(Config::from_toml_str("[namespaces.apis]\n").is_ok());
     }
 
     #[test]

@@ -193,6 +193,13 @@ impl Node {
             .unwrap_or_else(|e| panic!("{user} connects to {} {ns}: {e}", self.id))
     }
 
+    /// A client over a WebSocket to this node (`wss://` on the same port).
+    async fn ws_client(&self, ns: &str, user: &str) -> Client {
+        Client::connect_websocket(&self.url(ns), &token(user), &self.trust())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects to {} {ns} over a WebSocket: {e}", self.id))
+    }
+
     /// SIGKILL, no goodbye.
     async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -762,6 +769,82 @@ async fn server_api_and_notifications_span_nodes() {
     );
     expect(&mut fred, "the close", |e| match e {
         Event::Closed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// A WebSocket user on one node and a WebTransport user on the other are ordinary
+/// members of one room: messages, presence, volatile events and notifications
+/// cross both the nodes and the transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_webtransport_users_meet_across_nodes() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut wanda = a.ws_client("/chat", "wanda").await;
+    wanda.join("mixed", None).await.unwrap();
+    let mut theo = b.client("/chat", "theo").await;
+    let joined = theo.join("mixed", None).await.unwrap();
+    assert_eq!(joined.members, ["theo", "wanda"]);
+    expect(&mut wanda, "PresenceJoin theo", |e| match e {
+        Event::PresenceJoin { user, .. } if user == "theo" => Some(()),
+        _ => None,
+    })
+    .await;
+
+    let seq = wanda
+        .publish("mixed", Bytes::from_static(b"hi from ws"))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut theo).await,
+        ("mixed".into(), seq, Bytes::from_static(b"hi from ws"))
+    );
+    let seq = theo
+        .publish("mixed", Bytes::from_static(b"hi from wt"))
+        .await
+        .unwrap();
+    let got = loop {
+        let got = message(&mut wanda).await;
+        if got.1 == seq {
+            break got;
+        }
+    };
+    assert_eq!(
+        got,
+        ("mixed".into(), seq, Bytes::from_static(b"hi from wt"))
+    );
+
+    // Volatile: the WebSocket side sends on its lane, the other node delivers a datagram.
+    let from = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            wanda
+                .send_volatile("mixed", Bytes::from_static(b"typing"))
+                .unwrap();
+            if let Ok(Some(Event::Volatile { from, .. })) =
+                tokio::time::timeout(Duration::from_millis(100), theo.next_event()).await
+            {
+                return from;
+            }
+        }
+    })
+    .await
+    .expect("a volatile event across nodes");
+    assert_eq!(from, "wanda");
+
+    // A notification sent through node b reaches the WebSocket session on node a.
+    let mut inbox = a.ws_client("/notifications", "wanda").await;
+    let id = b.api().notify("wanda", "mention", b"{}").await.unwrap();
+    let got = expect(&mut inbox, "the notification", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, id);
+
+    wanda.close().await;
+    expect(&mut theo, "PresenceLeave wanda", |e| match e {
+        Event::PresenceLeave { user, .. } if user == "wanda" => Some(()),
         _ => None,
     })
     .await;
