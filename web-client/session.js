@@ -41,7 +41,8 @@ export const PERMANENT_CODES = new Set([ErrorCode.Unauthorized, ErrorCode.Forbid
  * Every error the library raises or emits.
  *
  * `kind` says what went wrong:
- * - `'unsupported'`: no WebTransport in this browser, or not a secure context;
+ * - `'unsupported'`: no WebTransport (or WebSocket, for that transport) in this
+ *   browser, or not a secure context;
  * - `'unreachable'`: the session could not be opened (server down, UDP blocked,
  *   unknown namespace, certificate not accepted: browsers do not tell these apart);
  * - `'server'`: the server refused, with `code` (an `ErrorCode` number) and `codeName`;
