@@ -6,6 +6,7 @@ import { afterEach, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { connect, ErrorCode } from '../wtgate.js';
+import { encodeRoomMessage } from '../protocol.js';
 import { errorCodeOfClose, websocketUrlFor } from '../websocket.js';
 import { FakeTransport, FakeWebSocket, tick, welcoming, welcomingSocket } from './fake-transport.mjs';
 
@@ -394,4 +395,31 @@ test('a room end the client did not ask for (no Leave) closes the room with an e
   assert.match(errors[0].message, /room lobby was closed: the server ended the room stream/);
   assert.equal(room.state, 'left');
   assert.equal(c.state, 'connected');
+});
+
+test('a RoomStream that names another handle than its lane, or a second RoomStream, is a protocol error', async () => {
+  for (const [what, send] of [
+    ['handle mismatch', (ws) => ws.sendRaw(encodeRoomMessage(2, { type: 'RoomStream', room: 'lobby', handle: 3 }))],
+    ['second header', (ws) => { ws.openRoom('lobby', 2); ws.openRoom('lobby', 2); }],
+  ]) {
+    const c = await client(freshUrl(), { transports: ['websocket'], reconnect: false });
+    const ws = FakeWebSocket.made.at(-1);
+    ws.handlers.Join = () => {}; // the join stays pending: its sink is registered
+    const joining = c.join('lobby').catch((e) => e);
+    await tick(5);
+    const closed = new Promise((resolve) => c.once('close', resolve));
+    send(ws);
+    const info = await closed;
+    assert.equal(info.code, ErrorCode.Protocol, what);
+    assert.equal(ws.closeInfo.code, 4001, what);
+    assert.equal((await joining).kind, 'disconnected', what);
+  }
+});
+
+test('over WebTransport, client.transport and the connect event say webtransport', async () => {
+  const c = await client(freshUrl());
+  const connected = await new Promise((resolve) => c.once('connect', resolve));
+  assert.equal(c.transport, 'webtransport');
+  assert.equal(connected.transport, 'webtransport');
+  assert.equal(FakeWebSocket.made.length, 0);
 });
