@@ -545,3 +545,117 @@ export class FrameDecoder {
     return this.decode(body);
   }
 }
+
+// ---------------------------------------------------------------------------
+// The WebSocket mapping (PROTOCOL.md §16): one WebSocket message per frame, behind
+// a lane byte that says which WebTransport channel it stands for. Mirrors
+// `src/protocol/lane.rs`; the bytes are pinned by `tests/vectors/websocket.json`.
+
+/**
+ * The lanes of a WebSocket message (its first byte). 4–255 are reserved: a
+ * receiver ignores them.
+ * @type {Readonly<{Control: 0, Room: 1, RoomEnd: 2, Volatile: 3}>}
+ */
+export const Lane = Object.freeze({ Control: 0, Room: 1, RoomEnd: 2, Volatile: 3 });
+
+/** The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`). */
+export const WEBSOCKET_SUBPROTOCOL = 'wtgate.v1';
+
+function laneMessage(lane, handle, body) {
+  const w = new Writer();
+  w.byte(lane);
+  if (handle !== null) w.varint(checkUint('handle', handle, 32));
+  if (body !== null) w.raw(body);
+  return w.finish();
+}
+
+/**
+ * A lane-0 message carrying a client frame (no length prefix: the message has a length).
+ * @param {object} frame e.g. `{type: 'Hello', version: 1, token}`
+ * @returns {Uint8Array}
+ */
+export function encodeControlMessage(frame) {
+  return laneMessage(Lane.Control, null, encodeBody(CLIENT_FRAMES, 'ClientFrame', frame));
+}
+
+/**
+ * A lane-0 message carrying a server frame (used by tests; servers are written in Rust).
+ * @param {object} frame
+ * @returns {Uint8Array}
+ */
+export function encodeServerControlMessage(frame) {
+  return laneMessage(Lane.Control, null, encodeBody(SERVER_FRAMES, 'ServerFrame', frame));
+}
+
+/**
+ * A lane-1 message: one server frame of room `handle`'s stream (used by tests).
+ * @param {number} handle @param {object} frame
+ * @returns {Uint8Array}
+ */
+export function encodeRoomMessage(handle, frame) {
+  return laneMessage(Lane.Room, handle, encodeBody(SERVER_FRAMES, 'ServerFrame', frame));
+}
+
+/**
+ * A lane-2 message: room `handle`'s stream ended (used by tests).
+ * @param {number} handle
+ * @returns {Uint8Array}
+ */
+export function encodeRoomEndMessage(handle) {
+  return laneMessage(Lane.RoomEnd, handle, null);
+}
+
+/**
+ * A lane-3 message carrying a datagram (`Send` from clients, `Recv` from servers).
+ * @param {object} datagram e.g. `{type: 'Send', handle: 0, body: bytes}`
+ * @returns {Uint8Array}
+ */
+export function encodeVolatileMessage(datagram) {
+  return laneMessage(Lane.Volatile, null, encodeBody(DATAGRAMS, 'Datagram', datagram));
+}
+
+/**
+ * Splits a WebSocket message into its lane and what follows. Only the lane byte
+ * and the handle are checked here; the frame is decoded by the caller
+ * (`decodeServerFrame`, `decodeClientFrame`, `decodeDatagram` on `body`).
+ * @param {Uint8Array} message
+ * @returns {{lane: 'control', body: Uint8Array}
+ *   | {lane: 'room', handle: number, body: Uint8Array}
+ *   | {lane: 'room_end', handle: number}
+ *   | {lane: 'volatile', body: Uint8Array}
+ *   | {lane: 'unknown', value: number}}
+ *   `unknown`: a reserved lane (4–255), to be ignored
+ * @throws {CodecError} `Malformed`: an empty message, a truncated or overlong
+ *   handle, bytes after a room end
+ */
+export function parseLaneMessage(message) {
+  if (!(message instanceof Uint8Array)) throw new TypeError('a lane message must be a Uint8Array');
+  if (message.length === 0) throw malformed('empty WebSocket message');
+  const lane = message[0];
+  const rest = message.subarray(1);
+  const handle = () => {
+    const r = new Reader(rest);
+    try {
+      return { handle: r.varint(32), used: r.pos };
+    } catch (e) {
+      throw malformed(`room handle: ${e.message}`);
+    }
+  };
+  switch (lane) {
+    case Lane.Control:
+      return { lane: 'control', body: rest };
+    case Lane.Room: {
+      const { handle: h, used } = handle();
+      return { lane: 'room', handle: h, body: rest.subarray(used) };
+    }
+    case Lane.RoomEnd: {
+      const { handle: h, used } = handle();
+      if (used !== rest.length) throw malformed('bytes after a room end');
+      return { lane: 'room_end', handle: h };
+    }
+    case Lane.Volatile:
+      return { lane: 'volatile', body: rest };
+    default:
+      return { lane: 'unknown', value: lane };
+  }
+}

@@ -51,3 +51,22 @@ export function load(file) {
   const text = readFileSync(new URL(`${file}.json`, `file://${VECTORS_DIR}`), 'utf8');
   return parseJsonLossless(text).map((v) => ({ name: v.name, frame: fromSerde(v.frame), hex: v.hex, serde: v.frame }));
 }
+
+/**
+ * The WebSocket lane vectors (`websocket.json`, PROTOCOL.md §16.5): `lane` is
+ * `control`, `room`, `room_end` or `volatile`; `type` the frame's enum (null for
+ * `room_end`); `handle` for the room lanes; `frame` mapped as in `load` (null for
+ * `room_end`); `hex` the whole message.
+ * @returns {Array<{name: string, lane: string, type: string|null, handle: number|null, frame: object|null, hex: string}>}
+ */
+export function loadLanes() {
+  const text = readFileSync(new URL('websocket.json', `file://${VECTORS_DIR}`), 'utf8');
+  return parseJsonLossless(text).map((v) => ({
+    name: v.name,
+    lane: v.lane,
+    type: v.type,
+    handle: v.handle,
+    frame: v.frame === null ? null : fromSerde(v.frame),
+    hex: v.hex,
+  }));
+}
