@@ -849,3 +849,45 @@ async fn websocket_and_webtransport_users_meet_across_nodes() {
     })
     .await;
 }
+
+/// Redis loses a user's inbox and id counter (no persistence, a failover to an
+/// empty replica): the next notification still gets a higher id, so a session that
+/// saw the earlier ones does not skip it as already delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_ids_keep_increasing_when_redis_loses_them() {
+    let cluster = Cluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let mut hal = node.client("/notifications", "hal").await;
+    let api = node.api();
+    let first = api.notify("hal", "ping", b"one").await.unwrap();
+    let got = expect(&mut hal, "the first notification", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, first);
+    hal.ack_notification(first).await.unwrap();
+
+    let port = cluster.redis.port;
+    let lost = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let del = "*3\r\n$3\r\nDEL\r\n$19\r\nwtgate:inbox-id:hal\r\n$16\r\nwtgate:inbox:hal\r\n";
+        s.write_all(del.as_bytes()).unwrap();
+        let mut reply = [0u8; 4];
+        s.read_exact(&mut reply).unwrap();
+        reply
+    })
+    .await
+    .unwrap();
+    assert_eq!(&lost, b":1\r\n", "the id counter was there to lose");
+
+    let second = api.notify("hal", "ping", b"two").await.unwrap();
+    assert!(second > first, "id {second} after {first}");
+    let (got, body) = expect(&mut hal, "the notification after the loss", |e| match e {
+        Event::Notification { id, body, .. } => Some((id, body)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((got, &body[..]), (second, &b"two"[..]));
+    assert!(second < 1 << 53, "ids stay exact in JavaScript");
+}

@@ -19,4 +19,5 @@ mod readme;
 mod rooms;
 mod shutdown;
 mod startup;
+mod storage;
 mod websocket;
