@@ -128,18 +128,25 @@ fn serve_command(id: &str, redis: &RedisServer, dir: &Path) -> Command {
 
 impl Node {
     async fn start(id: &str, redis: &RedisServer, base: &Path) -> Node {
+        Node::start_with(id, redis, base, None).await
+    }
+
+    /// A node reading `config` (TOML) as its configuration file.
+    async fn start_with(id: &str, redis: &RedisServer, base: &Path, config: Option<&str>) -> Node {
         let dir = base.join(id);
         std::fs::create_dir_all(&dir).unwrap();
+        let mut command = serve_command(id, redis, &dir);
+        if let Some(config) = config {
+            let path = dir.join("wtgate.toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("wtgate.log"))
             .unwrap();
-        let mut child = serve_command(id, redis, &dir)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut addr, mut hash) = (None, None);
         let read = async {
@@ -890,4 +897,86 @@ async fn notification_ids_keep_increasing_when_redis_loses_them() {
     .await;
     assert_eq!((got, &body[..]), (second, &b"two"[..]));
     assert!(second < 1 << 53, "ids stay exact in JavaScript");
+}
+
+/// In cluster mode too, a namespace holds a bounded number of rooms (empty ones
+/// give way, and with every room occupied a new one is refused with TooManyRooms),
+/// and the history of all rooms a bounded number of bytes (the least recently
+/// published rooms lose theirs first: their members are told `recovered: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_history_bytes_are_bounded_in_redis() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[limits]\nmax_rooms_per_namespace = 3\nhistory_bytes_total = 40000\n";
+    let a = Node::start_with("n1", &redis, dir.path(), Some(config)).await;
+    let b = Node::start_with("n2", &redis, dir.path(), Some(config)).await;
+
+    // Three rooms with members, on two nodes: a fourth is refused cluster-wide.
+    let ann = a.client("/chat", "ann").await;
+    let bob = b.client("/chat", "bob").await;
+    ann.join("r1", None).await.unwrap();
+    ann.join("r2", None).await.unwrap();
+    bob.join("r3", None).await.unwrap();
+    let err = bob.join("r4", None).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Server {
+                code: ErrorCode::TooManyRooms,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = a.api().publish("/chat", "r5", b"x").await.unwrap_err();
+    assert!(err.to_string().contains("rooms"), "{err}");
+    // Once a room is empty, it gives way.
+    ann.leave("r2").await.unwrap();
+    bob.join("r4", None).await.unwrap();
+
+    // History of all rooms: 40 kB. r1 is published to first and least since.
+    let body = Bytes::from(vec![b'h'; 8_000]);
+    let r1 = ann.join("r1", None).await;
+    assert!(r1.is_err(), "already joined");
+    let first = ann.publish("r1", body.clone()).await.unwrap();
+    for _ in 0..6 {
+        bob.publish("r3", body.clone()).await.unwrap();
+        bob.publish("r4", body.clone()).await.unwrap();
+    }
+    let total = redis_get(redis.port, "wtgate:hist-total");
+    assert!(total <= 40_000, "history bytes in Redis: {total}");
+    assert!(total > 0, "history is counted");
+    // r1's history went first: a rejoin from before its message is not recovered.
+    let carl = b.client("/chat", "carl").await;
+    let since = Since {
+        epoch: carl.join("r1", None).await.unwrap().epoch,
+        seq: first - 1,
+    };
+    carl.leave("r1").await.unwrap();
+    let again = carl.join("r1", Some(since)).await.unwrap();
+    assert!(!again.recovered, "r1's history was shed");
+}
+
+/// An integer value of a Redis string key (0 when missing).
+fn redis_get(port: u16, key: &str) -> i64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    // `$-1\r\n` or `$N\r\nDIGITS\r\n`.
+    let mut lines = 0;
+    while lines < 2 {
+        s.read_exact(&mut byte).unwrap();
+        reply.push(byte[0]);
+        if byte[0] == b'\n' {
+            lines += 1;
+            if reply.starts_with(b"$-1") {
+                return 0;
+            }
+        }
+    }
+    let text = String::from_utf8(reply).unwrap();
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
 }

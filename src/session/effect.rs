@@ -10,7 +10,7 @@ use super::Refusal;
 use crate::broker::{Broker, BrokerError};
 use crate::hub::{Hub, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
-use crate::protocol::{ErrorCode, Since};
+use crate::protocol::Since;
 
 /// Backend work the core asked for.
 #[derive(Debug)]
@@ -241,7 +241,8 @@ async fn join(
         Ok(recovery) => recovery,
         Err(e) => {
             let _ = b.hub.leave(b.ns, room, b.id);
-            return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
+            // TooManyRooms for a full namespace, Internal for a broker failure.
+            return Err(Refusal::new(e.code(), e.to_string()));
         }
     };
     if joined.first_for_user && presence {
