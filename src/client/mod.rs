@@ -926,17 +926,22 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
 
 async fn read_datagrams(conn: Connection, handles: Handles, events: mpsc::Sender<Event>) {
     while let Ok(datagram) = conn.receive_datagram().await {
-        let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(&datagram.payload()) else {
-            continue;
-        };
-        let room = handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&handle)
-            .cloned();
-        if let Some(room) = room {
+        if let Some(event) = volatile_event(&datagram.payload(), &handles) {
             // Volatile: never wait for a slow application.
-            let _ = events.try_send(Event::Volatile { room, from, body });
+            let _ = events.try_send(event);
         }
     }
+}
+
+/// A datagram's payload as an event of the joined room its handle names.
+fn volatile_event(payload: &[u8], handles: &Handles) -> Option<Event> {
+    let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(payload) else {
+        return None;
+    };
+    let room = handles
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&handle)
+        .cloned()?;
+    Some(Event::Volatile { room, from, body })
 }

@@ -19,9 +19,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
-use super::{dispatch_control, room_event, ClientError, Event, Handles, Pending, Trust};
+use super::{
+    dispatch_control, room_event, volatile_event, ClientError, Event, Handles, Pending, Trust,
+};
 use crate::protocol::lane::{self, Lane};
-use crate::protocol::{decode_datagram, Datagram, ErrorCode, ServerFrame};
+use crate::protocol::{ErrorCode, ServerFrame};
 use crate::server::SUBPROTOCOL;
 
 /// A WebSocket to a wtgate server, over TLS (`wss://`) or plain TCP (`ws://`, the
@@ -189,16 +191,9 @@ pub(super) async fn read_lanes(
                 rooms.remove(&handle).map(|room| Event::RoomClosed { room })
             }
             Ok(Lane::Volatile(body)) => {
-                if let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(body) {
-                    let room = handles
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&handle)
-                        .cloned();
-                    if let Some(room) = room {
-                        // Volatile: never wait for a slow application.
-                        let _ = events.try_send(Event::Volatile { room, from, body });
-                    }
+                if let Some(event) = volatile_event(body, &handles) {
+                    // Volatile: never wait for a slow application.
+                    let _ = events.try_send(event);
                 }
                 None
             }

@@ -26,8 +26,8 @@ use tracing::{debug, info, info_span, Instrument};
 
 use super::admission::{Admission, AwaitingGuard};
 use super::driver::{
-    backends, far_or, hello_deadline, now, register, sleep_until_flush, unix_now, CLOSE_LINGER,
-    CLOSE_READ_GRACE, WRITE_BATCH,
+    backends, far_or, gather, hello_deadline, now, register, sleep_until_flush, unix_now,
+    CLOSE_LINGER, CLOSE_READ_GRACE,
 };
 use super::socket_probe::SocketProbe;
 use super::{FlushPolicy, Gateway};
@@ -359,15 +359,8 @@ impl WsSession {
                 }
                 item = live.rx.frames.recv() => {
                     let Some(item) = item else { return Ok(()) };
-                    live.held.push(item);
-                    while live.held.len() < WRITE_BATCH {
-                        match live.rx.frames.try_recv() {
-                            Ok(item) => live.held.push(item),
-                            Err(_) => break,
-                        }
-                    }
                     let window = self.gateway.flush_window.get();
-                    if live.flush.due(Instant::now(), window) || live.held.len() >= WRITE_BATCH {
+                    if gather(item, &mut live.rx, &mut live.held, &live.flush, window) {
                         self.flush_held(live).await?;
                     }
                 }

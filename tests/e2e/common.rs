@@ -202,6 +202,20 @@ pub fn hello(server: &TestServer, user: &str) -> wtgate::protocol::ClientFrame {
     }
 }
 
+/// A room message event as (room, seq, from, body).
+pub fn message(e: &Event) -> Option<(String, u64, String, bytes::Bytes)> {
+    match e {
+        Event::Message {
+            room,
+            seq,
+            from,
+            body,
+            ..
+        } => Some((room.clone(), *seq, from.clone(), body.clone())),
+        _ => None,
+    }
+}
+
 /// A notification event as (id, kind, body).
 pub fn notification(e: &Event) -> Option<(u64, String, bytes::Bytes)> {
     match e {

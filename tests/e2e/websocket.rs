@@ -15,19 +15,6 @@ use wtgate::protocol::{ClientFrame, ErrorCode, ServerFrame, Since};
 
 use crate::common::*;
 
-fn message(e: &Event) -> Option<(String, u64, String, Bytes)> {
-    match e {
-        Event::Message {
-            room,
-            seq,
-            from,
-            body,
-            ..
-        } => Some((room.clone(), *seq, from.clone(), body.clone())),
-        _ => None,
-    }
-}
-
 #[tokio::test]
 async fn websocket_and_webtransport_members_share_a_room() {
     let server = TestServer::start().await;
