@@ -155,6 +155,7 @@ function settledWithin(promise, ms) {
 export class Session {
   /** @type {WebTransport} */ transport;
   /** @type {{session: number|bigint, user: string, max_frame: number, online: string[]|null}} */ welcome;
+  /** What the namespace's connect hook attached (`ConnectInfo`), or null. @type {Uint8Array|null} */ connectData = null;
   /** Whether the session has ended. */ closed = false;
 
   #url;
@@ -260,6 +261,16 @@ export class Session {
    */
   async refresh(token) {
     await this.#request('Ack', (req) => ({ type: 'Refresh', req, token }));
+  }
+
+  /**
+   * Calls `method` on the namespace's backend (its RPC hook); resolves with the
+   * backend's reply body.
+   * @param {string} method @param {Uint8Array} body
+   * @returns {Promise<Uint8Array>}
+   */
+  async rpc(method, body) {
+    return (await this.#request('RpcReply', (req) => ({ type: 'Rpc', req, method, body }))).body;
   }
 
   /**
@@ -585,14 +596,21 @@ export async function openSession(url, options, handlers) {
     const frames = new FrameDecoder(decodeServerFrame, MAX_SERVER_FRAME);
     await Promise.race([writer.write(encodeClientFrame({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token })), timeout]);
 
-    // The first frame: Welcome, or Error followed by the close.
+    // The first frame: Welcome (after ConnectInfo when the connect hook attached
+    // data), or Error followed by the close.
     let first = null;
+    let connectData = null;
     while (first === null) {
       try {
         first = frames.next();
       } catch (e) {
         if (e.kind === 'UnknownVariant') continue;
         throw new WtgateError('protocol', `${url}: the server's first frame is malformed: ${e.message}`, { url });
+      }
+      if (first?.type === 'ConnectInfo') {
+        connectData = first.data;
+        first = null;
+        continue;
       }
       if (first !== null) break;
       const { value, done } = await Promise.race([reader.read(), timeout]);
@@ -613,6 +631,7 @@ export async function openSession(url, options, handlers) {
     }
 
     const session = new Session(url, transport, { writer, reader, frames }, first, handlers);
+    session.connectData = connectData;
     closed.then(() => session.handleClosed(closedInfo, closedFailure));
     return session;
   } catch (e) {

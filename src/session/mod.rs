@@ -321,6 +321,10 @@ impl Session {
             ClientFrame::Online { req } => self.online(req),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
             ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
+            ClientFrame::Rpc { req, method, .. } => {
+                let message = format!("no RPC hook in {} for {method:?}", self.ns);
+                self.refuse(req, Refusal::new(ErrorCode::Forbidden, message))
+            }
         }
     }
 
