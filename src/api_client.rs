@@ -376,7 +376,7 @@ const CHANGED_HINT: &str = " (the server now has another certificate — renewed
      or replaced by `wtgate certs --force`: pin the sha-256 it printed last)";
 
 /// The TLS configuration for `trust`: ring, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
-fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ApiClientError> {
+pub(crate) fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ApiClientError> {
     let provider = Arc::new(crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -253,7 +253,10 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
         }
-        assert_eq!(text.matches("wtgate_errors_total{").count(), 17);
+        assert_eq!(
+            text.matches("wtgate_errors_total{").count(),
+            crate::protocol::ErrorCode::KNOWN.len()
+        );
     }
 
     #[test]

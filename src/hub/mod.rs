@@ -213,6 +213,12 @@ impl Hub {
         out
     }
 
+    /// The queue of session `id` in namespace `ns`, while it is registered.
+    pub fn session_tx(&self, ns: &str, id: SessionId) -> Option<SessionTx> {
+        let st = self.lock();
+        st.namespaces.get(ns)?.sessions.get(&id).cloned()
+    }
+
     /// Adds a registered session to a room; from now on it receives the room's frames.
     pub fn join(&self, ns: &str, room: &str, id: SessionId) -> Result<JoinedRoom, HubError> {
         let mut st = self.lock();

@@ -33,7 +33,9 @@ fn drain(rx: &mut SessionRx) -> Vec<(u32, ServerFrame)> {
     while let Ok(item) = rx.frames.try_recv() {
         out.push(match item {
             Outbound::Room { handle, frame, .. } => (handle, decode(&frame)),
-            Outbound::Control(frame) | Outbound::Notification { frame, .. } => (0, decode(&frame)),
+            Outbound::Control(frame)
+            | Outbound::RpcReply(frame)
+            | Outbound::Notification { frame, .. } => (0, decode(&frame)),
         });
     }
     out

@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{TokenVerifier, SERVER_USER};
 use crate::broker::{Broker, BrokerError};
 use crate::config::{Config, Settings};
+use crate::hooks::{HookRunner, Hooks};
 use crate::hub::{validate_room_name, Hub, QueuedBytes};
 use crate::metrics::Metrics;
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
-use crate::session::Rules;
+use crate::session::{Backends, Rules};
 
 /// Longest notification kind, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
@@ -70,6 +71,8 @@ pub struct Gateway {
     pub flush_window: super::FlushWindow,
     /// Limits and the token check every session obeys.
     pub(crate) rules: Arc<Rules>,
+    /// The application backend's hooks, bounded in time and calls in flight.
+    pub(crate) hooks: Arc<HookRunner>,
     /// Bytes queued for every session, against `outbound_bytes_total`.
     pub(crate) queued_bytes: Arc<QueuedBytes>,
     /// Connections not welcomed yet, against `max_awaiting_hello`.
@@ -93,8 +96,10 @@ impl Gateway {
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         inbox: Arc<dyn Inbox>,
+        hooks: Arc<dyn Hooks>,
     ) -> Self {
         Gateway {
+            hooks: Arc::new(HookRunner::new(hooks, &settings.config)),
             config: settings.config.clone(),
             rules: Arc::new(Rules {
                 limits: settings.config.limits.clone(),
@@ -114,6 +119,20 @@ impl Gateway {
             settings,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// What the effects of session `id` (of `user`, in `ns`) run against; every
+    /// driver performs them through this.
+    pub(crate) fn backends<'a>(&'a self, ns: &'a str, id: u64, user: &'a str) -> Backends<'a> {
+        Backends {
+            hub: &self.hub,
+            broker: self.broker.as_ref(),
+            inbox: self.inbox.as_ref(),
+            ns,
+            id,
+            user,
+            hooks: &self.hooks,
         }
     }
 

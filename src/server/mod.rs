@@ -33,6 +33,7 @@ use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 use crate::broker::{Broker, Local, Redis};
 use crate::certs;
 use crate::config::Settings;
+use crate::hooks::{Hooks, HttpHooks, NoHooks};
 use crate::hub::{Hub, SessionLimits};
 use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
@@ -46,6 +47,9 @@ pub enum ServerError {
     /// The data directory (notification inboxes) is unusable.
     #[error("data directory: {0}")]
     DataDir(String),
+    /// The backend hooks cannot be set up.
+    #[error("hooks: {0}")]
+    Hooks(String),
     /// Cluster mode (`--redis`) could not start: Redis unreachable or a bad setting.
     #[error("cluster mode: {0}")]
     Cluster(String),
@@ -89,6 +93,39 @@ impl Server {
     /// Loads (or makes) the certificate, binds the UDP socket and the TCP socket of
     /// the server API on the same port number.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        let hooks: Arc<dyn Hooks> = if settings
+            .config
+            .namespaces
+            .values()
+            .any(|ns| !ns.hooks.url.is_empty())
+        {
+            let secret = settings.hook_secret.as_ref().unwrap_or(&settings.secret);
+            Arc::new(
+                HttpHooks::new(&settings.config, secret.as_bytes())
+                    .map_err(|e| ServerError::Hooks(e.to_string()))?,
+            )
+        } else {
+            Arc::new(NoHooks)
+        };
+        for (path, ns) in &settings.config.namespaces {
+            if ns.hooks.any() && ns.hooks.url.is_empty() {
+                return Err(ServerError::Hooks(format!(
+                    "namespaces.{}.hooks: a hook is on but url is empty (a Rust program \
+                     passes its own hooks to Server::bind_with_hooks)",
+                    path.trim_start_matches('/')
+                )));
+            }
+        }
+        Self::bind_with_hooks(settings, hooks).await
+    }
+
+    /// [`bind`](Self::bind) with the application's own [`Hooks`], run in-process
+    /// (for Rust programs that embed wtgate) instead of the HTTP hooks; the
+    /// configuration still says which hooks each namespace calls.
+    pub async fn bind_with_hooks(
+        settings: Settings,
+        hooks: Arc<dyn Hooks>,
+    ) -> Result<Server, ServerError> {
         let identity = identity::load(&settings.tls).await?;
         let cert_hash = certs::hash_der(identity.certificate_chain().as_slice()[0].der());
         let api_tls = http::tls_config(&identity)
@@ -117,7 +154,7 @@ impl Server {
                 (local.clone(), Arc::new(inbox), Some(local))
             }
         };
-        let gateway = Arc::new(Gateway::new(settings, hub, broker, inbox));
+        let gateway = Arc::new(Gateway::new(settings, hub, broker, inbox, hooks));
         Ok(Server {
             endpoint,
             api,

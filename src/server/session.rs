@@ -366,15 +366,7 @@ impl Session {
     }
 
     fn backends<'a>(&'a self, core: &'a Core) -> Backends<'a> {
-        let gw = &self.gateway;
-        Backends {
-            hub: &gw.hub,
-            broker: gw.broker.as_ref(),
-            inbox: gw.inbox.as_ref(),
-            ns: core.ns(),
-            id: core.id(),
-            user: core.user(),
-        }
+        self.gateway.backends(core.ns(), core.id(), core.user())
     }
 
     /// Opens a room stream and writes its head, waiting at most

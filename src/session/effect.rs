@@ -4,19 +4,52 @@
 //! and returns an [`Outcome`] the driver feeds back with `Session::complete`. Every
 //! driver shares this code; only sockets differ between them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Refusal;
 use crate::broker::{Broker, BrokerError};
-use crate::hub::{Hub, Recovery, SessionId};
+use crate::hooks::{Caller, ConnectReply, HookError, HookRunner, JoinReply, PublishReply};
+use crate::hub::{Hub, Outbound, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
-use crate::protocol::{ErrorCode, Since};
+use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
 
 /// Backend work the core asked for.
 #[derive(Debug)]
 pub(crate) enum Effect {
     /// Read the user's token revocation mark (before registration).
     Revocation,
+    /// Ask the connect hook (before registration).
+    Connect,
+    /// Ask the join hook whether the session may join.
+    JoinCheck {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Where the client left off.
+        since: Option<Since>,
+    },
+    /// Ask the publish hook about a message.
+    PublishCheck {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Payload.
+        body: Bytes,
+    },
+    /// Call the RPC hook beside the session's commands; the answer comes back on the
+    /// session's queue ([`Outbound::RpcReply`]).
+    Rpc {
+        /// The request.
+        req: u32,
+        /// The backend method.
+        method: String,
+        /// Its argument.
+        body: Bytes,
+    },
     /// Announce the user online (when `announce`), read who is online (when
     /// `online`) and the pending notifications (when `inbox`).
     Welcome {
@@ -132,6 +165,37 @@ pub(crate) enum Outcome {
     },
     /// Of [`Effect::Revocation`]: tokens issued at or before this are revoked.
     Revocation(Result<Option<u64>, InboxError>),
+    /// Of [`Effect::Connect`].
+    Connected(Result<ConnectReply, HookError>),
+    /// Of [`Effect::JoinCheck`].
+    JoinChecked {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// As asked.
+        since: Option<Since>,
+        /// The hook's answer.
+        result: Result<JoinReply, HookError>,
+    },
+    /// Of [`Effect::PublishCheck`].
+    PublishChecked {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// The client's payload.
+        body: Bytes,
+        /// The hook's answer.
+        result: Result<PublishReply, HookError>,
+    },
+    /// Of [`Effect::Rpc`] when it could not start (the session is gone from the hub).
+    RpcFailed {
+        /// The request.
+        req: u32,
+        /// Why.
+        error: HookError,
+    },
     /// Of effects that report nothing.
     Done,
 }
@@ -151,6 +215,18 @@ pub(crate) struct Backends<'a> {
     pub(crate) id: SessionId,
     /// Its user.
     pub(crate) user: &'a str,
+    /// The application backend's hooks.
+    pub(crate) hooks: &'a Arc<HookRunner>,
+}
+
+impl Backends<'_> {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            ns: self.ns,
+            user: self.user,
+            session: self.id,
+        }
+    }
 }
 
 impl Effect {
@@ -159,6 +235,20 @@ impl Effect {
     pub(crate) async fn perform(self, b: Backends<'_>) -> Outcome {
         match self {
             Effect::Revocation => Outcome::Revocation(b.inbox.revoked_until(b.user).await),
+            Effect::Connect => Outcome::Connected(b.hooks.connect(b.caller()).await),
+            Effect::JoinCheck { req, room, since } => Outcome::JoinChecked {
+                result: b.hooks.join(b.caller(), &room).await,
+                req,
+                room,
+                since,
+            },
+            Effect::PublishCheck { req, room, body } => Outcome::PublishChecked {
+                result: b.hooks.publish(b.caller(), &room, &body).await,
+                req,
+                room,
+                body,
+            },
+            Effect::Rpc { req, method, body } => rpc(b, req, method, body),
             Effect::Welcome {
                 announce,
                 online,
@@ -204,6 +294,33 @@ impl Effect {
             }
         }
     }
+}
+
+/// Starts the RPC on its own task, so the session goes on serving; its answer is
+/// queued for the session like any other frame.
+fn rpc(b: Backends<'_>, req: u32, method: String, body: Bytes) -> Outcome {
+    let Some(tx) = b.hub.session_tx(b.ns, b.id) else {
+        let error = HookError::Unavailable("the session is closing".into());
+        return Outcome::RpcFailed { req, error };
+    };
+    let hooks = b.hooks.clone();
+    let (ns, user, session) = (b.ns.to_owned(), b.user.to_owned(), b.id);
+    tokio::spawn(async move {
+        let caller = Caller {
+            ns: &ns,
+            user: &user,
+            session,
+        };
+        let frame = match hooks.rpc(caller, &method, body).await {
+            Ok(body) => ServerFrame::RpcReply { req, body },
+            Err(e) => {
+                let (code, message) = e.to_client();
+                ServerFrame::Error { req, code, message }
+            }
+        };
+        tx.send(Outbound::RpcReply(frame_bytes(&frame)));
+    });
+    Outcome::Done
 }
 
 async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> Outcome {
@@ -293,6 +410,7 @@ mod tests {
         hub: Arc<Hub>,
         broker: Local,
         inbox: Embedded,
+        hooks: Arc<HookRunner>,
         _dir: tempfile::TempDir,
     }
 
@@ -310,6 +428,7 @@ mod tests {
         World {
             broker: Local::new(hub.clone(), &config),
             inbox: Embedded::open(dir.path(), 10).unwrap(),
+            hooks: Arc::new(HookRunner::new(Arc::new(crate::hooks::NoHooks), &config)),
             hub,
             _dir: dir,
         }
@@ -330,6 +449,7 @@ mod tests {
                 ns: "/chat",
                 id,
                 user,
+                hooks: &self.hooks,
             }
         }
     }
@@ -342,7 +462,7 @@ mod tests {
                     let mut buf = BytesMut::from(&frame[..]);
                     decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap()
                 }
-                Outbound::Notification { .. } => None,
+                Outbound::Notification { .. } | Outbound::RpcReply(_) => None,
             })
             .collect()
     }
