@@ -10,6 +10,7 @@ mod budgets;
 mod cli;
 mod datagrams;
 mod floods;
+mod hooks;
 mod limits;
 mod load;
 mod memory;
