@@ -97,7 +97,8 @@ async fn hook(
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let headers_match = req["user"] == header("x-wtgate-user")
         && req["namespace"] == header("x-wtgate-namespace")
-        && req["session"].to_string() == header("x-wtgate-session");
+        && req["session"].as_u64().map(|s| s.to_string()).as_deref()
+            == Some(header("x-wtgate-session"));
     if signed.is_err() || !headers_match {
         seen.bad.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::UNAUTHORIZED, Json(json!({})));
