@@ -21,6 +21,8 @@
 //!   the HTTPS server API (the CLI's `notify`, `publish`, `broadcast`).
 //! - [`hooks`]: the application backend's hooks (connect, join, publish, RPC) as a
 //!   trait, with the HTTP proxies as one implementation.
+//! - [`webhooks`]: events (sessions, rooms, notifications) sent to the backend at
+//!   least once from a bounded durable queue.
 //! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
 //! - [`load`]: `wtgate load`, the load tester (paced publishers, loss and latency checks).
 //!
@@ -60,3 +62,4 @@ pub mod protocol;
 pub mod server;
 mod session;
 pub mod transport;
+pub mod webhooks;

@@ -12,7 +12,7 @@
 //! costs a clear `BackendUnavailable`, never a stuck server.
 
 mod http;
-mod sign;
+pub(crate) mod sign;
 
 pub use http::HttpHooks;
 pub use sign::{sign, signature_header, verify, SignatureError, HEADER as SIGNATURE_HEADER};

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
 use crate::session::{Backends, Rules};
+use crate::webhooks::Webhooks;
 
 /// Longest notification kind, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
@@ -73,6 +74,8 @@ pub struct Gateway {
     pub(crate) rules: Arc<Rules>,
     /// The application backend's hooks, bounded in time and calls in flight.
     pub(crate) hooks: Arc<HookRunner>,
+    /// Events for the application backend.
+    pub(crate) webhooks: Webhooks,
     /// Bytes queued for every session, against `outbound_bytes_total`.
     pub(crate) queued_bytes: Arc<QueuedBytes>,
     /// Connections not welcomed yet, against `max_awaiting_hello`.
@@ -97,8 +100,11 @@ impl Gateway {
         broker: Arc<dyn Broker>,
         inbox: Arc<dyn Inbox>,
         hooks: Arc<dyn Hooks>,
+        webhooks: Webhooks,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
+            webhooks,
             hooks: Arc::new(HookRunner::new(hooks, &settings.config)),
             config: settings.config.clone(),
             rules: Arc::new(Rules {
@@ -108,9 +114,7 @@ impl Gateway {
             hub,
             broker,
             inbox,
-            metrics: Arc::new(Metrics::new(
-                settings.config.namespaces.keys().map(String::as_str),
-            )),
+            metrics,
             flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
             queued_bytes: QueuedBytes::new(settings.config.limits.outbound_bytes_total),
             awaiting_hello: super::admission::AwaitingHello::new(
@@ -133,6 +137,7 @@ impl Gateway {
             id,
             user,
             hooks: &self.hooks,
+            webhooks: &self.webhooks,
         }
     }
 

@@ -35,8 +35,11 @@ use crate::certs;
 use crate::config::Settings;
 use crate::hooks::{Hooks, HttpHooks, NoHooks};
 use crate::hub::{Hub, SessionLimits};
+use crate::metrics::Metrics;
 use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
+use crate::webhooks::{self, EmbeddedQueue, Webhooks};
+use futures::future::BoxFuture;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -86,6 +89,10 @@ pub struct Server {
     gateway: Arc<Gateway>,
     /// The single-process broker; `None` in cluster mode (Redis).
     local: Option<Arc<Local>>,
+    /// The webhook writer and sender, when webhooks are on.
+    webhook_tasks: Option<(BoxFuture<'static, ()>, BoxFuture<'static, ()>)>,
+    /// Stops them, once the sessions are gone.
+    webhook_stop: CancellationToken,
     cert_hash: String,
 }
 
@@ -154,8 +161,30 @@ impl Server {
                 (local.clone(), Arc::new(inbox), Some(local))
             }
         };
-        let gateway = Arc::new(Gateway::new(settings, hub, broker, inbox, hooks));
+        let metrics = Arc::new(Metrics::new(config.namespaces.keys().map(String::as_str)));
+        let webhook_stop = CancellationToken::new();
+        let (webhooks, webhook_tasks) = if config.webhooks.url.is_empty() {
+            (Webhooks::off(), None)
+        } else {
+            let queue = EmbeddedQueue::open(&settings.data_dir)
+                .map_err(|e| data_dir_error(&settings.data_dir, e))?;
+            let secret = settings.hook_secret.as_ref().unwrap_or(&settings.secret);
+            let started = webhooks::start(
+                &config.webhooks,
+                Arc::new(queue),
+                secret.as_bytes(),
+                metrics.clone(),
+                webhook_stop.clone(),
+            )
+            .map_err(|e| ServerError::Hooks(e.to_string()))?;
+            (started.webhooks, Some((started.writer, started.sender)))
+        };
+        let gateway = Arc::new(Gateway::new(
+            settings, hub, broker, inbox, hooks, webhooks, metrics,
+        ));
         Ok(Server {
+            webhook_tasks,
+            webhook_stop,
             endpoint,
             api,
             api_tls,
@@ -192,8 +221,12 @@ impl Server {
     /// Accepts sessions and serves the API until `shutdown` is cancelled, then closes
     /// every session with `GoingAway` and waits for them and for API requests in
     /// flight, at most `shutdown_grace`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
+        let webhook_tasks = self
+            .webhook_tasks
+            .take()
+            .map(|(writer, sender)| (tokio::spawn(writer), tokio::spawn(sender)));
         // Only the single-process broker keeps rooms in memory; Redis expires them.
         let sweeper = self.local.clone().map(|local| {
             tasks.spawn(sweep_rooms(
@@ -261,6 +294,14 @@ impl Server {
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             warn!("sessions still open after {grace:?}; closing the endpoint");
+        }
+        // The sessions' last events (session.closed) are queued; what is not sent
+        // yet waits in the queue for the next start.
+        self.webhook_stop.cancel();
+        if let Some((writer, sender)) = webhook_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            sender.abort();
+            let _ = sender.await;
         }
         if let Some(local) = &self.local {
             match local.save(&snapshot_path(self.gateway.settings())) {

@@ -14,6 +14,7 @@ use crate::hooks::{Caller, ConnectReply, HookError, HookRunner, JoinReply, Publi
 use crate::hub::{Hub, Outbound, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
+use crate::webhooks::{Event, EventKind, Webhooks};
 
 /// Backend work the core asked for.
 #[derive(Debug)]
@@ -100,6 +101,11 @@ pub(crate) enum Effect {
         room: String,
         /// Room presence is on.
         presence: bool,
+    },
+    /// A notification was handed to the session (a webhook event).
+    Delivered {
+        /// Notification id.
+        id: u64,
     },
     /// Leave every room and the namespace, announcing what changed.
     Depart {
@@ -217,9 +223,33 @@ pub(crate) struct Backends<'a> {
     pub(crate) user: &'a str,
     /// The application backend's hooks.
     pub(crate) hooks: &'a Arc<HookRunner>,
+    /// Events for the application backend.
+    pub(crate) webhooks: &'a Webhooks,
 }
 
 impl Backends<'_> {
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind, self.ns, self.user, self.id)
+    }
+
+    fn emit(&self, kind: EventKind) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind));
+        }
+    }
+
+    fn emit_room(&self, kind: EventKind, room: &str) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind).room(room));
+        }
+    }
+
+    fn emit_notification(&self, kind: EventKind, id: u64) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind).notification(id));
+        }
+    }
+
     fn caller(&self) -> Caller<'_> {
         Caller {
             ns: self.ns,
@@ -276,14 +306,27 @@ impl Effect {
                 req,
                 result: b.broker.online_users(b.ns).await,
             },
-            Effect::AckNotification { req, id } => Outcome::Acked {
-                req,
-                result: b.inbox.ack(b.user, id).await,
-            },
+            Effect::AckNotification { req, id } => {
+                let result = b.inbox.ack(b.user, id).await;
+                if let Ok(true) = result {
+                    b.emit_notification(EventKind::NotificationAcked, id);
+                }
+                Outcome::Acked { req, result }
+            }
+            Effect::Delivered { id } => {
+                b.emit_notification(EventKind::NotificationDelivered, id);
+                Outcome::Done
+            }
             Effect::LeaveRoom { room, presence } => {
-                if let Ok(true) = b.hub.leave(b.ns, &room, b.id) {
-                    if presence {
-                        let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+                if let Ok(left) = b.hub.leave_room(b.ns, &room, b.id) {
+                    if left.last_for_user {
+                        b.emit_room(EventKind::RoomLeft, &room);
+                        if presence {
+                            let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+                        }
+                    }
+                    if left.vacated {
+                        b.emit_room(EventKind::RoomVacated, &room);
                     }
                 }
                 Outcome::Done
@@ -324,6 +367,7 @@ fn rpc(b: Backends<'_>, req: u32, method: String, body: Bytes) -> Outcome {
 }
 
 async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> Outcome {
+    b.emit(EventKind::SessionOpened);
     if announce {
         let _ = b.broker.online_presence(b.ns, b.user, true).await;
     }
@@ -361,8 +405,14 @@ async fn join(
             return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
         }
     };
-    if joined.first_for_user && presence {
-        let _ = b.broker.room_presence(b.ns, room, b.user, true).await;
+    if joined.created {
+        b.emit_room(EventKind::RoomCreated, room);
+    }
+    if joined.first_for_user {
+        b.emit_room(EventKind::RoomJoined, room);
+        if presence {
+            let _ = b.broker.room_presence(b.ns, room, b.user, true).await;
+        }
     }
     let members = if presence {
         b.broker
@@ -381,13 +431,18 @@ async fn join(
 
 async fn depart(b: Backends<'_>, presence: bool, online: bool) {
     let gone = b.hub.unregister(b.ns, b.id);
-    if presence {
-        for (room, last) in gone.rooms {
-            if last {
-                let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+    for (room, last) in &gone.rooms {
+        if *last {
+            b.emit_room(EventKind::RoomLeft, room);
+            if presence {
+                let _ = b.broker.room_presence(b.ns, room, b.user, false).await;
             }
         }
     }
+    for room in &gone.vacated {
+        b.emit_room(EventKind::RoomVacated, room);
+    }
+    b.emit(EventKind::SessionClosed);
     if online && gone.last_for_user {
         let _ = b.broker.online_presence(b.ns, b.user, false).await;
     }
@@ -411,6 +466,7 @@ mod tests {
         broker: Local,
         inbox: Embedded,
         hooks: Arc<HookRunner>,
+        webhooks: Webhooks,
         _dir: tempfile::TempDir,
     }
 
@@ -429,6 +485,7 @@ mod tests {
             broker: Local::new(hub.clone(), &config),
             inbox: Embedded::open(dir.path(), 10).unwrap(),
             hooks: Arc::new(HookRunner::new(Arc::new(crate::hooks::NoHooks), &config)),
+            webhooks: Webhooks::off(),
             hub,
             _dir: dir,
         }
@@ -450,6 +507,7 @@ mod tests {
                 id,
                 user,
                 hooks: &self.hooks,
+                webhooks: &self.webhooks,
             }
         }
     }

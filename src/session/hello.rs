@@ -144,6 +144,8 @@ impl Session {
                         body: n.body,
                         ts: n.ts,
                     });
+                    self.actions
+                        .push_back(Action::Perform(Effect::Delivered { id: n.id }));
                 }
             }
             Some(Err(e)) => {

@@ -391,7 +391,12 @@ impl Session {
                 Some(Write::Control(frame))
             }
             Outbound::Notification { id, frame } => {
-                self.take_notification(id).then_some(Write::Control(frame))
+                let new = self.take_notification(id);
+                if new {
+                    self.actions
+                        .push_back(Action::Perform(Effect::Delivered { id }));
+                }
+                new.then_some(Write::Control(frame))
             }
             Outbound::Room {
                 handle,

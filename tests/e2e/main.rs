@@ -20,3 +20,4 @@ mod readme;
 mod rooms;
 mod shutdown;
 mod startup;
+mod webhooks;
