@@ -451,3 +451,141 @@ async fn a_wrong_hook_secret_is_caught_by_the_backend() {
     assert_eq!(backend.seen.bad.load(Ordering::Relaxed), 1);
     server.stop().await;
 }
+
+/// `node examples/backend/server.js` on a free port, killed on drop.
+pub struct ExampleBackend {
+    pub port: u16,
+    _child: tokio::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl ExampleBackend {
+    pub async fn start() -> ExampleBackend {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/backend/server.js");
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .env("PORT", "0")
+            .env("WTGATE_HOOK_SECRET", SECRET)
+            .env("DATA_FILE", dir.path().join("messages.json"))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs the example backend");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = within("the example backend to listen", lines.next_line())
+            .await
+            .unwrap()
+            .expect("the backend prints its address");
+        let port = first.rsplit(':').next().unwrap().parse().unwrap();
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ExampleBackend {
+            port,
+            _child: child,
+            dir,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = hooked(&format!("http://127.0.0.1:{}/wtgate", self.port), |_| {});
+        config.webhooks.url = format!("http://127.0.0.1:{}/webhooks", self.port);
+        config
+    }
+
+    /// The webhook events it received and verified.
+    pub async fn events(&self) -> Vec<Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /events HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_example_backend_validates_stores_answers_and_receives_webhooks() {
+    let backend = ExampleBackend::start().await;
+    let server = TestServer::start_with(backend.config()).await;
+    let alice = server.client("/chat", "alice").await;
+    let data: Value = serde_json::from_slice(alice.welcome().data.as_ref().unwrap()).unwrap();
+    assert_eq!(data["name"], "Alice Liddell");
+    assert_eq!(
+        refused(connect(&server, "mallory").await),
+        ErrorCode::Other(4003)
+    );
+    let mut bob = server.client("/chat", "bob").await;
+    alice.join("lobby", None).await.unwrap();
+    bob.join("lobby", None).await.unwrap();
+    assert_eq!(
+        refused(alice.join("admin-room", None).await),
+        ErrorCode::Rejected
+    );
+
+    alice
+        .publish("lobby", json_body(json!({"text": "hello there"})))
+        .await
+        .unwrap();
+    let got = expect_event(&mut bob, "the enriched message", |e| match e {
+        Event::Message { body, .. } => Some(body.clone()),
+        _ => None,
+    })
+    .await;
+    let got: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(got["text"], "hello there");
+    assert_eq!(got["name"], "Alice Liddell");
+    assert_eq!(
+        refused(
+            alice
+                .publish("lobby", json_body(json!({"text": "oh darn"})))
+                .await
+        ),
+        ErrorCode::Other(4001)
+    );
+    // Stored by the application, and searchable through an RPC.
+    let stored = std::fs::read_to_string(backend.dir.path().join("messages.json")).unwrap();
+    assert!(
+        stored.contains("hello there") && !stored.contains("darn"),
+        "{stored}"
+    );
+    let reply = bob
+        .rpc(
+            "history.search",
+            json_body(json!({"room": "lobby", "q": "HELLO"})),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["hits"][0]["text"], "hello there");
+    assert_eq!(reply["hits"][0]["user"], "alice");
+    assert_eq!(
+        refused(bob.rpc("nope", Bytes::new()).await),
+        ErrorCode::Other(4004)
+    );
+
+    // Its webhook receiver checked the signatures of what it kept.
+    within("the webhooks", async {
+        loop {
+            let kinds: Vec<Value> = backend
+                .events()
+                .await
+                .iter()
+                .map(|e| e["type"].clone())
+                .collect();
+            if kinds.contains(&json!("room.joined")) && kinds.contains(&json!("room.created")) {
+                assert!(kinds.contains(&json!("session.opened")));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
