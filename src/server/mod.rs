@@ -38,7 +38,7 @@ use crate::hub::{Hub, SessionLimits};
 use crate::metrics::Metrics;
 use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
-use crate::webhooks::{self, EmbeddedQueue, Webhooks};
+use crate::webhooks::{self, EmbeddedQueue, RedisQueue, Webhooks};
 use futures::future::BoxFuture;
 
 /// Why the server could not start.
@@ -147,8 +147,13 @@ impl Server {
                 max_sessions_per_user: limits.max_sessions_per_user,
             },
         ));
+        let mut node = None;
         let (broker, inbox, local): (Arc<dyn Broker>, Arc<dyn Inbox>, _) = match &settings.redis {
-            Some(url) => cluster_backends(&settings, url, hub.clone()).await?,
+            Some(url) => {
+                let (broker, inbox, id) = cluster_backends(&settings, url, hub.clone()).await?;
+                node = Some(id);
+                (broker, inbox, None)
+            }
             None => {
                 let local = Arc::new(Local::new(hub.clone(), config));
                 match local.restore(&snapshot_path(&settings)) {
@@ -166,12 +171,21 @@ impl Server {
         let (webhooks, webhook_tasks) = if config.webhooks.url.is_empty() {
             (Webhooks::off(), None)
         } else {
-            let queue = EmbeddedQueue::open(&settings.data_dir)
-                .map_err(|e| data_dir_error(&settings.data_dir, e))?;
+            let queue: Arc<dyn webhooks::Queue> = match (&settings.redis, &node) {
+                (Some(url), Some(node)) => Arc::new(
+                    RedisQueue::connect(url, node)
+                        .await
+                        .map_err(|e| ServerError::Cluster(e.to_string()))?,
+                ),
+                _ => Arc::new(
+                    EmbeddedQueue::open(&settings.data_dir)
+                        .map_err(|e| data_dir_error(&settings.data_dir, e))?,
+                ),
+            };
             let secret = settings.hook_secret.as_ref().unwrap_or(&settings.secret);
             let started = webhooks::start(
                 &config.webhooks,
-                Arc::new(queue),
+                queue,
                 secret.as_bytes(),
                 metrics.clone(),
                 webhook_stop.clone(),
@@ -453,7 +467,7 @@ async fn cluster_backends(
     settings: &Settings,
     url: &str,
     hub: Arc<Hub>,
-) -> Result<(Arc<dyn Broker>, Arc<dyn Inbox>, Option<Arc<Local>>), ServerError> {
+) -> Result<(Arc<dyn Broker>, Arc<dyn Inbox>, String), ServerError> {
     let config = &settings.config;
     let broker = Redis::connect(url, settings.node_id.clone(), hub, config)
         .await
@@ -461,7 +475,8 @@ async fn cluster_backends(
     let inbox = RedisInbox::connect(url, config.limits.max_inbox)
         .await
         .map_err(|e| ServerError::Cluster(e.to_string()))?;
-    Ok((Arc::new(broker), Arc::new(inbox), None))
+    let node = broker.node_id().to_owned();
+    Ok((Arc::new(broker), Arc::new(inbox), node))
 }
 
 /// Sets the coalescing window from the delivery rate, measured every 100 ms.

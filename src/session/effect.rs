@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Refusal;
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, PresenceChange};
 use crate::hooks::{Caller, ConnectReply, HookError, HookRunner, JoinReply, PublishReply};
 use crate::hub::{Hub, Outbound, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
@@ -320,13 +320,7 @@ impl Effect {
             Effect::LeaveRoom { room, presence } => {
                 if let Ok(left) = b.hub.leave_room(b.ns, &room, b.id) {
                     if left.last_for_user {
-                        b.emit_room(EventKind::RoomLeft, &room);
-                        if presence {
-                            let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
-                        }
-                    }
-                    if left.vacated {
-                        b.emit_room(EventKind::RoomVacated, &room);
+                        room_changed(b, &room, false, left.vacated, presence).await;
                     }
                 }
                 Outcome::Done
@@ -405,14 +399,8 @@ async fn join(
             return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
         }
     };
-    if joined.created {
-        b.emit_room(EventKind::RoomCreated, room);
-    }
     if joined.first_for_user {
-        b.emit_room(EventKind::RoomJoined, room);
-        if presence {
-            let _ = b.broker.room_presence(b.ns, room, b.user, true).await;
-        }
+        room_changed(b, room, true, joined.created, presence).await;
     }
     let members = if presence {
         b.broker
@@ -429,18 +417,49 @@ async fn join(
     })
 }
 
+/// The user's first session entered (`joined`) or last one left `room` on this
+/// node, `here` saying whether the room got its first or lost its last member on
+/// this node: tells the broker (with room presence on) and emits the webhooks of
+/// what changed — cluster-wide as the broker answers in a cluster, else (a single
+/// node, presence off, or the broker failed) as this node sees it.
+async fn room_changed(b: Backends<'_>, room: &str, joined: bool, here: bool, presence: bool) {
+    let change = if presence {
+        b.broker
+            .room_presence(b.ns, room, b.user, joined)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let change = change.unwrap_or(PresenceChange {
+        user: true,
+        room: here,
+    });
+    if joined {
+        if change.room {
+            b.emit_room(EventKind::RoomCreated, room);
+        }
+        if change.user {
+            b.emit_room(EventKind::RoomJoined, room);
+        }
+    } else {
+        if change.user {
+            b.emit_room(EventKind::RoomLeft, room);
+        }
+        if change.room {
+            b.emit_room(EventKind::RoomVacated, room);
+        }
+    }
+}
+
 async fn depart(b: Backends<'_>, presence: bool, online: bool) {
     let gone = b.hub.unregister(b.ns, b.id);
     for (room, last) in &gone.rooms {
         if *last {
-            b.emit_room(EventKind::RoomLeft, room);
-            if presence {
-                let _ = b.broker.room_presence(b.ns, room, b.user, false).await;
-            }
+            let vacated = gone.vacated.contains(room);
+            room_changed(b, room, false, vacated, presence).await;
         }
-    }
-    for room in &gone.vacated {
-        b.emit_room(EventKind::RoomVacated, room);
     }
     b.emit(EventKind::SessionClosed);
     if online && gone.last_for_user {

@@ -3,8 +3,9 @@
 //!
 //! Sessions [`emit`](Webhooks::emit) events without waiting: a bounded channel
 //! takes them to a writer task that appends them to the [`Queue`] — a redb table
-//! in the data directory ([`EmbeddedQueue`]), so neither a backend that is down nor
-//! a wtgate restart loses them. A sender task POSTs the oldest event to
+//! in the data directory ([`EmbeddedQueue`]), or in cluster mode a Redis list
+//! shared by the nodes ([`RedisQueue`], each event sent by one node), so neither a
+//! backend that is down nor a wtgate restart loses them. A sender task POSTs the oldest event to
 //! `[webhooks] url`, signed like hook calls (`X-Wtgate-Signature: t=…,v1=…`), and
 //! removes it once the backend answered 2xx; a failure is retried with exponential
 //! backoff (100 ms doubling up to `max_backoff`), in order. Past `queue` waiting
@@ -16,7 +17,9 @@
 //! `room` (room events) or `notification` (its id).
 
 mod embedded;
+mod redis;
 
+pub use self::redis::RedisQueue;
 pub use embedded::EmbeddedQueue;
 
 use std::sync::Arc;
