@@ -27,6 +27,8 @@ struct Seen {
     calls: Mutex<Vec<(String, Value)>>,
     /// Requests whose signature or headers did not check out.
     bad: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     /// RPCs being served right now, and the most at once.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -55,6 +57,10 @@ impl Backend {
         let url = format!("http://{}/hooks", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        let counted = seen.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        });
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stopped.cancelled_owned())
@@ -279,6 +285,9 @@ async fn publish_hook_accepts_rejects_and_rewrites() {
     assert_eq!(last, 3);
     let publishes = backend.calls("publish");
     assert_eq!(publishes.len(), 4);
+    // 2 connects, 2 joins, 4 publishes, one after the other: one kept-alive
+    // connection carried them.
+    assert_eq!(backend.seen.connections.load(Ordering::Relaxed), 1);
     assert_eq!(publishes[0]["room"], "lobby");
     assert_eq!(publishes[0]["data"], json!({"text": "hello"}));
     server.stop().await;
@@ -588,4 +597,105 @@ async fn the_example_backend_validates_stores_answers_and_receives_webhooks() {
     })
     .await;
     server.stop().await;
+}
+
+/// In-process hooks, as a Rust program embedding wtgate writes them.
+struct InProcess;
+
+#[async_trait::async_trait]
+impl hooks::Hooks for InProcess {
+    async fn publish(
+        &self,
+        caller: hooks::Caller<'_>,
+        _room: &str,
+        body: &Bytes,
+    ) -> Result<hooks::PublishReply, hooks::HookError> {
+        if body.starts_with(b"spam") {
+            return Err(hooks::HookError::refused_with(Some(2000), "no spam"));
+        }
+        let signed = format!("{}: {}", caller.user, String::from_utf8_lossy(body));
+        Ok(hooks::PublishReply {
+            body: Some(Bytes::from(signed)),
+        })
+    }
+
+    async fn rpc(
+        &self,
+        caller: hooks::Caller<'_>,
+        method: &str,
+        body: Bytes,
+    ) -> Result<Bytes, hooks::HookError> {
+        match method {
+            "len" => Ok(Bytes::from(format!(
+                "{} sent {} bytes",
+                caller.user,
+                body.len()
+            ))),
+            other => Err(hooks::HookError::refused(format!("no {other}"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn rust_programs_plug_in_their_own_hooks() {
+    let mut config = Config::default();
+    let h = &mut config.namespaces.get_mut("/chat").unwrap().hooks;
+    h.publish = true;
+    h.rpc = true;
+    // Without its own hooks, a hook that is on needs a URL.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = wtgate::config::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: wtgate::config::TlsSource::SelfSigned {
+            dir: dir.path().to_owned(),
+        },
+        secret: SECRET.into(),
+        dev: false,
+        allowed_origins: vec![],
+        config: config.clone(),
+        data_dir: dir.path().join("data"),
+        api_key: None,
+        redis: None,
+        node_id: None,
+        hook_secret: None,
+    };
+    match wtgate::server::Server::bind(settings.clone()).await {
+        Err(e) => assert!(e.to_string().contains("url is empty"), "{e}"),
+        Ok(_) => panic!("a hook without url or hooks is refused"),
+    }
+
+    let server = wtgate::server::Server::bind_with_hooks(settings, Arc::new(InProcess))
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/chat", server.local_addr().port());
+    let trust = wtgate::client::Trust::Hash(server.cert_hash().to_owned());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(server.run(stop.clone()));
+    let token = token_for(&wtgate::auth::Claims::new("alice", now(), 3600));
+    let mut alice = Client::connect(&url, &token, &trust).await.unwrap();
+    alice.join("lobby", None).await.unwrap();
+    alice
+        .publish("lobby", Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
+    let got = expect_event(&mut alice, "the rewritten message", |e| match e {
+        Event::Message { body, .. } => Some(body.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&got[..], b"alice: hi");
+    assert_eq!(
+        refused(alice.publish("lobby", Bytes::from_static(b"spam!")).await),
+        ErrorCode::Other(2000)
+    );
+    assert_eq!(
+        alice.rpc("len", Bytes::from_static(b"abc")).await.unwrap(),
+        Bytes::from_static(b"alice sent 3 bytes")
+    );
+    assert_eq!(
+        refused(alice.rpc("other", Bytes::new()).await),
+        ErrorCode::Rejected
+    );
+    stop.cancel();
+    running.await.unwrap();
 }
