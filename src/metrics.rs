@@ -73,6 +73,12 @@ pub struct Metrics {
     pub awaiting_hello: Gauge,
     /// Bytes of room history held in memory (set at scrape time; single process).
     pub history_bytes: Gauge,
+    /// Webhook events the backend accepted.
+    pub webhooks_sent: Counter,
+    /// Webhook delivery attempts that failed (each is retried).
+    pub webhooks_failed: Counter,
+    /// Webhook events dropped: the queue was at its bound.
+    pub webhooks_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +114,9 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             awaiting_hello: Gauge::default(),
             history_bytes: Gauge::default(),
+            webhooks_sent: Counter::default(),
+            webhooks_failed: Counter::default(),
+            webhooks_dropped: Counter::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -189,6 +198,21 @@ impl Metrics {
             "Bytes of room history held in memory",
             m.history_bytes.clone(),
         );
+        r.register(
+            "webhooks_sent",
+            "Webhook events the backend accepted",
+            m.webhooks_sent.clone(),
+        );
+        r.register(
+            "webhooks_failed",
+            "Webhook delivery attempts that failed (retried)",
+            m.webhooks_failed.clone(),
+        );
+        r.register(
+            "webhooks_dropped",
+            "Webhook events dropped at the queue's bound",
+            m.webhooks_dropped.clone(),
+        );
         for ns in namespaces {
             m.sessions_in(ns);
             let _ = m.messages_in.get_or_create(&NamespaceLabel {
@@ -253,7 +277,10 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
         }
-        assert_eq!(text.matches("wtgate_errors_total{").count(), 17);
+        assert_eq!(
+            text.matches("wtgate_errors_total{").count(),
+            crate::protocol::ErrorCode::KNOWN.len()
+        );
     }
 
     #[test]

@@ -128,25 +128,24 @@ fn serve_command(id: &str, redis: &RedisServer, dir: &Path) -> Command {
 
 impl Node {
     async fn start(id: &str, redis: &RedisServer, base: &Path) -> Node {
-        Node::start_with(id, redis, base, None).await
+        Self::start_with(id, redis, base, &[]).await
     }
 
-    /// A node reading `config` (TOML) as its configuration file.
-    async fn start_with(id: &str, redis: &RedisServer, base: &Path, config: Option<&str>) -> Node {
+    /// A node with more `serve` arguments (e.g. `--config FILE`).
+    async fn start_with(id: &str, redis: &RedisServer, base: &Path, extra: &[&str]) -> Node {
         let dir = base.join(id);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut command = serve_command(id, redis, &dir);
-        if let Some(config) = config {
-            let path = dir.join("wtgate.toml");
-            std::fs::write(&path, config).unwrap();
-            command.arg("--config").arg(path);
-        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("wtgate.log"))
             .unwrap();
-        let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut child = serve_command(id, redis, &dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut addr, mut hash) = (None, None);
         let read = async {
@@ -907,9 +906,15 @@ async fn notification_ids_keep_increasing_when_redis_loses_them() {
 async fn rooms_and_history_bytes_are_bounded_in_redis() {
     let redis = RedisServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = "[limits]\nmax_rooms_per_namespace = 3\nhistory_bytes_total = 40000\n";
-    let a = Node::start_with("n1", &redis, dir.path(), Some(config)).await;
-    let b = Node::start_with("n2", &redis, dir.path(), Some(config)).await;
+    let config = dir.path().join("wtgate.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_rooms_per_namespace = 3\nhistory_bytes_total = 40000\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let a = Node::start_with("n1", &redis, dir.path(), &args).await;
+    let b = Node::start_with("n2", &redis, dir.path(), &args).await;
 
     // Three rooms with members, on two nodes: a fourth is refused cluster-wide.
     let ann = a.client("/chat", "ann").await;
@@ -979,4 +984,121 @@ fn redis_get(port: u16, key: &str) -> i64 {
     }
     let text = String::from_utf8(reply).unwrap();
     text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Webhook events a receiver in the test process got, signatures checked.
+#[derive(Default)]
+struct Webhooks {
+    events: std::sync::Mutex<Vec<serde_json::Value>>,
+    bad: std::sync::atomic::AtomicUsize,
+}
+
+async fn receive_webhook(
+    axum::extract::State(got): axum::extract::State<std::sync::Arc<Webhooks>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    let signature = headers
+        .get(wtgate::hooks::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if wtgate::hooks::verify(SECRET.as_bytes(), signature, &body, now, 300).is_err() {
+        got.bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    got.events
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap());
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_webhook_per_event_across_two_nodes() {
+    let got = std::sync::Arc::new(Webhooks::default());
+    let app = axum::Router::new()
+        .route("/webhooks", axum::routing::post(receive_webhook))
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wtgate.toml");
+    std::fs::write(
+        &config,
+        format!("[webhooks]\nurl = \"{url}\"\nmax_backoff = \"200ms\"\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let n1 = Node::start_with("n1", &redis, dir.path(), &["--config", config]).await;
+    let n2 = Node::start_with("n2", &redis, dir.path(), &["--config", config]).await;
+
+    // alice on both nodes, bob on n2, all in one room.
+    let alice1 = n1.client("/chat", "alice").await;
+    alice1.join("lobby", None).await.unwrap();
+    let alice2 = n2.client("/chat", "alice").await;
+    alice2.join("lobby", None).await.unwrap();
+    let bob = n2.client("/chat", "bob").await;
+    bob.join("lobby", None).await.unwrap();
+    alice1.leave("lobby").await.unwrap();
+    alice1.close().await;
+    alice2.close().await;
+    bob.close().await;
+
+    let summary = |got: &Webhooks| {
+        let mut s: Vec<String> = got
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e["type"].as_str().unwrap(),
+                    e["user"].as_str().unwrap(),
+                    e["room"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let expected = [
+        "room.created alice lobby",
+        "room.joined alice lobby",
+        "room.joined bob lobby",
+        "room.left alice lobby",
+        "room.left bob lobby",
+        "room.vacated bob lobby",
+        "session.closed alice ",
+        "session.closed alice ",
+        "session.closed bob ",
+        "session.opened alice ",
+        "session.opened alice ",
+        "session.opened bob ",
+    ];
+    let deadline = Instant::now() + WAIT;
+    while got.events.lock().unwrap().len() < expected.len() {
+        assert!(Instant::now() < deadline, "only {:?}", summary(&got));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both nodes keep sending for a while: nothing more may come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(summary(&got), expected);
+    let ids: std::collections::HashSet<String> = got
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "each event once");
+    assert_eq!(got.bad.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop((n1, n2));
 }

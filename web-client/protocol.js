@@ -49,6 +49,8 @@ export const ErrorCode = Object.freeze({
   TooManySessions: 15,
   Internal: 16,
   TokenExpired: 17,
+  Rejected: 18,
+  BackendUnavailable: 19,
 });
 
 const ERROR_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
@@ -98,6 +100,7 @@ const CLIENT_FRAMES = [
   ['Online', [['req', 'u32']]],
   ['AckNotification', [['req', 'u32'], ['id', 'u64']]],
   ['Refresh', [['req', 'u32'], ['token', 'string']]],
+  ['Rpc', [['req', 'u32'], ['method', 'string'], ['body', 'bytes']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */
@@ -117,6 +120,8 @@ const SERVER_FRAMES = [
   ['Broadcast', [['from', 'string'], ['body', 'bytes'], ['ts', 'u64']]],
   ['GoAway', [['message', 'string']]],
   ['Notification', [['id', 'u64'], ['kind', 'string'], ['body', 'bytes'], ['ts', 'u64']]],
+  ['RpcReply', [['req', 'u32'], ['body', 'bytes']]],
+  ['ConnectInfo', [['data', 'bytes']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */

@@ -221,6 +221,7 @@ export function handshakeError(url, e, close) {
  */
 export class Session {
   /** @type {{session: number|bigint, user: string, max_frame: number, online: string[]|null}} */ welcome;
+  /** What the namespace's connect hook attached (`ConnectInfo`), or null. @type {Uint8Array|null} */ connectData = null;
   /** Whether the session has ended. */ closed = false;
   /** Resolves once the session has ended (after `onClosed`). @type {Promise<void>} */ ended;
 
@@ -329,6 +330,16 @@ export class Session {
    */
   async refresh(token) {
     await this.#request('Ack', (req) => ({ type: 'Refresh', req, token }));
+  }
+
+  /**
+   * Calls `method` on the namespace's backend (its RPC hook); resolves with the
+   * backend's reply body.
+   * @param {string} method @param {Uint8Array} body
+   * @returns {Promise<Uint8Array>}
+   */
+  async rpc(method, body) {
+    return (await this.#request('RpcReply', (req) => ({ type: 'Rpc', req, method, body }))).body;
   }
 
   /**
@@ -773,14 +784,21 @@ export async function openSession(url, options, handlers) {
     const frames = new FrameDecoder(decodeServerFrame, MAX_SERVER_FRAME);
     await deadline.race(writer.write(encodeClientFrame({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token })));
 
-    // The first frame: Welcome, or Error followed by the close.
+    // The first frame: Welcome (after ConnectInfo when the connect hook attached
+    // data), or Error followed by the close.
     let first = null;
+    let connectData = null;
     while (first === null) {
       try {
         first = frames.next();
       } catch (e) {
         if (e.kind === 'UnknownVariant') continue;
         throw new WtgateError('protocol', `${url}: the server's first frame is malformed: ${e.message}`, { url });
+      }
+      if (first?.type === 'ConnectInfo') {
+        connectData = first.data;
+        first = null;
+        continue;
       }
       if (first !== null) break;
       const { value, done } = await deadline.race(reader.read());
@@ -791,6 +809,7 @@ export async function openSession(url, options, handlers) {
     const welcome = expectWelcome(url, first, webTransportClose(closedInfo), closedFailure);
 
     const session = new WebTransportSession(url, transport, { writer, reader, frames }, welcome, handlers);
+    session.connectData = connectData;
     closed.then(() => session.handleClosed(webTransportClose(closedInfo), closedFailure));
     return session;
   } catch (e) {

@@ -322,8 +322,10 @@ export async function openWebSocketSession(url, options, handlers) {
     }
     socket.send(encodeControlMessage({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token }));
 
-    // The first control frame: Welcome, or Error followed by the close.
+    // The first control frame: Welcome (after ConnectInfo when the connect hook
+    // attached data), or Error followed by the close.
     let first = null;
+    let connectData = null;
     for (;;) {
       const data = await deadline.race(inbox.next());
       if (data === null) break;
@@ -339,12 +341,18 @@ export async function openWebSocketSession(url, options, handlers) {
         if (!(e instanceof CodecError)) throw e;
         throw new WtgateError('protocol', `${url}: the server's first frame is malformed: ${e.message}`, { url });
       }
+      if (first?.type === 'ConnectInfo') {
+        connectData = first.data;
+        first = null;
+        continue;
+      }
       if (first !== null) break;
     }
     if (first === null) await settledWithin(closed, 1000);
     const welcome = expectWelcome(url, first, closedInfo, failure());
 
     const session = new WebSocketSession(url, socket, inbox, welcome, handlers);
+    session.connectData = connectData;
     closed.then(() => session.socketClosed(closedInfo, failure()));
     return session;
   } catch (e) {

@@ -38,6 +38,8 @@ export const ErrorCode: Readonly<{
   TooManySessions: 15;
   Internal: 16;
   TokenExpired: 17;
+  Rejected: 18;
+  BackendUnavailable: 19;
 }>;
 
 /** The name of an error code, e.g. `'Unauthorized'`; `'Other(n)'` for unknown codes. */
@@ -290,6 +292,14 @@ export class Client {
   fetchOnline(): Promise<string[]>;
   /** Acknowledges a notification. */
   ack(id: U64): Promise<void>;
+  /**
+   * Calls `method` on the namespace's backend (its RPC hook): `data` goes as JSON
+   * (strings and bytes as they are); resolves with the reply parsed as JSON, or its
+   * bytes when it is not JSON.
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T | Uint8Array>;
+  /** What the connect hook attached to the current session (JSON, or bytes), or null. */
+  readonly connectData: unknown;
   /**
    * Replaces the session's token before it expires (default: calls the `token`
    * function; the client also does so by itself a minute before `exp`).

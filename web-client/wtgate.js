@@ -529,6 +529,38 @@ export class Client extends Emitter {
   }
 
   /**
+   * Calls `method` on the namespace's backend (its RPC hook) through the session,
+   * as `await client.rpc('history.search', { q: 'hi' })`. `data` is sent as JSON
+   * (a string or bytes as they are); resolves with the backend's reply parsed as
+   * JSON, or its bytes when it is not JSON. Rejects with a `server` error carrying
+   * the backend's code (`Rejected`, `BackendUnavailable`, or its own 1000–4999).
+   * @param {string} method
+   * @param {unknown} [data]
+   * @returns {Promise<unknown>}
+   */
+  async rpc(method, data = null) {
+    if (typeof method !== 'string' || method.length === 0) throw new WtgateError('invalid', 'rpc() needs a method name');
+    const body = typeof data === 'string' || data instanceof Uint8Array || data instanceof ArrayBuffer ? toBytes(data) : toBytes(JSON.stringify(data));
+    const reply = await this.#requireSession(`call ${method}`).rpc(method, body);
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(reply));
+    } catch {
+      return reply;
+    }
+  }
+
+  /** What the namespace's connect hook attached to the current session, as JSON (or bytes), or null. @returns {unknown} */
+  get connectData() {
+    const data = this.#session?.connectData ?? null;
+    if (data === null) return null;
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
+    } catch {
+      return data;
+    }
+  }
+
+  /**
    * Acknowledges a notification: the server removes it from the user's inbox.
    * @param {number | bigint} id
    * @returns {Promise<void>}

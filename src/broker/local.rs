@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{now_millis, Broker, BrokerError};
+use super::{now_millis, Broker, BrokerError, PresenceChange};
 use crate::config::Config;
 use crate::hub::{History, Hub, Recovery, SessionId};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
@@ -341,9 +341,9 @@ impl Broker for Local {
         room: &str,
         user: &str,
         joined: bool,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Option<PresenceChange>, BrokerError> {
         self.hub.deliver_presence(ns, room, user, joined);
-        Ok(())
+        Ok(None)
     }
 
     async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError> {

@@ -56,7 +56,7 @@ use tracing::{debug, info, warn};
 use self::scripts::Scripts;
 use self::subscriber::Subscriptions;
 use self::wire::{Record, PREFIX};
-use super::{now_millis, Broker, BrokerError, BrokerHealth};
+use super::{now_millis, Broker, BrokerError, BrokerHealth, PresenceChange};
 use crate::config::Config;
 use crate::hub::{Hub, Recovery, SessionId};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
@@ -446,7 +446,9 @@ impl Inner {
     }
 
     /// Records (or removes) one presence of this node in Redis.
-    async fn set_presence(&self, tuple: String, joined: bool) -> Result<(), BrokerError> {
+    /// Records one presence tuple of this node; returns the script's transition code
+    /// (0 none, 1 the user's, 3 the user's and the place's).
+    async fn set_presence(&self, tuple: String, joined: bool) -> Result<u8, BrokerError> {
         let mut tuples = self.presence.tuples.lock().await;
         if joined {
             tuples.insert(tuple.clone());
@@ -468,7 +470,7 @@ impl Inner {
             .arg(tuple);
         let mut conn = self.conn.clone();
         let result = self
-            .call("presence", invocation.invoke_async::<()>(&mut conn))
+            .call("presence", invocation.invoke_async::<u8>(&mut conn))
             .await;
         if result.is_err() {
             self.presence.dirty.store(true, Ordering::Release);
@@ -748,10 +750,15 @@ impl Broker for Redis {
         room: &str,
         user: &str,
         joined: bool,
-    ) -> Result<(), BrokerError> {
-        self.inner
+    ) -> Result<Option<PresenceChange>, BrokerError> {
+        let change = self
+            .inner
             .set_presence(wire::room_tuple(ns, room, user), joined)
-            .await
+            .await?;
+        Ok(Some(PresenceChange {
+            user: change & 1 != 0,
+            room: change & 2 != 0,
+        }))
     }
 
     async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError> {
@@ -764,6 +771,7 @@ impl Broker for Redis {
         self.inner
             .set_presence(wire::online_tuple(ns, user), joined)
             .await
+            .map(drop)
     }
 
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError> {

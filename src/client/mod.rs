@@ -199,6 +199,8 @@ pub struct Welcome {
     pub max_frame: u32,
     /// Users online in the namespace, where enabled.
     pub online: Option<Vec<String>>,
+    /// What the namespace's connect hook attached (`ConnectInfo`), if anything.
+    pub data: Option<Bytes>,
 }
 
 /// The server's `Joined`.
@@ -414,7 +416,13 @@ impl Client {
             return Err(closed_error(&conn).await);
         }
         let mut reader = FrameReader::new(recv, DEFAULT_MAX_FRAME.max(16 << 20));
-        let welcome = match reader.next::<ServerFrame>().await {
+        let mut first = reader.next::<ServerFrame>().await;
+        let mut data = None;
+        if let Ok(Some(ServerFrame::ConnectInfo { data: d })) = first {
+            data = Some(d);
+            first = reader.next::<ServerFrame>().await;
+        }
+        let welcome = match first {
             Ok(Some(ServerFrame::Welcome {
                 session,
                 user,
@@ -425,6 +433,7 @@ impl Client {
                 user,
                 max_frame,
                 online,
+                data,
             },
             Ok(Some(ServerFrame::Error { code, message, .. })) => {
                 return Err(ClientError::Server { code, message })
@@ -474,7 +483,13 @@ impl Client {
         if websocket::send(&mut sink, hello).await.is_err() {
             return Err(ClientError::Closed(None));
         }
-        let welcome = match websocket::first_frame(&mut reader).await? {
+        let mut first = websocket::first_frame(&mut reader).await?;
+        let mut data = None;
+        if let ServerFrame::ConnectInfo { data: d } = first {
+            data = Some(d);
+            first = websocket::first_frame(&mut reader).await?;
+        }
+        let welcome = match first {
             ServerFrame::Welcome {
                 session,
                 user,
@@ -485,6 +500,7 @@ impl Client {
                 user,
                 max_frame,
                 online,
+                data,
             },
             ServerFrame::Error { code, message, .. } => {
                 return Err(ClientError::Server { code, message })
@@ -680,6 +696,19 @@ impl Client {
         }
     }
 
+    /// Calls `method` on the namespace's backend (its RPC hook) with `body`;
+    /// returns the backend's reply.
+    pub async fn rpc(&self, method: &str, body: Bytes) -> Result<Bytes, ClientError> {
+        let method = method.to_owned();
+        match self
+            .request(|req| ClientFrame::Rpc { req, method, body })
+            .await?
+        {
+            ServerFrame::RpcReply { body, .. } => Ok(body),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends a volatile event to the other members of a joined room (a datagram).
     pub fn send_volatile(&self, room: &str, body: Bytes) -> Result<(), ClientError> {
         let handle = self
@@ -853,7 +882,8 @@ fn dispatch_control(frame: ServerFrame, pending: &Pending) -> Option<Event> {
         ServerFrame::Ack { req, .. }
         | ServerFrame::Joined { req, .. }
         | ServerFrame::Left { req, .. }
-        | ServerFrame::Online { req, .. } => Some(*req),
+        | ServerFrame::Online { req, .. }
+        | ServerFrame::RpcReply { req, .. } => Some(*req),
         ServerFrame::Error { req, .. } if *req != 0 => Some(*req),
         _ => None,
     };

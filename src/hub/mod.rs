@@ -85,6 +85,17 @@ pub struct JoinedRoom {
     pub handle: u32,
     /// The user had no other session in the room on this node.
     pub first_for_user: bool,
+    /// The room had no member on this node before.
+    pub created: bool,
+}
+
+/// Result of leaving a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// It was the user's last session in the room on this node.
+    pub last_for_user: bool,
+    /// The room has no member left on this node.
+    pub vacated: bool,
 }
 
 /// What a session leaving its namespace left behind.
@@ -92,6 +103,8 @@ pub struct JoinedRoom {
 pub struct Unregistered {
     /// Rooms the session was in, with whether it was its user's last session there.
     pub rooms: Vec<(String, bool)>,
+    /// Rooms it left without a member on this node.
+    pub vacated: Vec<String>,
     /// It was the user's last session in the namespace on this node.
     pub last_for_user: bool,
 }
@@ -198,8 +211,11 @@ impl Hub {
         };
         let mut out = Unregistered::default();
         for room in space.joined.remove(&id).unwrap_or_default() {
-            if let Some(last) = remove_member(&mut space.rooms, &room, &tx) {
-                out.rooms.push((room, last));
+            if let Some(left) = remove_member(&mut space.rooms, &room, &tx) {
+                if left.vacated {
+                    out.vacated.push(room.clone());
+                }
+                out.rooms.push((room, left.last_for_user));
             }
         }
         out.last_for_user = space.online.remove(&tx.user);
@@ -211,6 +227,12 @@ impl Hub {
             }
         }
         out
+    }
+
+    /// The queue of session `id` in namespace `ns`, while it is registered.
+    pub fn session_tx(&self, ns: &str, id: SessionId) -> Option<SessionTx> {
+        let st = self.lock();
+        st.namespaces.get(ns)?.sessions.get(&id).cloned()
     }
 
     /// Adds a registered session to a room; from now on it receives the room's frames.
@@ -228,6 +250,7 @@ impl Hub {
         }
         joined.push(room.to_owned());
         let next_handle = &mut st.next_handle;
+        let created = !space.rooms.contains_key(room);
         let entry = space.rooms.entry(room.to_owned()).or_insert_with(|| {
             let handle = *next_handle;
             *next_handle = next_handle.wrapping_add(1).max(1);
@@ -242,11 +265,17 @@ impl Hub {
         Ok(JoinedRoom {
             handle: entry.handle,
             first_for_user,
+            created,
         })
     }
 
     /// Removes a session from a room; `Ok(true)` when it was its user's last session there.
     pub fn leave(&self, ns: &str, room: &str, id: SessionId) -> Result<bool, HubError> {
+        self.leave_room(ns, room, id).map(|l| l.last_for_user)
+    }
+
+    /// Removes a session from a room, saying what changed.
+    pub fn leave_room(&self, ns: &str, room: &str, id: SessionId) -> Result<Left, HubError> {
         let mut st = self.lock();
         let space = st.namespaces.get_mut(ns).ok_or(HubError::NotJoined)?;
         let tx = space.sessions.get(&id).ok_or(HubError::NotJoined)?.clone();
@@ -465,14 +494,18 @@ impl Hub {
 
 /// Drops `tx` from `room`, deleting the room when it empties.
 /// `Some(true)` when it was the user's last session in the room.
-fn remove_member(rooms: &mut HashMap<String, Room>, room: &str, tx: &SessionTx) -> Option<bool> {
+fn remove_member(rooms: &mut HashMap<String, Room>, room: &str, tx: &SessionTx) -> Option<Left> {
     let r = rooms.get_mut(room)?;
     r.members.remove(&tx.id)?;
-    let last = r.users.remove(&tx.user);
-    if r.members.is_empty() {
+    let last_for_user = r.users.remove(&tx.user);
+    let vacated = r.members.is_empty();
+    if vacated {
         rooms.remove(room);
     }
-    Some(last)
+    Some(Left {
+        last_for_user,
+        vacated,
+    })
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ fn drain(rx: &mut SessionRx) -> Vec<(u32, ServerFrame)> {
     while let Ok(item) = rx.frames.try_recv() {
         out.push(match item {
             Outbound::Room { handle, frame, .. } => (handle, decode(&frame)),
-            Outbound::Control(frame) | Outbound::Notification { frame, .. } => (0, decode(&frame)),
+            Outbound::Control(frame)
+            | Outbound::RpcReply(frame)
+            | Outbound::Notification { frame, .. } => (0, decode(&frame)),
         });
     }
     out
@@ -85,8 +87,10 @@ fn presence_counts_users_not_sessions() {
     let mut a1 = session(&hub, "/chat", 1, "ann");
     let _a2 = session(&hub, "/chat", 2, "ann");
     let mut b = session(&hub, "/chat", 3, "bob");
-    assert!(hub.join("/chat", "r", 3).unwrap().first_for_user);
-    assert!(hub.join("/chat", "r", 1).unwrap().first_for_user);
+    let first = hub.join("/chat", "r", 3).unwrap();
+    assert!(first.first_for_user && first.created);
+    let second = hub.join("/chat", "r", 1).unwrap();
+    assert!(second.first_for_user && !second.created);
     assert!(!hub.join("/chat", "r", 2).unwrap().first_for_user);
     assert_eq!(hub.room_users("/chat", "r"), ["ann", "bob"]);
 
@@ -106,6 +110,13 @@ fn presence_counts_users_not_sessions() {
     assert_eq!(hub.leave("/chat", "r", 2), Ok(true));
     assert_eq!(hub.leave("/chat", "r", 2), Err(HubError::NotJoined));
     assert_eq!(hub.room_users("/chat", "r"), ["bob"]);
+    assert_eq!(
+        hub.leave_room("/chat", "r", 3),
+        Ok(Left {
+            last_for_user: true,
+            vacated: true
+        })
+    );
 }
 
 #[test]
@@ -123,6 +134,7 @@ fn unregister_leaves_every_room_and_goes_offline() {
         gone,
         Unregistered {
             rooms: vec![("x".into(), true), ("y".into(), true)],
+            vacated: vec!["x".into()],
             last_for_user: true
         }
     );

@@ -101,7 +101,12 @@ async fn hello(
         .await
         .map_err(|e| fail("hello", e))?;
     let mut replies = FrameReader::new(recv, MAX_FRAME);
-    match replies.next::<ServerFrame>().await {
+    let mut first = replies.next::<ServerFrame>().await;
+    // A namespace with a connect hook may send what it attached first.
+    if let Ok(Some(ServerFrame::ConnectInfo { .. })) = first {
+        first = replies.next::<ServerFrame>().await;
+    }
+    match first {
         Ok(Some(ServerFrame::Welcome { .. })) => Ok((control, replies)),
         Ok(Some(ServerFrame::Error { code, message, .. })) => {
             Err(fail(&format!("hello: {code:?}"), message))
@@ -146,7 +151,11 @@ async fn join(
             Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => {
                 online_frames += 1
             }
-            Ok(Some(ServerFrame::Broadcast { .. } | ServerFrame::Notification { .. })) => {}
+            Ok(Some(
+                ServerFrame::Broadcast { .. }
+                | ServerFrame::Notification { .. }
+                | ServerFrame::RpcReply { .. },
+            )) => {}
             Ok(Some(ServerFrame::Error { code, message, .. })) => {
                 return Err(fail(&format!("join: {code:?}"), message))
             }

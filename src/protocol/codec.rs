@@ -40,10 +40,10 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for ClientFrame {
-    const VARIANTS: u32 = 7;
+    const VARIANTS: u32 = 8;
 }
 impl Frame for ServerFrame {
-    const VARIANTS: u32 = 15;
+    const VARIANTS: u32 = 17;
 }
 impl Frame for Datagram {
     const VARIANTS: u32 = 2;

@@ -87,6 +87,16 @@ pub enum ClientFrame {
         /// The new token.
         token: String,
     },
+    /// Calls `method` on the application's backend (the namespace's RPC hook);
+    /// answered with [`ServerFrame::RpcReply`], or an `Error` with the same `req`.
+    Rpc {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The backend's method name, e.g. `history.search`.
+        method: String,
+        /// Opaque argument, passed to the backend as is.
+        body: Bytes,
+    },
 }
 
 /// Frames the server sends: replies and namespace events on the control stream,
@@ -217,6 +227,19 @@ pub enum ServerFrame {
         body: Bytes,
         /// Server time when it was stored, milliseconds since the Unix epoch.
         ts: u64,
+    },
+    /// The backend's answer to an `Rpc`.
+    RpcReply {
+        /// Request id.
+        req: u32,
+        /// Opaque result, as the backend returned it.
+        body: Bytes,
+    },
+    /// What the application's connect hook attached to the session; sent right
+    /// before `Welcome` when the hook returned data.
+    ConnectInfo {
+        /// Opaque data, as the backend returned it.
+        data: Bytes,
     },
 }
 

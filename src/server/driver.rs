@@ -56,16 +56,9 @@ pub(super) fn gather(
     flush.due(tokio::time::Instant::now(), window) || held.len() >= WRITE_BATCH
 }
 
-/// The hub, broker and inbox, as the session's effects see them.
+/// The hub, broker, inbox and hooks, as the session's effects see them.
 pub(super) fn backends<'a>(gateway: &'a Gateway, core: &'a Core) -> Backends<'a> {
-    Backends {
-        hub: &gateway.hub,
-        broker: gateway.broker.as_ref(),
-        inbox: gateway.inbox.as_ref(),
-        ns: core.ns(),
-        id: core.id(),
-        user: core.user(),
-    }
+    gateway.backends(core.ns(), core.id(), core.user())
 }
 
 /// `deadline` on tokio's clock, or a day from now for none (the arm is disabled).

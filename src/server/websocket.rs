@@ -629,6 +629,7 @@ async fn guarded_write(
 /// code 4000 + the error code, for at most [`CLOSE_LINGER`], giving the client
 /// [`CLOSE_READ_GRACE`] to answer the close before the connection is dropped.
 async fn close_with(socket: &mut WebSocket, close: Close) -> Stop {
+    // A hook's own codes (1000 and above) do not fit: 4999, and the frame has it.
     let code = 4000 + close.code.to_code().min(999) as u16;
     let reason = close.reason_within(MAX_CLOSE_REASON).to_owned();
     let _ = timeout(CLOSE_LINGER, async {

@@ -15,6 +15,7 @@
 mod datagram;
 mod effect;
 mod hello;
+mod hooks;
 mod join;
 mod leave;
 mod notifications;
@@ -197,6 +198,10 @@ pub(crate) struct Session {
     command_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
+    /// What the connect hook attached, sent as `ConnectInfo` before `Welcome`.
+    connect_data: Option<Bytes>,
+    /// RPCs started and not answered yet.
+    rpcs_in_flight: usize,
     actions: VecDeque<Action>,
 }
 
@@ -228,6 +233,8 @@ impl Session {
             datagram_bucket: TokenBucket::new(limits.datagram_rate, limits.datagram_burst, now),
             command_bucket: TokenBucket::new(limits.command_rate, limits.command_burst, now),
             last_notification: 0,
+            connect_data: None,
+            rpcs_in_flight: 0,
             actions: VecDeque::new(),
             rules,
             metrics,
@@ -306,7 +313,8 @@ impl Session {
         | ClientFrame::Leave { req, .. }
         | ClientFrame::Online { req }
         | ClientFrame::AckNotification { req, .. }
-        | ClientFrame::Refresh { req, .. } = &frame
+        | ClientFrame::Refresh { req, .. }
+        | ClientFrame::Rpc { req, .. } = &frame
         {
             if !self.command_bucket.try_take(now) {
                 let limits = &self.rules.limits;
@@ -327,6 +335,7 @@ impl Session {
             ClientFrame::Online { req } => self.online(req),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
             ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
+            ClientFrame::Rpc { req, method, body } => self.rpc(req, method, body),
         }
     }
 
@@ -383,8 +392,17 @@ impl Session {
     pub(crate) fn deliver(&mut self, item: Outbound) -> Option<Write> {
         match item {
             Outbound::Control(frame) => Some(Write::Control(frame)),
+            Outbound::RpcReply(frame) => {
+                self.rpc_answered();
+                Some(Write::Control(frame))
+            }
             Outbound::Notification { id, frame } => {
-                self.take_notification(id).then_some(Write::Control(frame))
+                let new = self.take_notification(id);
+                if new {
+                    self.actions
+                        .push_back(Action::Perform(Effect::Delivered { id }));
+                }
+                new.then_some(Write::Control(frame))
             }
             Outbound::Room {
                 handle,
@@ -420,6 +438,20 @@ impl Session {
         }
         match outcome {
             Outcome::Revocation(result) => self.revocation_read(result),
+            Outcome::Connected(result) => self.connected(result),
+            Outcome::JoinChecked {
+                req,
+                room,
+                since,
+                result,
+            } => self.join_hooked(req, room, since, result),
+            Outcome::PublishChecked {
+                req,
+                room,
+                body,
+                result,
+            } => self.publish_hooked(req, room, body, result),
+            Outcome::RpcFailed { req, error } => self.rpc_failed(req, error),
             Outcome::Welcome { online, pending } => self.welcomed(online, pending),
             Outcome::Joined {
                 req,

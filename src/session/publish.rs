@@ -14,9 +14,7 @@ impl Session {
     /// a publish refused for another reason takes no token.
     pub(super) fn publish(&mut self, now: Instant, req: u32, room: String, body: Bytes) {
         match self.check_publish(now, &room) {
-            Ok(()) => self
-                .actions
-                .push_back(Action::Perform(Effect::Publish { req, room, body })),
+            Ok(()) => self.publish_checked_locally(req, room, body),
             Err(refusal) => self.refuse(req, refusal),
         }
     }

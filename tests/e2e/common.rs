@@ -74,6 +74,7 @@ impl TestServer {
             api_key: Some(API_KEY.into()),
             redis: None,
             node_id: None,
+            hook_secret: None,
         };
         adjust(&mut settings);
         let server = Server::bind(settings).await.expect("server binds");

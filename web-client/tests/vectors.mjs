@@ -24,7 +24,7 @@ export function parseJsonLossless(text) {
 
 /**
  * Maps one serde externally tagged frame (`{"Join": {"req": 1, ...}}`) to the
- * protocol.js shape (`{type: 'Join', req: 1, ...}`): byte arrays become
+ * protocol.js shape (`{type: 'Join', req: 1, ...}`): byte arrays (`body`, `data`) become
  * Uint8Array; everything else already matches (numbers, bigints above 2^53 − 1,
  * null for None, arrays of strings, error codes as numbers).
  */
@@ -35,7 +35,7 @@ export function fromSerde(frame) {
   const [type, fields] = entries[0];
   const out = { type };
   for (const [name, value] of Object.entries(fields ?? {})) {
-    out[name] = name === 'body' ? Uint8Array.from(value) : value;
+    out[name] = name === 'body' || name === 'data' ? Uint8Array.from(value) : value;
   }
   return out;
 }

@@ -32,20 +32,28 @@ local function place(t)
   return pre .. 'online:' .. ns, pre .. 'ch:all', user,
     function(flag) return 'O' .. flag .. ns .. ' ' .. user end
 end
--- One more node has the user there: the first one announces the join.
+-- One more node has the user there: the first one announces the join. Returns 0
+-- (no change), 1 (the user's first node there) or 3 (and the first user there).
 local function add(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, 1) == 1 then
     redis.call('PUBLISH', chan, event('1'))
+    if redis.call('HLEN', hash) == 1 then return 3 end
+    return 1
   end
+  return 0
 end
--- One node less: the last one announces the leave.
+-- One node less: the last one announces the leave. Returns 0, 1 (the user's last
+-- node left) or 3 (and nobody is left there).
 local function drop(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, -1) <= 0 then
     redis.call('HDEL', hash, user)
     redis.call('PUBLISH', chan, event('0'))
+    if redis.call('EXISTS', hash) == 0 then return 3 end
+    return 1
   end
+  return 0
 end
 -- Uncounts a room's history bytes (`member` is 'ns room'), deleting it.
 local function forget_history(ns, room)
@@ -217,13 +225,13 @@ return {0, redis.call('LRANGE', hist, -n, -1)}
 
 /// ARGV: prefix, node, '1' join / '0' leave, tuple.
 /// Records or removes one presence of this node; cluster-wide transitions publish
-/// the join or leave event.
+/// the join or leave event, and are returned as `add`/`drop` say.
 const PRESENCE: &str = r#"
 local set = pre .. 'node:' .. ARGV[2]
 if ARGV[3] == '1' then
-  if redis.call('SADD', set, ARGV[4]) == 1 then add(ARGV[4]) end
+  if redis.call('SADD', set, ARGV[4]) == 1 then return add(ARGV[4]) end
 else
-  if redis.call('SREM', set, ARGV[4]) == 1 then drop(ARGV[4]) end
+  if redis.call('SREM', set, ARGV[4]) == 1 then return drop(ARGV[4]) end
 end
 return 0
 "#;
