@@ -38,6 +38,7 @@
 //! connect_burst_per_ip = 200
 //! unvalidated_connect_rate = 500 # new connections per second before QUIC Retry; 0 = always
 //! flush_interval = "1ms"         # busy sessions hold frames this long (x load, ≤ 5ms); 0 = off
+//! presence_window = "100ms"     # a churning room's presence changes go out in one batch per window
 //! api_connections_per_ip = 64    # server API connections one IP (an IPv6 /64) may hold
 //! api_idle_timeout = "30s"       # server API connections without a request are closed after
 //! api_request_timeout = "30s"    # a server API request, body included, gets a 408 after
@@ -341,6 +342,10 @@ pub struct Limits {
     /// session writes at once. Zero disables coalescing.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub flush_interval: Duration,
+    /// How long a churning room's presence changes are held so each member gets
+    /// one `PresenceBatch` for them; a calm room's go out at once. Zero: never held.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub presence_window: Duration,
     /// Server API connections one client address (an IPv6 /64) may hold.
     pub api_connections_per_ip: usize,
     /// A server API connection without a request in flight is closed after this.
@@ -386,6 +391,7 @@ impl Default for Limits {
             connect_burst_per_ip: 200,
             unvalidated_connect_rate: 500.0,
             flush_interval: Duration::from_millis(1),
+            presence_window: Duration::from_millis(100),
             api_connections_per_ip: 64,
             api_idle_timeout: Duration::from_secs(30),
             api_request_timeout: Duration::from_secs(30),

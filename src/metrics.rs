@@ -50,6 +50,9 @@ pub struct Metrics {
     pub datagrams_dropped: Counter,
     /// Reliable frames dropped because a session's queue overflowed (it is closed).
     pub frames_dropped: Counter,
+    /// Room presence frames queued for members (single changes and batches;
+    /// counted by the hub, set at scrape time).
+    pub presence_frames: Counter,
     /// Datagrams dropped because a receiving session's datagram queue was full
     /// (counted by the hub; set at scrape time).
     pub datagrams_overflow: Counter,
@@ -102,6 +105,7 @@ impl Metrics {
             datagrams_out: Counter::default(),
             datagrams_dropped: Counter::default(),
             frames_dropped: Counter::default(),
+            presence_frames: Counter::default(),
             datagrams_overflow: Counter::default(),
             errors: Family::default(),
             notifications_pushed: Counter::default(),
@@ -147,6 +151,11 @@ impl Metrics {
             "frames_dropped",
             "Reliable frames dropped by slow consumers' overflowing queues",
             m.frames_dropped.clone(),
+        );
+        r.register(
+            "presence_frames",
+            "Room presence frames queued for members (a churning room's changes go in batches)",
+            m.presence_frames.clone(),
         );
         r.register(
             "errors",

@@ -28,7 +28,7 @@ const MAX: usize = DEFAULT_MAX_FRAME;
 // ---------------------------------------------------------------------------------
 
 const CLIENT_VARIANTS: u32 = 8;
-const SERVER_VARIANTS: u32 = 17;
+const SERVER_VARIANTS: u32 = 18;
 const DATAGRAM_VARIANTS: u32 = 2;
 
 fn client_tag(f: &ClientFrame) -> u32 {
@@ -63,6 +63,7 @@ fn server_tag(f: &ServerFrame) -> u32 {
         ServerFrame::Notification { .. } => 14,
         ServerFrame::RpcReply { .. } => 15,
         ServerFrame::ConnectInfo { .. } => 16,
+        ServerFrame::PresenceBatch { .. } => 17,
     }
 }
 
@@ -396,6 +397,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(id, kind, body, ts)| { ServerFrame::Notification { id, kind, body, ts } }),
         (u32s(), body()).prop_map(|(req, body)| ServerFrame::RpcReply { req, body }),
         body().prop_map(|data| ServerFrame::ConnectInfo { data }),
+        (users(), users()).prop_map(|(joins, leaves)| ServerFrame::PresenceBatch { joins, leaves }),
     ]
 }
 
@@ -874,14 +876,17 @@ fn the_last_variants_carry_the_highest_tags() {
         method: String::new(),
         body: Bytes::new(),
     };
-    let last_server = ServerFrame::ConnectInfo { data: Bytes::new() };
+    let last_server = ServerFrame::PresenceBatch {
+        joins: vec![],
+        leaves: vec![],
+    };
     let last_datagram = Datagram::Recv {
         handle: 0,
         from: String::new(),
         body: Bytes::new(),
     };
     assert_eq!(body_of(&encode(&last_client))[0], 7);
-    assert_eq!(body_of(&encode(&last_server))[0], 16);
+    assert_eq!(body_of(&encode(&last_server))[0], 17);
     assert_eq!(encode_datagram(&last_datagram)[0], 1);
     assert_eq!(client_tag(&last_client), CLIENT_VARIANTS - 1);
     assert_eq!(server_tag(&last_server), SERVER_VARIANTS - 1);
@@ -1337,6 +1342,8 @@ fn server_cases() -> Vec<(String, ServerFrame)> {
         ("rpc_reply_empty", RpcReply { req: u32::MAX, body: Bytes::new() }),
         ("connect_info", ConnectInfo { data: b(br#"{"name":"Alice"}"#) }),
         ("connect_info_empty", ConnectInfo { data: Bytes::new() }),
+        ("presence_batch", PresenceBatch { joins: users_of(&["carol", "dave"]), leaves: users_of(&["bob"]) }),
+        ("presence_batch_empty", PresenceBatch { joins: vec![], leaves: vec![] }),
     ];
     let mut cases = named(cases);
     // One vector per known code, so a client's code table is pinned too.

@@ -122,6 +122,7 @@ const SERVER_FRAMES = [
   ['Notification', [['id', 'u64'], ['kind', 'string'], ['body', 'bytes'], ['ts', 'u64']]],
   ['RpcReply', [['req', 'u32'], ['body', 'bytes']]],
   ['ConnectInfo', [['data', 'bytes']]],
+  ['PresenceBatch', [['joins', 'vec<string>'], ['leaves', 'vec<string>']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */

@@ -21,6 +21,9 @@ import {
 /** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10). */
 export const MAX_VOLATILE_BODY = 1024;
 
+/** The frames a room stream carries after its `RoomStream` header. */
+const ROOM_FRAMES = new Set(['Message', 'PresenceJoin', 'PresenceLeave', 'PresenceBatch']);
+
 /** Codes after which the server closes the session (`ErrorCode::is_fatal` in Rust). */
 export const FATAL_CODES = new Set([
   ErrorCode.Protocol,
@@ -207,7 +210,7 @@ export function handshakeError(url, e, close) {
 /**
  * Receives one room's traffic: frames of its room stream and its datagrams.
  * @typedef {object} RoomSink
- * @property {(frame: object) => void} onFrame `Message`, `PresenceJoin`, `PresenceLeave`
+ * @property {(frame: object) => void} onFrame `Message`, `PresenceJoin`, `PresenceLeave`, `PresenceBatch`
  * @property {(from: string, body: Uint8Array) => void} onVolatile a datagram from another member
  * @property {(error: WtgateError|null) => void} onEnd the room stream finished (null) or failed
  */
@@ -416,7 +419,7 @@ export class Session {
    * @throws {CodecError} for a frame that does not belong on a room stream
    */
   _roomFrame(room, sink, frame) {
-    if (frame.type === 'Message' || frame.type === 'PresenceJoin' || frame.type === 'PresenceLeave') {
+    if (ROOM_FRAMES.has(frame.type)) {
       if (this.#sinks.get(room) === sink) sink.onFrame(frame);
     } else {
       throw new CodecError('Malformed', `${frame.type} on the stream of room ${room}`);

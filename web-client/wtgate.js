@@ -374,6 +374,11 @@ export class Room extends Emitter {
           this.emit('presence', { kind: 'leave', user: frame.user, members: this.members });
         }
         break;
+      case 'PresenceBatch':
+        // A churning room's changes, sent together: the same events, one per user.
+        for (const user of frame.leaves) this.#deliver({ type: 'PresenceLeave', user });
+        for (const user of frame.joins) this.#deliver({ type: 'PresenceJoin', user });
+        break;
     }
   }
 

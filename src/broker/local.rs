@@ -342,7 +342,8 @@ impl Broker for Local {
         user: &str,
         joined: bool,
     ) -> Result<Option<PresenceChange>, BrokerError> {
-        self.hub.deliver_presence(ns, room, user, joined);
+        self.hub
+            .deliver_presence(ns, room, user, joined, std::time::Instant::now());
         Ok(None)
     }
 

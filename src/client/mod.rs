@@ -910,9 +910,10 @@ fn dispatch_control(frame: ServerFrame, pending: &Pending) -> Option<Event> {
     })
 }
 
-/// A frame of `room`'s stream as an event.
-fn room_event(room: String, frame: ServerFrame) -> Option<Event> {
-    Some(match frame {
+/// A frame of `room`'s stream as events: one, or one per user of a batch.
+fn room_events(room: &str, frame: ServerFrame) -> Vec<Event> {
+    let room = room.to_owned();
+    vec![match frame {
         ServerFrame::Message {
             seq,
             from,
@@ -927,8 +928,19 @@ fn room_event(room: String, frame: ServerFrame) -> Option<Event> {
         },
         ServerFrame::PresenceJoin { user } => Event::PresenceJoin { room, user },
         ServerFrame::PresenceLeave { user } => Event::PresenceLeave { room, user },
-        _ => return None,
-    })
+        ServerFrame::PresenceBatch { joins, leaves } => {
+            let leaves = leaves.into_iter().map(|user| Event::PresenceLeave {
+                room: room.clone(),
+                user,
+            });
+            let joins = joins.into_iter().map(|user| Event::PresenceJoin {
+                room: room.clone(),
+                user,
+            });
+            return leaves.chain(joins).collect();
+        }
+        _ => return Vec::new(),
+    }]
 }
 
 async fn accept_room_streams(conn: Connection, events: mpsc::Sender<Event>) {
@@ -944,11 +956,10 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
         _ => return,
     };
     while let Ok(Some(frame)) = reader.next::<ServerFrame>().await {
-        let Some(event) = room_event(room.clone(), frame) else {
-            continue;
-        };
-        if events.send(event).await.is_err() {
-            return;
+        for event in room_events(&room, frame) {
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
     let _ = events.send(Event::RoomClosed { room }).await;

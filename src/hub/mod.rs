@@ -16,12 +16,12 @@ pub use outbox::{
     bounded_queues, session_queues, Closer, FrameQueue, Outbound, QueueLimits, QueuedBytes, Sent,
     SessionId, SessionRx, SessionTx,
 };
-pub use presence::UserCounts;
+pub use presence::{Change, Churn, UserCounts};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -116,14 +116,20 @@ pub struct HubStats {
     pub frames_dropped: u64,
     /// Datagrams dropped because a session's datagram queue was full.
     pub datagrams_dropped: u64,
+    /// Room presence frames queued (single changes and batches).
+    pub presence_frames: u64,
 }
 
 /// Rooms and sessions of every namespace on this node.
 #[derive(Debug)]
 pub struct Hub {
     limits: SessionLimits,
+    /// How long a churning room's presence changes are held to go out together;
+    /// zero sends each at once.
+    presence_window: Duration,
     frames_dropped: AtomicU64,
     datagrams_dropped: AtomicU64,
+    presence_frames: AtomicU64,
     // A std mutex: every critical section is short and synchronous (try_send into
     // bounded queues), and it is never held across an `.await`.
     state: Mutex<State>,
@@ -135,6 +141,8 @@ struct State {
     sessions: usize,
     user_sessions: HashMap<Arc<str>, usize>,
     next_handle: u32,
+    /// Rooms holding presence changes, as (namespace, room).
+    churning: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +159,7 @@ struct Room {
     handle: u32,
     members: HashMap<SessionId, SessionTx>,
     users: UserCounts,
+    churn: Churn,
 }
 
 impl Hub {
@@ -162,14 +171,23 @@ impl Hub {
             .collect();
         Hub {
             limits,
+            presence_window: Duration::ZERO,
             frames_dropped: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
+            presence_frames: AtomicU64::new(0),
             state: Mutex::new(State {
                 namespaces,
                 next_handle: 1,
                 ..State::default()
             }),
         }
+    }
+
+    /// Holds a churning room's presence changes for `window` so its members get
+    /// them in one `PresenceBatch` ([`Churn`]); zero (the default) sends each at once.
+    pub fn with_presence_window(mut self, window: Duration) -> Self {
+        self.presence_window = window;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -258,6 +276,7 @@ impl Hub {
                 handle,
                 members: HashMap::new(),
                 users: UserCounts::default(),
+                churn: Churn::default(),
             }
         });
         let first_for_user = entry.users.add(&tx.user);
@@ -328,6 +347,7 @@ impl Hub {
         HubStats {
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Ordering::Relaxed),
+            presence_frames: self.presence_frames.load(Ordering::Relaxed),
         }
     }
 
@@ -352,22 +372,112 @@ impl Hub {
         })
     }
 
-    /// Tells the room's members of other users that `user` entered or left it.
-    pub fn deliver_presence(&self, ns: &str, room: &str, user: &str, joined: bool) -> usize {
+    /// Tells the room's members of other users that `user` entered or left it at
+    /// `now`: at once in a calm room, else in the room's next batch
+    /// ([`flush_presence`](Self::flush_presence)). Returns the frames queued.
+    pub fn deliver_presence(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+        joined: bool,
+        now: Instant,
+    ) -> usize {
+        let mut st = self.lock();
+        let Some(r) = st
+            .namespaces
+            .get_mut(ns)
+            .and_then(|s| s.rooms.get_mut(room))
+        else {
+            return 0;
+        };
+        if r.churn.change(user, joined, now, self.presence_window) == Change::Held {
+            st.churning.insert((ns.to_owned(), room.to_owned()));
+            return 0;
+        }
         let frame = frame_bytes(&if joined {
             ServerFrame::PresenceJoin { user: user.into() }
         } else {
             ServerFrame::PresenceLeave { user: user.into() }
         });
-        self.with_room(ns, room, |r| {
-            let item = Outbound::Room {
+        let item = Outbound::Room {
+            handle: r.handle,
+            seq: 0,
+            frame,
+            published: now,
+        };
+        let sent = self.fan_out(r.members.values(), |tx| &*tx.user != user, &item);
+        self.presence_frames
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// Sends the presence batches that are due at `now`: one `PresenceBatch` per
+    /// member of each churning room (without the member's own changes). Returns
+    /// the frames queued.
+    pub fn flush_presence(&self, now: Instant) -> usize {
+        let mut st = self.lock();
+        if st.churning.is_empty() {
+            return 0;
+        }
+        let State {
+            namespaces,
+            churning,
+            ..
+        } = &mut *st;
+        let mut sent = 0;
+        churning.retain(|(ns, room)| {
+            let Some(r) = namespaces.get_mut(ns).and_then(|s| s.rooms.get_mut(room)) else {
+                return false; // the room emptied meanwhile
+            };
+            let Some((joins, leaves)) = r.churn.due(now) else {
+                return r.churn.deadline().is_some();
+            };
+            sent += self.send_batch(r, &joins, &leaves, now);
+            false
+        });
+        self.presence_frames
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// One batch to every member; a member whose own user is in it gets it
+    /// without that user (nobody is told of themselves).
+    fn send_batch(&self, r: &Room, joins: &[String], leaves: &[String], now: Instant) -> usize {
+        if joins.is_empty() && leaves.is_empty() {
+            return 0;
+        }
+        let batch = |skip: Option<&str>| {
+            let keep = |users: &[String]| -> Vec<String> {
+                users
+                    .iter()
+                    .filter(|u| Some(u.as_str()) != skip)
+                    .cloned()
+                    .collect()
+            };
+            let (joins, leaves) = (keep(joins), keep(leaves));
+            (!joins.is_empty() || !leaves.is_empty()).then(|| Outbound::Room {
                 handle: r.handle,
                 seq: 0,
-                frame: frame.clone(),
-                published: Instant::now(),
-            };
-            self.fan_out(r.members.values(), |tx| &*tx.user != user, &item)
-        })
+                frame: frame_bytes(&ServerFrame::PresenceBatch { joins, leaves }),
+                published: now,
+            })
+        };
+        let involved = |user: &str| {
+            joins.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+                || leaves.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+        };
+        let Some(shared) = batch(None) else { return 0 };
+        let mut sent = self.fan_out(r.members.values(), |tx| !involved(&tx.user), &shared);
+        // The few members whose own user changed: a batch of their own, once per user.
+        let mut own: HashMap<&str, Option<Outbound>> = HashMap::new();
+        for tx in r.members.values().filter(|tx| involved(&tx.user)) {
+            let item = own.entry(&tx.user).or_insert_with(|| batch(Some(&tx.user)));
+            if let Some(item) = item {
+                sent += self.fan_out(std::iter::once(tx), |_| true, item);
+            }
+        }
+        sent
     }
 
     /// Sends a volatile event to the room's members except the sending session.

@@ -95,7 +95,10 @@ fn presence_counts_users_not_sessions() {
     assert_eq!(hub.room_users("/chat", "r"), ["ann", "bob"]);
 
     // The broker tells others; ann's own sessions are not told about ann.
-    assert_eq!(hub.deliver_presence("/chat", "r", "ann", true), 1);
+    assert_eq!(
+        hub.deliver_presence("/chat", "r", "ann", true, Instant::now()),
+        1
+    );
     assert!(drain(&mut a1).is_empty());
     assert_eq!(
         drain(&mut b)[0].1,
@@ -301,4 +304,53 @@ fn overflow_is_counted() {
     }
     assert_eq!(hub.stats().datagrams_dropped, 2);
     assert_eq!(hub.room_count(), 1);
+}
+
+#[test]
+fn a_churning_room_gets_one_batch_per_member_per_window() {
+    let window = std::time::Duration::from_millis(100);
+    let hub = Hub::new(["/chat"], LIMITS).with_presence_window(window);
+    let mut ann = session(&hub, "/chat", 1, "ann");
+    let mut bob = session(&hub, "/chat", 2, "bob");
+    hub.join("/chat", "r", 1).unwrap();
+    hub.join("/chat", "r", 2).unwrap();
+    let t0 = Instant::now();
+    // Calm: the first change goes out at once.
+    assert_eq!(hub.deliver_presence("/chat", "r", "cy", true, t0), 2);
+    assert_eq!(drain(&mut ann).len(), 1);
+    drain(&mut bob);
+    // A storm within the window: nothing yet, then one batch each.
+    for user in ["dee", "eve", "fay"] {
+        assert_eq!(hub.deliver_presence("/chat", "r", user, true, t0), 0);
+    }
+    hub.deliver_presence("/chat", "r", "cy", false, t0);
+    hub.deliver_presence("/chat", "r", "bob", false, t0);
+    hub.deliver_presence("/chat", "r", "bob", true, t0);
+    hub.deliver_presence("/chat", "r", "ann", false, t0);
+    assert_eq!(hub.flush_presence(t0), 0, "not due yet");
+    assert_eq!(hub.flush_presence(t0 + window), 2);
+    let joins = vec!["dee".to_owned(), "eve".into(), "fay".into()];
+    assert_eq!(
+        drain(&mut bob),
+        [(
+            1,
+            ServerFrame::PresenceBatch {
+                joins: joins.clone(),
+                leaves: vec!["ann".into(), "cy".into()]
+            }
+        )],
+        "bob's leave and return cancel out"
+    );
+    assert_eq!(
+        drain(&mut ann),
+        [(
+            1,
+            ServerFrame::PresenceBatch {
+                joins,
+                leaves: vec!["cy".into()]
+            }
+        )],
+        "nobody is told of themselves"
+    );
+    assert_eq!(hub.flush_presence(t0 + window * 2), 0, "sent once");
 }

@@ -43,7 +43,7 @@ impl Frame for ClientFrame {
     const VARIANTS: u32 = 8;
 }
 impl Frame for ServerFrame {
-    const VARIANTS: u32 = 17;
+    const VARIANTS: u32 = 18;
 }
 impl Frame for Datagram {
     const VARIANTS: u32 = 2;

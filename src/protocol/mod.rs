@@ -241,6 +241,14 @@ pub enum ServerFrame {
         /// Opaque data, as the backend returned it.
         data: Bytes,
     },
+    /// Several users entered or left the room (on the room stream): what changed
+    /// while the room churned, sent at once instead of a frame per user.
+    PresenceBatch {
+        /// Users who entered (their first session in the room).
+        joins: Vec<String>,
+        /// Users who left (their last session in the room).
+        leaves: Vec<String>,
+    },
 }
 
 /// Volatile frames, one per QUIC datagram; never retransmitted.

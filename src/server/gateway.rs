@@ -303,6 +303,9 @@ impl Gateway {
         m.frames_dropped
             .inner()
             .store(stats.frames_dropped, Ordering::Relaxed);
+        m.presence_frames
+            .inner()
+            .store(stats.presence_frames, Ordering::Relaxed);
         m.datagrams_overflow
             .inner()
             .store(stats.datagrams_dropped, Ordering::Relaxed);

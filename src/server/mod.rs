@@ -143,13 +143,16 @@ impl Server {
         let (endpoint, api) = bind_sockets(&settings, identity).await?;
         let config = &settings.config;
         let limits = &config.limits;
-        let hub = Arc::new(Hub::new(
-            config.namespaces.keys().map(String::as_str),
-            SessionLimits {
-                max_sessions: limits.max_sessions,
-                max_sessions_per_user: limits.max_sessions_per_user,
-            },
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                config.namespaces.keys().map(String::as_str),
+                SessionLimits {
+                    max_sessions: limits.max_sessions,
+                    max_sessions_per_user: limits.max_sessions_per_user,
+                },
+            )
+            .with_presence_window(limits.presence_window),
+        );
         let mut node = None;
         let (broker, inbox, local): (Arc<dyn Broker>, Arc<dyn Inbox>, _) = match &settings.redis {
             Some(url) => {
@@ -253,6 +256,14 @@ impl Server {
             ))
         });
         tasks.spawn(follow_load(self.gateway.clone(), shutdown.clone()));
+        let window = self.gateway.config.limits.presence_window;
+        if !window.is_zero() {
+            tasks.spawn(flush_presence(
+                self.gateway.hub.clone(),
+                window,
+                shutdown.clone(),
+            ));
+        }
         let (udp_addr, api_addr) = (self.local_addr(), self.api_addr());
         tasks.spawn(http::serve(
             self.api,
@@ -494,6 +505,20 @@ async fn follow_load(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 }
 
 /// Drops the history of rooms that emptied more than `ttl` ago.
+/// Sends churning rooms' presence batches as their windows end.
+async fn flush_presence(hub: Arc<Hub>, window: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(window / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                hub.flush_presence(tokio::time::Instant::now().into_std());
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 async fn sweep_rooms(local: Arc<Local>, ttl: Duration, shutdown: CancellationToken) {
     let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
