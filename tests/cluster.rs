@@ -798,6 +798,12 @@ async fn websocket_and_webtransport_users_meet_across_nodes() {
     })
     .await;
 
+    // Who is online, a page at a time, from Redis' sorted index.
+    assert_eq!(theo.online_page("", 1).await.unwrap(), ["theo"]);
+    assert_eq!(wanda.online_page("theo", 5).await.unwrap(), ["wanda"]);
+    assert!(theo.online_page("wanda", 5).await.unwrap().is_empty());
+    assert_eq!(wanda.online().await.unwrap(), ["theo", "wanda"]);
+
     let seq = wanda
         .publish("mixed", Bytes::from_static(b"hi from ws"))
         .await

@@ -27,7 +27,7 @@ const MAX: usize = DEFAULT_MAX_FRAME;
 // compile here until it gets its tag, a strategy below and a test vector.
 // ---------------------------------------------------------------------------------
 
-const CLIENT_VARIANTS: u32 = 8;
+const CLIENT_VARIANTS: u32 = 9;
 const SERVER_VARIANTS: u32 = 18;
 const DATAGRAM_VARIANTS: u32 = 2;
 
@@ -41,6 +41,7 @@ fn client_tag(f: &ClientFrame) -> u32 {
         ClientFrame::AckNotification { .. } => 5,
         ClientFrame::Refresh { .. } => 6,
         ClientFrame::Rpc { .. } => 7,
+        ClientFrame::OnlinePage { .. } => 8,
     }
 }
 
@@ -332,6 +333,11 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             req,
             method,
             body
+        }),
+        (u32s(), text(), u32s()).prop_map(|(req, after, limit)| ClientFrame::OnlinePage {
+            req,
+            after,
+            limit
         }),
     ]
 }
@@ -871,10 +877,10 @@ fn classify<T: PartialEq + Debug>(
 
 #[test]
 fn the_last_variants_carry_the_highest_tags() {
-    let last_client = ClientFrame::Rpc {
+    let last_client = ClientFrame::OnlinePage {
         req: 0,
-        method: String::new(),
-        body: Bytes::new(),
+        after: String::new(),
+        limit: 0,
     };
     let last_server = ServerFrame::PresenceBatch {
         joins: vec![],
@@ -885,7 +891,7 @@ fn the_last_variants_carry_the_highest_tags() {
         from: String::new(),
         body: Bytes::new(),
     };
-    assert_eq!(body_of(&encode(&last_client))[0], 7);
+    assert_eq!(body_of(&encode(&last_client))[0], 8);
     assert_eq!(body_of(&encode(&last_server))[0], 17);
     assert_eq!(encode_datagram(&last_datagram)[0], 1);
     assert_eq!(client_tag(&last_client), CLIENT_VARIANTS - 1);
@@ -1297,6 +1303,8 @@ fn client_cases() -> Vec<(String, ClientFrame)> {
         ("refresh", Refresh { req: 13, token: s("eyJ.e30.sig") }),
         ("rpc", Rpc { req: 14, method: s("history.search"), body: b(br#"{"q":"hi"}"#) }),
         ("rpc_empty", Rpc { req: 0, method: s(""), body: Bytes::new() }),
+        ("online_page_first", OnlinePage { req: 15, after: s(""), limit: 1000 }),
+        ("online_page_after", OnlinePage { req: 16, after: s("zoë"), limit: 200 }),
     ];
     named(cases)
 }

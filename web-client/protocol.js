@@ -28,6 +28,12 @@ export const DEFAULT_MAX_FRAME = 64 * 1024;
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
 /**
+ * The most users one list of who is online holds (`Welcome.online`, `Online`); a
+ * list this long may go on: read the rest with `OnlinePage`.
+ */
+export const ONLINE_PAGE = 1000;
+
+/**
  * Error codes carried in `Error` frames and used as session close codes.
  * @type {Readonly<Record<string, number>>}
  */
@@ -101,6 +107,7 @@ const CLIENT_FRAMES = [
   ['AckNotification', [['req', 'u32'], ['id', 'u64']]],
   ['Refresh', [['req', 'u32'], ['token', 'string']]],
   ['Rpc', [['req', 'u32'], ['method', 'string'], ['body', 'bytes']]],
+  ['OnlinePage', [['req', 'u32'], ['after', 'string'], ['limit', 'u32']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */

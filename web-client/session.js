@@ -9,6 +9,7 @@ import {
   ErrorCode,
   FrameDecoder,
   MAX_SERVER_FRAME,
+  ONLINE_PAGE,
   PROTOCOL_VERSION,
   decodeDatagram,
   decodeServerFrame,
@@ -317,9 +318,19 @@ export class Session {
     return reply.seq;
   }
 
-  /** Users online in the namespace. @returns {Promise<string[]>} */
+  /**
+   * Users online in the namespace: every page of them (the server answers at most
+   * `ONLINE_PAGE` users a request).
+   * @returns {Promise<string[]>}
+   */
   async online() {
-    return (await this.#request('Online', (req) => ({ type: 'Online', req }))).users;
+    const users = [];
+    for (;;) {
+      const after = users.length ? users[users.length - 1] : '';
+      const page = (await this.#request('Online', (req) => ({ type: 'OnlinePage', req, after, limit: ONLINE_PAGE }))).users;
+      users.push(...page);
+      if (page.length < ONLINE_PAGE) return users;
+    }
   }
 
   /** Removes a notification from the user's inbox. @param {number|bigint} id */

@@ -360,6 +360,15 @@ impl Broker for Local {
         Ok(self.hub.online_users(ns))
     }
 
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hub.online_page(ns, after, limit))
+    }
+
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {
         let namespaces = self.inbox_namespaces.iter().map(String::as_str);
         self.hub.deliver_notification(namespaces, user, id, &frame);

@@ -125,6 +125,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
 
+    /// A page of the users online in a namespace, cluster-wide: those after
+    /// `after` in byte order, at most `limit`, without reading the rest.
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError>;
+
     /// Pushes an encoded, already stored notification to every session of `user`
     /// in notification namespaces, on every node.
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError>;

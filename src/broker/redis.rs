@@ -780,6 +780,25 @@ impl Broker for Redis {
             .await
     }
 
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        let mut cmd = redis::cmd("ZRANGEBYLEX");
+        cmd.arg(wire::index_key(&wire::online_key(ns)))
+            .arg(after.map_or_else(|| "-".to_owned(), |a| format!("({a}")))
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let mut conn = self.inner.conn.clone();
+        self.inner
+            .call("online users", cmd.query_async(&mut conn))
+            .await
+    }
+
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {
         let event = wire::NodeEvent::Notify(wire::Notify {
             user: user.to_owned(),

@@ -29,7 +29,7 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 use crate::protocol::lane;
 use crate::protocol::{
     decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
-    Since, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Since, DEFAULT_MAX_FRAME, ONLINE_PAGE, PROTOCOL_VERSION,
 };
 use crate::transport::FrameReader;
 
@@ -664,9 +664,28 @@ impl Client {
         }
     }
 
-    /// Users online in the namespace.
+    /// Users online in the namespace: every page of them
+    /// ([`online_page`](Self::online_page)).
     pub async fn online(&self) -> Result<Vec<String>, ClientError> {
-        match self.request(|req| ClientFrame::Online { req }).await? {
+        let mut users = self.online_page("", ONLINE_PAGE as u32).await?;
+        let mut page = users.len();
+        while page == ONLINE_PAGE {
+            let last = users.last().cloned().unwrap_or_default();
+            let more = self.online_page(&last, ONLINE_PAGE as u32).await?;
+            page = more.len();
+            users.extend(more);
+        }
+        Ok(users)
+    }
+
+    /// One page of the users online in the namespace: those after `after` (empty:
+    /// from the first), at most `limit` (the server gives at most [`ONLINE_PAGE`]).
+    pub async fn online_page(&self, after: &str, limit: u32) -> Result<Vec<String>, ClientError> {
+        let after = after.to_owned();
+        match self
+            .request(|req| ClientFrame::OnlinePage { req, after, limit })
+            .await?
+        {
             ServerFrame::Online { users, .. } => Ok(users),
             other => Err(unexpected(other)),
         }

@@ -326,6 +326,16 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// A page of the users online in a namespace on this node: after `after`, at
+    /// most `limit`; the lock is held for the page only, not for every user.
+    pub fn online_page(&self, ns: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let st = self.lock();
+        st.namespaces
+            .get(ns)
+            .map(|s| s.online.page(after, limit))
+            .unwrap_or_default()
+    }
+
     /// The room's handle on this node, if anyone here is in it.
     pub fn room_handle(&self, ns: &str, room: &str) -> Option<u32> {
         let st = self.lock();

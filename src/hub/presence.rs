@@ -39,6 +39,17 @@ impl UserCounts {
         self.counts.keys().cloned().collect()
     }
 
+    /// The users after `after` (all for `None`), sorted, at most `limit`.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.counts
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(user, _)| user.clone())
+            .collect()
+    }
+
     /// Whether `user` has at least one session here.
     pub fn contains(&self, user: &str) -> bool {
         self.counts.contains_key(user)
@@ -190,5 +201,12 @@ mod tests {
         assert!(!p.contains("ann"));
         assert!(!p.remove("ann"), "removing an absent user is not a leave");
         assert_eq!(p.len(), 1);
+        for user in ["cy", "dee", "eve"] {
+            p.add(user);
+        }
+        assert_eq!(p.page(None, 2), ["bob", "cy"]);
+        assert_eq!(p.page(Some("cy"), 2), ["dee", "eve"]);
+        assert_eq!(p.page(Some("d"), 10), ["dee", "eve"]);
+        assert!(p.page(Some("eve"), 10).is_empty());
     }
 }

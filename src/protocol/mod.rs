@@ -22,6 +22,12 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default upper bound on one encoded frame body (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
+/// The most users one list of who is online holds (`Welcome.online`, `Online`):
+/// the first ones in byte order; a list this long may go on, read with
+/// [`ClientFrame::OnlinePage`]. Bounds what a session's arrival costs in a
+/// namespace of many users.
+pub const ONLINE_PAGE: usize = 1000;
+
 /// A position in a room's message sequence: the last message a client saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Since {
@@ -96,6 +102,17 @@ pub enum ClientFrame {
         method: String,
         /// Opaque argument, passed to the backend as is.
         body: Bytes,
+    },
+    /// Reads who is online in the namespace page by page: the users after `after`
+    /// in byte order, at most `limit` (and at most [`ONLINE_PAGE`]); answered with
+    /// [`ServerFrame::Online`]. A page shorter than asked is the last.
+    OnlinePage {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The last user of the previous page; empty for the first page.
+        after: String,
+        /// Users wanted.
+        limit: u32,
     },
 }
 

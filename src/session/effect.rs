@@ -13,7 +13,7 @@ use crate::broker::{Broker, BrokerError, PresenceChange};
 use crate::hooks::{Caller, ConnectReply, HookError, HookRunner, JoinReply, PublishReply};
 use crate::hub::{Hub, Outbound, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
-use crate::protocol::{frame_bytes, ServerFrame, Since};
+use crate::protocol::{frame_bytes, ServerFrame, Since, ONLINE_PAGE};
 use crate::webhooks::{Event, EventKind, Webhooks};
 
 /// Backend work the core asked for.
@@ -82,10 +82,14 @@ pub(crate) enum Effect {
         /// Payload.
         body: Bytes,
     },
-    /// Read who is online in the namespace.
+    /// Read a page of who is online in the namespace.
     Online {
         /// The request.
         req: u32,
+        /// The page starts after this user (`None`: the first page).
+        after: Option<String>,
+        /// Users at most.
+        limit: usize,
     },
     /// Remove a notification from the user's inbox.
     AckNotification {
@@ -302,9 +306,9 @@ impl Effect {
                 req,
                 result: b.broker.publish(b.ns, &room, b.user, body).await,
             },
-            Effect::Online { req } => Outcome::Online {
+            Effect::Online { req, after, limit } => Outcome::Online {
                 req,
-                result: b.broker.online_users(b.ns).await,
+                result: b.broker.online_page(b.ns, after.as_deref(), limit).await,
             },
             Effect::AckNotification { req, id } => {
                 let result = b.inbox.ack(b.user, id).await;
@@ -366,7 +370,8 @@ async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> 
         let _ = b.broker.online_presence(b.ns, b.user, true).await;
     }
     let online = if online {
-        Some(b.broker.online_users(b.ns).await.unwrap_or_default())
+        let first = b.broker.online_page(b.ns, None, ONLINE_PAGE).await;
+        Some(first.unwrap_or_default())
     } else {
         None
     };

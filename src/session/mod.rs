@@ -39,7 +39,7 @@ use crate::auth::{Claims, TokenVerifier};
 use crate::config::{Limits, NamespaceConfig};
 use crate::hub::{Outbound, SessionId};
 use crate::metrics::Metrics;
-use crate::protocol::{frame_bytes, ClientFrame, CodecError, ErrorCode, ServerFrame};
+use crate::protocol::{frame_bytes, ClientFrame, CodecError, ErrorCode, ServerFrame, ONLINE_PAGE};
 use crate::transport::ReadError;
 
 /// Longest close reason sent to the client, in bytes (PROTOCOL.md §5.4).
@@ -312,6 +312,7 @@ impl Session {
         if let ClientFrame::Join { req, .. }
         | ClientFrame::Leave { req, .. }
         | ClientFrame::Online { req }
+        | ClientFrame::OnlinePage { req, .. }
         | ClientFrame::AckNotification { req, .. }
         | ClientFrame::Refresh { req, .. }
         | ClientFrame::Rpc { req, .. } = &frame
@@ -332,7 +333,8 @@ impl Session {
             ClientFrame::Join { req, room, since } => self.join(req, room, since),
             ClientFrame::Leave { req, room } => self.leave(req, room),
             ClientFrame::Publish { req, room, body } => self.publish(now, req, room, body),
-            ClientFrame::Online { req } => self.online(req),
+            ClientFrame::Online { req } => self.online(req, None, ONLINE_PAGE as u32),
+            ClientFrame::OnlinePage { req, after, limit } => self.online(req, Some(after), limit),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
             ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
             ClientFrame::Rpc { req, method, body } => self.rpc(req, method, body),

@@ -757,7 +757,7 @@ fn joins_leaves_online_and_acks_share_a_rate() {
     assert!(matches!(effect(&mut s), Effect::Publish { req: 40, .. }));
     // Half a second later the bucket holds one more command, and only one.
     s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 41 });
-    assert!(matches!(effect(&mut s), Effect::Online { req: 41 }));
+    assert!(matches!(effect(&mut s), Effect::Online { req: 41, .. }));
     s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 42 });
     assert_eq!(refused(&mut s), (42, ErrorCode::RateLimited));
 }
@@ -926,7 +926,7 @@ fn online_needs_namespace_presence() {
     assert_eq!(refused(&mut s), (1, ErrorCode::Forbidden));
     let mut s = live(t0);
     s.handle_frame(t0, ClientFrame::Online { req: 2 });
-    assert!(matches!(effect(&mut s), Effect::Online { req: 2 }));
+    assert!(matches!(effect(&mut s), Effect::Online { req: 2, .. }));
     s.complete(Outcome::Online {
         req: 2,
         result: Ok(vec!["alice".into()]),
@@ -1326,4 +1326,49 @@ fn rpcs_are_bounded_per_session_and_counted_off_by_their_replies() {
     assert_eq!(refused(&mut s), (7, ErrorCode::BackendUnavailable));
     s.handle_frame(t0, rpc_frame(8, "history.search"));
     assert!(matches!(effect(&mut s), Effect::Rpc { req: 8, .. }));
+}
+
+#[test]
+fn online_lists_come_a_page_at_a_time() {
+    use crate::protocol::ONLINE_PAGE;
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    s.handle_frame(t0, ClientFrame::Online { req: 1 });
+    match effect(&mut s) {
+        Effect::Online {
+            req: 1,
+            after: None,
+            limit,
+        } => assert_eq!(limit, ONLINE_PAGE),
+        other => panic!("{other:?}"),
+    }
+    let after = "zoë".to_owned();
+    s.handle_frame(
+        t0,
+        ClientFrame::OnlinePage {
+            req: 2,
+            after: after.clone(),
+            limit: 10,
+        },
+    );
+    match effect(&mut s) {
+        Effect::Online {
+            req: 2,
+            after: Some(a),
+            limit: 10,
+        } => assert_eq!(a, after),
+        other => panic!("{other:?}"),
+    }
+    s.handle_frame(
+        t0,
+        ClientFrame::OnlinePage {
+            req: 3,
+            after,
+            limit: u32::MAX,
+        },
+    );
+    match effect(&mut s) {
+        Effect::Online { req: 3, limit, .. } => assert_eq!(limit, ONLINE_PAGE, "capped"),
+        other => panic!("{other:?}"),
+    }
 }

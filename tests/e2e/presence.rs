@@ -185,3 +185,43 @@ async fn a_storm_in_a_room_of_500_costs_batches_not_a_frame_per_change() {
     .await;
     server.stop().await;
 }
+
+/// Who is online is read a page at a time: `Welcome.online` and `Online` hold at
+/// most `ONLINE_PAGE` users, and the clients read on with `OnlinePage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_is_online_comes_in_pages() {
+    use wtgate::protocol::ONLINE_PAGE;
+    let users = ONLINE_PAGE + 10;
+    let mut config = wtgate::config::Config::default();
+    config.limits.connect_rate_per_ip = 100_000.0;
+    config.limits.connect_burst_per_ip = 100_000;
+    let server = TestServer::start_with(config).await;
+    let mut sessions = Vec::new();
+    for chunk in (0..users).collect::<Vec<_>>().chunks(32) {
+        let opened = futures::future::join_all(chunk.iter().map(|i| {
+            let server = &server;
+            async move { server.ws_client("/chat", &format!("u{i:04}")).await }
+        }))
+        .await;
+        sessions.extend(opened);
+    }
+    let last = server.client("/chat", "zed").await;
+    let welcome = last.welcome().online.clone().unwrap();
+    assert_eq!(welcome.len(), ONLINE_PAGE, "Welcome holds the first page");
+    assert_eq!(welcome[0], "u0000");
+    let all = last.online().await.unwrap();
+    assert_eq!(all.len(), users + 1, "every page");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    assert_eq!(
+        last.online_page("u0005", 3).await.unwrap(),
+        ["u0006", "u0007", "u0008"]
+    );
+    let capped = last.online_page("", 5_000).await.unwrap();
+    assert_eq!(
+        capped.len(),
+        ONLINE_PAGE,
+        "a page never exceeds ONLINE_PAGE"
+    );
+    drop(sessions);
+    server.stop().await;
+}

@@ -34,9 +34,13 @@ local function place(t)
 end
 -- One more node has the user there: the first one announces the join. Returns 0
 -- (no change), 1 (the user's first node there) or 3 (and the first user there).
+-- Beside each count hash, `index:{hash}` holds its users sorted (a sorted set of
+-- equal scores), so lists are read a page at a time.
+local function index(hash) return pre .. 'index:' .. string.sub(hash, #pre + 1) end
 local function add(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, 1) == 1 then
+    redis.call('ZADD', index(hash), 0, user)
     redis.call('PUBLISH', chan, event('1'))
     if redis.call('HLEN', hash) == 1 then return 3 end
     return 1
@@ -49,6 +53,7 @@ local function drop(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, -1) <= 0 then
     redis.call('HDEL', hash, user)
+    redis.call('ZREM', index(hash), user)
     redis.call('PUBLISH', chan, event('0'))
     if redis.call('EXISTS', hash) == 0 then return 3 end
     return 1
