@@ -228,18 +228,14 @@ async fn a_room_creating_loop_levels_off_at_the_history_budget() {
         }));
     }
     let mut peak = before;
-    let mut made = 0;
     let all = futures::future::join_all(loops);
     tokio::pin!(all);
-    loop {
+    let made: usize = loop {
         tokio::select! {
-            done = &mut all => {
-                made = done.into_iter().map(|r| r.unwrap()).sum::<usize>();
-                break;
-            }
+            done = &mut all => break done.into_iter().map(|r| r.unwrap()).sum(),
             _ = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_mib(pid)),
         }
-    }
+    };
     peak = peak.max(rss_mib(pid));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_mib(pid);
