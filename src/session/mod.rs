@@ -187,8 +187,9 @@ pub(crate) struct Session {
     opening: Option<Box<join::Opening>>,
     publish_bucket: TokenBucket,
     datagram_bucket: TokenBucket,
-    /// Join, Leave, Online and AckNotification: each costs the server a hub or
-    /// broker round (and a join may create a room), so they share a rate.
+    /// Join, Leave, Online, AckNotification, Refresh and Rpc: each costs the server
+    /// a hub, broker or backend round (and a join may create a room), so they share
+    /// a rate.
     command_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
@@ -313,7 +314,7 @@ impl Session {
             if !self.command_bucket.try_take(now) {
                 let limits = &self.rules.limits;
                 let message = format!(
-                    "more than {} joins, leaves, online lists, acks and refreshes per second (burst {})",
+                    "more than {} joins, leaves, online lists, acks, refreshes and RPCs per second (burst {})",
                     limits.command_rate, limits.command_burst
                 );
                 return self.refuse(*req, Refusal::new(ErrorCode::RateLimited, message));
