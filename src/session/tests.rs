@@ -893,6 +893,15 @@ fn inbox_notifications_follow_welcome_and_live_copies_are_dropped() {
         s.deliver(live_copy(3)).is_none(),
         "another session's push of the same id"
     );
+    // Each notification handed out once is a `notification.delivered` webhook.
+    let delivered: Vec<u64> = drain(&mut s)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Perform(Effect::Delivered { id }) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [3]);
 }
 
 #[test]
