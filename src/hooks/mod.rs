@@ -7,7 +7,7 @@
 //! of NestJS's `handleConnection` and `@SubscribeMessage` handlers), and
 //! [`HttpHooks`] implements it by POSTing JSON to the backend (as Centrifugo's
 //! proxies do). Which hooks are on is the namespace's configuration
-//! ([`HooksConfig`]); the server wraps the implementation in a [`HookRunner`],
+//! ([`HooksConfig`]); the server wraps the implementation in a `HookRunner`,
 //! which bounds the calls in flight and their time, so a slow or absent backend
 //! costs a clear `BackendUnavailable`, never a stuck server.
 
