@@ -105,7 +105,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             webhooks,
-            hooks: Arc::new(HookRunner::new(hooks, &settings.config)),
+            hooks: Arc::new(HookRunner::new(hooks, &settings.config, metrics.clone())),
             config: settings.config.clone(),
             rules: Arc::new(Rules {
                 limits: settings.config.limits.clone(),

@@ -288,6 +288,17 @@ async fn publish_hook_accepts_rejects_and_rewrites() {
     // 2 connects, 2 joins, 4 publishes, one after the other: one kept-alive
     // connection carried them.
     assert_eq!(backend.seen.connections.load(Ordering::Relaxed), 1);
+    let metrics = server.gateway.metrics_text().await;
+    for (series, n) in [
+        ("publish\",result=\"ok", 3.0),
+        ("publish\",result=\"refused", 1.0),
+        ("connect\",result=\"ok", 2.0),
+        ("rpc\",result=\"ok", 0.0),
+    ] {
+        let series = format!("wtgate_hook_calls_total{{hook=\"{series}\"}}");
+        assert_eq!(sample(&metrics, &series), n, "{series}");
+    }
+    assert!(sample(&metrics, "wtgate_hook_latency_seconds_count") >= 8.0);
     assert_eq!(publishes[0]["room"], "lobby");
     assert_eq!(publishes[0]["data"], json!({"text": "hello"}));
     server.stop().await;
