@@ -10,6 +10,33 @@
 //! ([`HooksConfig`]); the server wraps the implementation in a `HookRunner`,
 //! which bounds the calls in flight and their time, so a slow or absent backend
 //! costs a clear `BackendUnavailable`, never a stuck server.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use wtgate::hooks::{Caller, HookError, Hooks, PublishReply};
+//!
+//! /// `@SubscribeMessage('message')`, in-process.
+//! struct Chat;
+//!
+//! #[async_trait::async_trait]
+//! impl Hooks for Chat {
+//!     async fn publish(&self, who: Caller<'_>, room: &str, body: &Bytes)
+//!         -> Result<PublishReply, HookError> {
+//!         if body.windows(4).any(|w| w == b"darn") {
+//!             return Err(HookError::refused_with(Some(4001), "no bad words"));
+//!         }
+//!         println!("{} in {room}: {body:?}", who.user); // store it here
+//!         Ok(PublishReply::default())
+//!     }
+//! }
+//!
+//! # async fn run(settings: wtgate::config::Settings) -> Result<(), Box<dyn std::error::Error>> {
+//! // With `hooks.publish = true` for the namespace in `settings.config`:
+//! let server = wtgate::server::Server::bind_with_hooks(settings, Arc::new(Chat)).await?;
+//! server.run(tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
 
 mod http;
 pub(crate) mod sign;
