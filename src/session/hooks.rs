@@ -55,6 +55,15 @@ impl Session {
         if self.phase != Phase::Registering {
             return;
         }
+        // What the hook attached must fit a frame.
+        let max = self.rules.limits.max_frame.saturating_sub(64);
+        let result = result.and_then(|reply| match &reply.data {
+            Some(data) if data.len() > max => Err(HookError::Unavailable(format!(
+                "the connect hook's data of {} bytes exceeds the limit of {max}",
+                data.len()
+            ))),
+            _ => Ok(reply),
+        });
         match self.verdict(result) {
             Verdict::Yes(reply) => {
                 self.connect_data = reply.data;

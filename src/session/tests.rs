@@ -1168,6 +1168,13 @@ fn an_unavailable_connect_hook_refuses_or_allows_per_the_namespace() {
     let mut s = at_connect_hook(allow, t0);
     s.complete(Outcome::Connected(unavailable()));
     assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+
+    // Data larger than a frame counts as an unavailable backend.
+    let mut s = at_connect_hook(hooked(|h| h.connect = true), t0);
+    s.complete(Outcome::Connected(Ok(ConnectReply {
+        data: Some(Bytes::from(vec![0; DEFAULT_MAX_FRAME])),
+    })));
+    assert_eq!(closed(&mut s).0, ErrorCode::BackendUnavailable);
 }
 
 fn join_frame(room: &str, since: Option<Since>) -> ClientFrame {
