@@ -369,7 +369,7 @@ async fn many_slow_rpcs_are_bounded_per_session_and_server_wide() {
     let server = TestServer::start_with(config).await;
     let alice = Arc::new(server.client("/chat", "alice").await);
     let bob = Arc::new(server.client("/chat", "bob").await);
-    let sleep = || json_body(json!({"ms": 800}));
+    let sleep = || json_body(json!({"ms": 2000}));
     let mut calls = Vec::new();
     for client in [&alice, &bob] {
         for _ in 0..4 {
