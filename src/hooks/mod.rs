@@ -136,11 +136,18 @@ pub struct JoinReply {
     /// Whether the join may replay history (`since`); `false`: nothing replayed,
     /// `recovered: false`.
     pub history: bool,
+    /// Whether the session gets the room's presence: the member list in `Joined`
+    /// and join/leave events; `false`: neither (the user is still announced to the
+    /// room's other members).
+    pub presence: bool,
 }
 
 impl Default for JoinReply {
     fn default() -> Self {
-        JoinReply { history: true }
+        JoinReply {
+            history: true,
+            presence: true,
+        }
     }
 }
 

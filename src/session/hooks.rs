@@ -101,8 +101,13 @@ impl Session {
         result: Result<JoinReply, HookError>,
     ) {
         let since = match self.verdict(result) {
-            Verdict::Yes(JoinReply { history: false }) => None,
-            Verdict::Yes(_) | Verdict::Anyway => since,
+            Verdict::Yes(JoinReply { history, presence }) => {
+                if !presence {
+                    self.join_without_presence = Some(room.clone());
+                }
+                since.filter(|_| history)
+            }
+            Verdict::Anyway => since,
             Verdict::No(refusal) => return self.refuse(req, refusal),
         };
         let effect = self.join_effect(req, room, since);

@@ -143,6 +143,8 @@ struct Room {
     name: String,
     /// Highest message seq handed out, to drop live copies of replayed messages.
     last_seq: u64,
+    /// The session gets the room's presence events (the join hook may say no).
+    presence: bool,
 }
 
 /// A request that failed without ending the session.
@@ -197,6 +199,8 @@ pub(crate) struct Session {
     connect_data: Option<Bytes>,
     /// RPCs started and not answered yet.
     rpcs_in_flight: usize,
+    /// The room being joined without presence, as the join hook said.
+    join_without_presence: Option<String>,
     actions: VecDeque<Action>,
 }
 
@@ -230,6 +234,7 @@ impl Session {
             last_notification: 0,
             connect_data: None,
             rpcs_in_flight: 0,
+            join_without_presence: None,
             actions: VecDeque::new(),
             rules,
             metrics,
@@ -407,6 +412,10 @@ impl Session {
             } => {
                 let room = self.handles.get_mut(&handle)?;
                 if seq == 0 {
+                    // Presence events, unless the join hook said no.
+                    if !room.presence {
+                        return None;
+                    }
                     return Some(Write::Room {
                         handle,
                         frame,

@@ -1199,12 +1199,47 @@ fn the_join_hook_allows_refuses_or_drops_history() {
         req,
         room: room.clone(),
         since,
-        result: Ok(JoinReply { history: false }),
+        result: Ok(JoinReply {
+            history: false,
+            presence: false,
+        }),
     });
     assert!(matches!(
         effect(&mut s),
         Effect::Join { since: None, ref room, .. } if room == "lobby"
     ));
+    // Without presence: no member list, no presence events; messages still come.
+    s.complete(Outcome::Joined {
+        req: 3,
+        room: "lobby".into(),
+        since: None,
+        result: Ok(RoomJoin {
+            handle: 9,
+            recovery: Recovery {
+                epoch: 1,
+                last_seq: 0,
+                replay: None,
+            },
+            members: vec!["alice".into(), "bob".into()],
+        }),
+    });
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Action::OpenRoom { handle: 9, .. }]
+    ));
+    s.room_opened(9, Ok(()));
+    assert!(matches!(
+        control(&drain(&mut s)).as_slice(),
+        [ServerFrame::Joined { members, .. }] if members.is_empty()
+    ));
+    let presence = Outbound::Room {
+        handle: 9,
+        seq: 0,
+        frame: Bytes::from_static(b"presence"),
+        published: Instant::now(),
+    };
+    assert!(s.deliver(presence).is_none());
+    assert!(matches!(s.deliver(message(9, 1)), Some(Write::Room { .. })));
 
     let mut s = live_with(ns.clone(), alice(), t0);
     s.handle_frame(t0, join_frame("lobby", since));

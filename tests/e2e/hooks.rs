@@ -124,6 +124,7 @@ async fn hook(
         }
         "join" if req["room"] == "vip" => refuse(None, "members only"),
         "join" if req["room"] == "fresh" => ok(json!({"history": false})),
+        "join" if req["room"] == "quiet" => ok(json!({"presence": false})),
         "join" => ok(json!({})),
         "publish" => {
             let text = req["data"]["text"].as_str().unwrap_or("");
@@ -235,6 +236,22 @@ async fn join_hook_allows_refuses_and_drops_history() {
         .map(|c| c["room"].clone())
         .collect();
     assert_eq!(rooms, ["lobby", "vip", "fresh", "fresh"]);
+
+    // Without presence: no member list, no presence events, messages as usual.
+    let mut carol = server.client("/chat", "carol").await;
+    let quiet = carol.join("quiet", None).await.unwrap();
+    assert!(quiet.members.is_empty());
+    let dave = server.client("/chat", "dave").await;
+    assert!(dave.join("quiet", None).await.unwrap().members.is_empty());
+    dave.publish("quiet", json_body(json!({"text": "psst"})))
+        .await
+        .unwrap();
+    let first = expect_event(&mut carol, "the message", |e| match e {
+        Event::PresenceJoin { .. } | Event::Message { .. } => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(first, Event::Message { .. }), "{first:?}");
     server.stop().await;
 }
 
