@@ -147,6 +147,8 @@ async fn hook(
                 ok(json!({"data": "slept"}))
             }
             "binary" => ok(json!({"body_base64": "/wA="})),
+            "huge" => ok(json!({"data": "x".repeat(100_000)})),
+            "not-json" => (StatusCode::OK, Json(json!("a string, not an object"))),
             "broken" => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({}))),
             other => refuse(None, &format!("no method {other}")),
         },
@@ -337,10 +339,20 @@ async fn rpc_answers_refuses_and_times_out_without_harming_the_session() {
         refused(alice.rpc("nope", Bytes::new()).await),
         ErrorCode::Rejected
     );
-    assert_eq!(
-        refused(alice.rpc("broken", Bytes::new()).await),
-        ErrorCode::BackendUnavailable
-    );
+    // A backend that answers badly is unavailable, with a reason; bounded replies.
+    for method in ["broken", "huge", "not-json"] {
+        match alice.rpc(method, Bytes::new()).await {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::BackendUnavailable, "{method}");
+                let why = ["answered 500", "exceeds 65536 bytes", "not a JSON object"];
+                assert!(
+                    why.iter().any(|w| message.contains(w)),
+                    "{method}: {message}"
+                );
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+    }
     // A slow RPC times out (500 ms); meanwhile the session serves other commands.
     let slow = alice.rpc("sleep", json_body(json!({"ms": 3000})));
     let other = async {
