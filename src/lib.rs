@@ -31,7 +31,9 @@
 //!    ([`transport::FrameReader::next`]) and hands it to the core:
 //!    `session/mod.rs` :: `Session::handle_frame` → `session/publish.rs` ::
 //!    `Session::publish` (joined? allowed? within the rate?), which asks for an
-//!    `Effect::Publish`.
+//!    `Effect::Publish` — or first, when the namespace has a publish hook, an
+//!    `Effect::PublishCheck` (`session/hooks.rs`), whose answer from the
+//!    application's backend ([`hooks::Hooks`]) refuses it or replaces its body.
 //! 2. The driver's `Session::perform` runs it (`session/effect.rs` ::
 //!    `Effect::perform`): [`broker::Broker::publish`] assigns the seq, keeps the
 //!    encoded `Message` in history and hands it to [`hub::Hub::deliver_message`]

@@ -30,6 +30,15 @@ impl CodeLabel {
     }
 }
 
+/// Labels of backend hook calls.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    /// `connect`, `join`, `publish` or `rpc`.
+    pub hook: String,
+    /// `ok`, `refused` or `unavailable`.
+    pub result: String,
+}
+
 /// Every series the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -76,6 +85,10 @@ pub struct Metrics {
     pub awaiting_hello: Gauge,
     /// Bytes of room history held in memory (set at scrape time; single process).
     pub history_bytes: Gauge,
+    /// Backend hook calls by hook and result.
+    pub hook_calls: Family<HookLabel, Counter>,
+    /// Time backend hook calls took (those that ran), seconds.
+    pub hook_latency: Histogram,
     /// Webhook events the backend accepted.
     pub webhooks_sent: Counter,
     /// Webhook delivery attempts that failed (each is retried).
@@ -118,6 +131,9 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             awaiting_hello: Gauge::default(),
             history_bytes: Gauge::default(),
+            hook_calls: Family::default(),
+            // 100 µs … ~3.3 s.
+            hook_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             webhooks_sent: Counter::default(),
             webhooks_failed: Counter::default(),
             webhooks_dropped: Counter::default(),
@@ -208,6 +224,16 @@ impl Metrics {
             m.history_bytes.clone(),
         );
         r.register(
+            "hook_calls",
+            "Backend hook calls by hook and result (ok, refused, unavailable)",
+            m.hook_calls.clone(),
+        );
+        r.register(
+            "hook_latency_seconds",
+            "Time backend hook calls took",
+            m.hook_latency.clone(),
+        );
+        r.register(
             "webhooks_sent",
             "Webhook events the backend accepted",
             m.webhooks_sent.clone(),
@@ -231,7 +257,22 @@ impl Metrics {
         for code in crate::protocol::ErrorCode::KNOWN {
             let _ = m.errors.get_or_create(&CodeLabel::of(code));
         }
+        for hook in ["connect", "join", "publish", "rpc"] {
+            for result in ["ok", "refused", "unavailable"] {
+                m.hook_call(hook, result);
+            }
+        }
         m
+    }
+
+    /// The counter of `hook` calls that ended with `result`.
+    pub fn hook_call(&self, hook: &str, result: &str) -> Counter {
+        self.hook_calls
+            .get_or_create(&HookLabel {
+                hook: hook.to_owned(),
+                result: result.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts an error frame or close with `code`.
@@ -283,6 +324,8 @@ mod tests {
             "wtgate_deliveries_total 0",
             "wtgate_notifications_pending 0",
             "wtgate_publish_latency_seconds_count 0",
+            "wtgate_hook_calls_total{hook=\"publish\",result=\"unavailable\"} 0",
+            "wtgate_webhooks_dropped_total 0",
         ] {
             assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
         }

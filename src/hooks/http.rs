@@ -11,7 +11,7 @@
 //! | Hook | Yes | No |
 //! |---|---|---|
 //! | connect | `{}`, or `{"data": …}` to attach data | `{"error": {"message": "…", "code": 4001}}` (`code` optional, 1000–4999) |
-//! | join | `{}`, or `{"history": false}` | `{"error": …}` |
+//! | join | `{}`, or `{"history": false}` and/or `{"presence": false}` | `{"error": …}` |
 //! | publish | `{}`, or `{"data": …}` / `{"body_base64": "…"}` to replace the body | `{"error": …}` |
 //! | rpc | `{"data": …}` / `{"body_base64": "…"}` | `{"error": …}` |
 //!
@@ -212,11 +212,10 @@ impl Hooks for HttpHooks {
         let mut fields = Map::new();
         fields.insert("room".into(), json!(room));
         let reply = self.call(caller, "join", fields).await?;
+        let flag = |key: &str| reply.get(key).and_then(Value::as_bool).unwrap_or(true);
         Ok(JoinReply {
-            history: reply
-                .get("history")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
+            history: flag("history"),
+            presence: flag("presence"),
         })
     }
 

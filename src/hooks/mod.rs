@@ -7,9 +7,36 @@
 //! of NestJS's `handleConnection` and `@SubscribeMessage` handlers), and
 //! [`HttpHooks`] implements it by POSTing JSON to the backend (as Centrifugo's
 //! proxies do). Which hooks are on is the namespace's configuration
-//! ([`HooksConfig`]); the server wraps the implementation in a [`HookRunner`],
+//! ([`HooksConfig`]); the server wraps the implementation in a `HookRunner`,
 //! which bounds the calls in flight and their time, so a slow or absent backend
 //! costs a clear `BackendUnavailable`, never a stuck server.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use wtgate::hooks::{Caller, HookError, Hooks, PublishReply};
+//!
+//! /// `@SubscribeMessage('message')`, in-process.
+//! struct Chat;
+//!
+//! #[async_trait::async_trait]
+//! impl Hooks for Chat {
+//!     async fn publish(&self, who: Caller<'_>, room: &str, body: &Bytes)
+//!         -> Result<PublishReply, HookError> {
+//!         if body.windows(4).any(|w| w == b"darn") {
+//!             return Err(HookError::refused_with(Some(4001), "no bad words"));
+//!         }
+//!         println!("{} in {room}: {body:?}", who.user); // store it here
+//!         Ok(PublishReply::default())
+//!     }
+//! }
+//!
+//! # async fn run(settings: wtgate::config::Settings) -> Result<(), Box<dyn std::error::Error>> {
+//! // With `hooks.publish = true` for the namespace in `settings.config`:
+//! let server = wtgate::server::Server::bind_with_hooks(settings, Arc::new(Chat)).await?;
+//! server.run(tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
 
 mod http;
 pub(crate) mod sign;
@@ -28,6 +55,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, HooksConfig};
 use crate::hub::SessionId;
+use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 
 /// Codes a backend may give a refusal instead of `Rejected`: clients receive them
@@ -108,11 +136,18 @@ pub struct JoinReply {
     /// Whether the join may replay history (`since`); `false`: nothing replayed,
     /// `recovered: false`.
     pub history: bool,
+    /// Whether the session gets the room's presence: the member list in `Joined`
+    /// and join/leave events; `false`: neither (the user is still announced to the
+    /// room's other members).
+    pub presence: bool,
 }
 
 impl Default for JoinReply {
     fn default() -> Self {
-        JoinReply { history: true }
+        JoinReply {
+            history: true,
+            presence: true,
+        }
     }
 }
 
@@ -176,6 +211,7 @@ pub(crate) struct HookRunner {
     /// Largest RPC reply sent to a client (the frame limit, less the frame's other
     /// fields).
     max_reply: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for HookRunner {
@@ -188,12 +224,13 @@ impl std::fmt::Debug for HookRunner {
 
 impl HookRunner {
     /// Runs `hooks` for the namespaces of `config`.
-    pub(crate) fn new(hooks: Arc<dyn Hooks>, config: &Config) -> Self {
+    pub(crate) fn new(hooks: Arc<dyn Hooks>, config: &Config, metrics: Arc<Metrics>) -> Self {
         let max = config.limits.max_hook_calls;
         HookRunner {
             hooks,
             permits: Arc::new(Semaphore::new(max)),
             max,
+            metrics,
             max_reply: config.limits.max_frame.saturating_sub(64),
             timeouts: config
                 .namespaces
@@ -204,8 +241,28 @@ impl HookRunner {
     }
 
     /// Calls `call` unless `max_hook_calls` are in flight, within the namespace's
-    /// timeout.
+    /// timeout; counts it under `hook`.
     async fn run<T>(
+        &self,
+        hook: &str,
+        ns: &str,
+        call: impl std::future::Future<Output = Result<T, HookError>>,
+    ) -> Result<T, HookError> {
+        let started = std::time::Instant::now();
+        let result = self.bounded(ns, call).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HookError::Refused { .. }) => "refused",
+            Err(HookError::Unavailable(_)) => "unavailable",
+        };
+        self.metrics.hook_call(hook, outcome).inc();
+        self.metrics
+            .hook_latency
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn bounded<T>(
         &self,
         ns: &str,
         call: impl std::future::Future<Output = Result<T, HookError>>,
@@ -230,7 +287,8 @@ impl HookRunner {
     }
 
     pub(crate) async fn connect(&self, caller: Caller<'_>) -> Result<ConnectReply, HookError> {
-        self.run(caller.ns, self.hooks.connect(caller)).await
+        self.run("connect", caller.ns, self.hooks.connect(caller))
+            .await
     }
 
     pub(crate) async fn join(
@@ -238,7 +296,8 @@ impl HookRunner {
         caller: Caller<'_>,
         room: &str,
     ) -> Result<JoinReply, HookError> {
-        self.run(caller.ns, self.hooks.join(caller, room)).await
+        self.run("join", caller.ns, self.hooks.join(caller, room))
+            .await
     }
 
     pub(crate) async fn publish(
@@ -247,7 +306,7 @@ impl HookRunner {
         room: &str,
         body: &Bytes,
     ) -> Result<PublishReply, HookError> {
-        self.run(caller.ns, self.hooks.publish(caller, room, body))
+        self.run("publish", caller.ns, self.hooks.publish(caller, room, body))
             .await
     }
 
@@ -258,7 +317,7 @@ impl HookRunner {
         body: Bytes,
     ) -> Result<Bytes, HookError> {
         let reply = self
-            .run(caller.ns, self.hooks.rpc(caller, method, body))
+            .run("rpc", caller.ns, self.hooks.rpc(caller, method, body))
             .await?;
         if reply.len() > self.max_reply {
             return Err(HookError::Unavailable(format!(
@@ -298,7 +357,8 @@ mod tests {
         let mut config = Config::default();
         config.limits.max_hook_calls = 2;
         config.namespaces.get_mut("/chat").unwrap().hooks.timeout = Duration::from_millis(100);
-        let runner = Arc::new(HookRunner::new(Arc::new(Slow), &config));
+        let metrics = Arc::new(Metrics::default());
+        let runner = Arc::new(HookRunner::new(Arc::new(Slow), &config, metrics.clone()));
         let calls: Vec<_> = (0..2)
             .map(|_| {
                 let runner = runner.clone();
@@ -321,6 +381,8 @@ mod tests {
         }
         // Permits are back.
         assert_eq!(runner.permits.available_permits(), 2);
+        assert_eq!(metrics.hook_call("rpc", "unavailable").get(), 3);
+        assert_eq!(metrics.hook_call("rpc", "ok").get(), 0);
     }
 
     #[tokio::test]

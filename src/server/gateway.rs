@@ -116,7 +116,7 @@ impl Gateway {
         let settings_limits = settings.config.limits.clone();
         Gateway {
             webhooks,
-            hooks: Arc::new(HookRunner::new(hooks, &settings.config)),
+            hooks: Arc::new(HookRunner::new(hooks, &settings.config, metrics.clone())),
             config: settings.config.clone(),
             rules: Arc::new(Rules {
                 limits: settings.config.limits.clone(),

@@ -509,7 +509,11 @@ mod tests {
         World {
             broker: Local::new(hub.clone(), &config),
             inbox: Embedded::open(dir.path(), 10).unwrap(),
-            hooks: Arc::new(HookRunner::new(Arc::new(crate::hooks::NoHooks), &config)),
+            hooks: Arc::new(HookRunner::new(
+                Arc::new(crate::hooks::NoHooks),
+                &config,
+                Arc::new(crate::metrics::Metrics::default()),
+            )),
             webhooks: Webhooks::off(),
             hub,
             _dir: dir,

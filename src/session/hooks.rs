@@ -55,6 +55,15 @@ impl Session {
         if self.phase != Phase::Registering {
             return;
         }
+        // What the hook attached must fit a frame.
+        let max = self.rules.limits.max_frame.saturating_sub(64);
+        let result = result.and_then(|reply| match &reply.data {
+            Some(data) if data.len() > max => Err(HookError::Unavailable(format!(
+                "the connect hook's data of {} bytes exceeds the limit of {max}",
+                data.len()
+            ))),
+            _ => Ok(reply),
+        });
         match self.verdict(result) {
             Verdict::Yes(reply) => {
                 self.connect_data = reply.data;
@@ -92,8 +101,13 @@ impl Session {
         result: Result<JoinReply, HookError>,
     ) {
         let since = match self.verdict(result) {
-            Verdict::Yes(JoinReply { history: false }) => None,
-            Verdict::Yes(_) | Verdict::Anyway => since,
+            Verdict::Yes(JoinReply { history, presence }) => {
+                if !presence {
+                    self.join_without_presence = Some(room.clone());
+                }
+                since.filter(|_| history)
+            }
+            Verdict::Anyway => since,
             Verdict::No(refusal) => return self.refuse(req, refusal),
         };
         let effect = self.join_effect(req, room, since);

@@ -15,6 +15,8 @@ pub(super) struct Opening {
     handle: u32,
     room: String,
     last_seq: u64,
+    /// The session gets the room's presence.
+    presence: bool,
     /// Sent once the stream is open.
     reply: ServerFrame,
 }
@@ -65,6 +67,8 @@ impl Session {
         since: Option<Since>,
         result: Result<RoomJoin, Refusal>,
     ) {
+        // The join hook may have said: no presence for this session in this room.
+        let presence = self.join_without_presence.take_if(|r| *r == room).is_none();
         let join = match result {
             Ok(join) => join,
             Err(refusal) => return self.refuse(req, refusal),
@@ -90,13 +94,14 @@ impl Session {
             epoch: join.recovery.epoch,
             seq: join.recovery.last_seq,
             recovered,
-            members: join.members,
+            members: if presence { join.members } else { Vec::new() },
         };
         self.opening = Some(Box::new(Opening {
             req,
             handle,
             room,
             last_seq,
+            presence,
             reply,
         }));
         self.actions.push_back(Action::OpenRoom {
@@ -119,6 +124,7 @@ impl Session {
                     Room {
                         name: opening.room,
                         last_seq: opening.last_seq,
+                        presence: opening.presence,
                     },
                 );
                 self.actions

@@ -149,6 +149,8 @@ struct Room {
     name: String,
     /// Highest message seq handed out, to drop live copies of replayed messages.
     last_seq: u64,
+    /// The session gets the room's presence events (the join hook may say no).
+    presence: bool,
 }
 
 /// A request that failed without ending the session.
@@ -193,8 +195,9 @@ pub(crate) struct Session {
     opening: Option<Box<join::Opening>>,
     publish_bucket: TokenBucket,
     datagram_bucket: TokenBucket,
-    /// Join, Leave, Online and AckNotification: each costs the server a hub or
-    /// broker round (and a join may create a room), so they share a rate.
+    /// Join, Leave, Online, AckNotification, Refresh and Rpc: each costs the server
+    /// a hub, broker or backend round (and a join may create a room), so they share
+    /// a rate.
     command_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
@@ -202,6 +205,8 @@ pub(crate) struct Session {
     connect_data: Option<Bytes>,
     /// RPCs started and not answered yet.
     rpcs_in_flight: usize,
+    /// The room being joined without presence, as the join hook said.
+    join_without_presence: Option<String>,
     actions: VecDeque<Action>,
 }
 
@@ -235,6 +240,7 @@ impl Session {
             last_notification: 0,
             connect_data: None,
             rpcs_in_flight: 0,
+            join_without_presence: None,
             actions: VecDeque::new(),
             rules,
             metrics,
@@ -320,7 +326,7 @@ impl Session {
             if !self.command_bucket.try_take(now) {
                 let limits = &self.rules.limits;
                 let message = format!(
-                    "more than {} joins, leaves, online lists, acks and refreshes per second (burst {})",
+                    "more than {} joins, leaves, online lists, acks, refreshes and RPCs per second (burst {})",
                     limits.command_rate, limits.command_burst
                 );
                 return self.refuse(*req, Refusal::new(ErrorCode::RateLimited, message));
@@ -414,6 +420,10 @@ impl Session {
             } => {
                 let room = self.handles.get_mut(&handle)?;
                 if seq == 0 {
+                    // Presence events, unless the join hook said no.
+                    if !room.presence {
+                        return None;
+                    }
                     return Some(Write::Room {
                         handle,
                         frame,

@@ -893,6 +893,15 @@ fn inbox_notifications_follow_welcome_and_live_copies_are_dropped() {
         s.deliver(live_copy(3)).is_none(),
         "another session's push of the same id"
     );
+    // Each notification handed out once is a `notification.delivered` webhook.
+    let delivered: Vec<u64> = drain(&mut s)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Perform(Effect::Delivered { id }) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [3]);
 }
 
 #[test]
@@ -1159,6 +1168,13 @@ fn an_unavailable_connect_hook_refuses_or_allows_per_the_namespace() {
     let mut s = at_connect_hook(allow, t0);
     s.complete(Outcome::Connected(unavailable()));
     assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+
+    // Data larger than a frame counts as an unavailable backend.
+    let mut s = at_connect_hook(hooked(|h| h.connect = true), t0);
+    s.complete(Outcome::Connected(Ok(ConnectReply {
+        data: Some(Bytes::from(vec![0; DEFAULT_MAX_FRAME])),
+    })));
+    assert_eq!(closed(&mut s).0, ErrorCode::BackendUnavailable);
 }
 
 fn join_frame(room: &str, since: Option<Since>) -> ClientFrame {
@@ -1183,12 +1199,47 @@ fn the_join_hook_allows_refuses_or_drops_history() {
         req,
         room: room.clone(),
         since,
-        result: Ok(JoinReply { history: false }),
+        result: Ok(JoinReply {
+            history: false,
+            presence: false,
+        }),
     });
     assert!(matches!(
         effect(&mut s),
         Effect::Join { since: None, ref room, .. } if room == "lobby"
     ));
+    // Without presence: no member list, no presence events; messages still come.
+    s.complete(Outcome::Joined {
+        req: 3,
+        room: "lobby".into(),
+        since: None,
+        result: Ok(RoomJoin {
+            handle: 9,
+            recovery: Recovery {
+                epoch: 1,
+                last_seq: 0,
+                replay: None,
+            },
+            members: vec!["alice".into(), "bob".into()],
+        }),
+    });
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Action::OpenRoom { handle: 9, .. }]
+    ));
+    s.room_opened(9, Ok(()));
+    assert!(matches!(
+        control(&drain(&mut s)).as_slice(),
+        [ServerFrame::Joined { members, .. }] if members.is_empty()
+    ));
+    let presence = Outbound::Room {
+        handle: 9,
+        seq: 0,
+        frame: Bytes::from_static(b"presence"),
+        published: Instant::now(),
+    };
+    assert!(s.deliver(presence).is_none());
+    assert!(matches!(s.deliver(message(9, 1)), Some(Write::Room { .. })));
 
     let mut s = live_with(ns.clone(), alice(), t0);
     s.handle_frame(t0, join_frame("lobby", since));

@@ -124,6 +124,7 @@ async fn hook(
         }
         "join" if req["room"] == "vip" => refuse(None, "members only"),
         "join" if req["room"] == "fresh" => ok(json!({"history": false})),
+        "join" if req["room"] == "quiet" => ok(json!({"presence": false})),
         "join" => ok(json!({})),
         "publish" => {
             let text = req["data"]["text"].as_str().unwrap_or("");
@@ -146,6 +147,8 @@ async fn hook(
                 ok(json!({"data": "slept"}))
             }
             "binary" => ok(json!({"body_base64": "/wA="})),
+            "huge" => ok(json!({"data": "x".repeat(100_000)})),
+            "not-json" => (StatusCode::OK, Json(json!("a string, not an object"))),
             "broken" => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({}))),
             other => refuse(None, &format!("no method {other}")),
         },
@@ -235,6 +238,22 @@ async fn join_hook_allows_refuses_and_drops_history() {
         .map(|c| c["room"].clone())
         .collect();
     assert_eq!(rooms, ["lobby", "vip", "fresh", "fresh"]);
+
+    // Without presence: no member list, no presence events, messages as usual.
+    let mut carol = server.client("/chat", "carol").await;
+    let quiet = carol.join("quiet", None).await.unwrap();
+    assert!(quiet.members.is_empty());
+    let dave = server.client("/chat", "dave").await;
+    assert!(dave.join("quiet", None).await.unwrap().members.is_empty());
+    dave.publish("quiet", json_body(json!({"text": "psst"})))
+        .await
+        .unwrap();
+    let first = expect_event(&mut carol, "the message", |e| match e {
+        Event::PresenceJoin { .. } | Event::Message { .. } => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(first, Event::Message { .. }), "{first:?}");
     server.stop().await;
 }
 
@@ -288,6 +307,17 @@ async fn publish_hook_accepts_rejects_and_rewrites() {
     // 2 connects, 2 joins, 4 publishes, one after the other: one kept-alive
     // connection carried them.
     assert_eq!(backend.seen.connections.load(Ordering::Relaxed), 1);
+    let metrics = server.gateway.metrics_text().await;
+    for (series, n) in [
+        ("publish\",result=\"ok", 3.0),
+        ("publish\",result=\"refused", 1.0),
+        ("connect\",result=\"ok", 2.0),
+        ("rpc\",result=\"ok", 0.0),
+    ] {
+        let series = format!("wtgate_hook_calls_total{{hook=\"{series}\"}}");
+        assert_eq!(sample(&metrics, &series), n, "{series}");
+    }
+    assert!(sample(&metrics, "wtgate_hook_latency_seconds_count") >= 8.0);
     assert_eq!(publishes[0]["room"], "lobby");
     assert_eq!(publishes[0]["data"], json!({"text": "hello"}));
     server.stop().await;
@@ -309,10 +339,20 @@ async fn rpc_answers_refuses_and_times_out_without_harming_the_session() {
         refused(alice.rpc("nope", Bytes::new()).await),
         ErrorCode::Rejected
     );
-    assert_eq!(
-        refused(alice.rpc("broken", Bytes::new()).await),
-        ErrorCode::BackendUnavailable
-    );
+    // A backend that answers badly is unavailable, with a reason; bounded replies.
+    for method in ["broken", "huge", "not-json"] {
+        match alice.rpc(method, Bytes::new()).await {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::BackendUnavailable, "{method}");
+                let why = ["answered 500", "exceeds 65536 bytes", "not a JSON object"];
+                assert!(
+                    why.iter().any(|w| message.contains(w)),
+                    "{method}: {message}"
+                );
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+    }
     // A slow RPC times out (500 ms); meanwhile the session serves other commands.
     let slow = alice.rpc("sleep", json_body(json!({"ms": 3000})));
     let other = async {
@@ -358,7 +398,7 @@ async fn many_slow_rpcs_are_bounded_per_session_and_server_wide() {
     let server = TestServer::start_with(config).await;
     let alice = Arc::new(server.client("/chat", "alice").await);
     let bob = Arc::new(server.client("/chat", "bob").await);
-    let sleep = || json_body(json!({"ms": 800}));
+    let sleep = || json_body(json!({"ms": 2000}));
     let mut calls = Vec::new();
     for client in [&alice, &bob] {
         for _ in 0..4 {
