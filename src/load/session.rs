@@ -243,7 +243,7 @@ impl Joins {
     }
 }
 
-async fn within<T>(
+pub(super) async fn within<T>(
     f: impl std::future::Future<Output = Result<T, SetupError>>,
 ) -> Result<T, SetupError> {
     tokio::time::timeout(STEP_TIMEOUT, f)

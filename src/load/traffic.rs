@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wtransport::endpoint::endpoint_side;
-use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
+use super::connect::{Dialer, Joined};
 use super::plan::{Pacer, Plan, Stamp};
-use super::session::{Joined, RoomReadError, RoomReader};
+use super::session::{self, RoomReadError, RoomReader};
 use super::tally::{Counts, RoomTally, Verdict};
-use super::{wire, Ctx, Mode, CATCH_UP};
+use super::{websocket, wire, Ctx, Mode, CATCH_UP};
 use crate::protocol::{ErrorCode, ServerFrame};
 use crate::transport::FrameReader;
 
@@ -26,7 +26,8 @@ pub(super) struct Tasks {
 }
 
 impl Tasks {
-    /// Receivers for every connected client, and a sender per publishing one.
+    /// Receivers for every connected client, and a sender per publishing one
+    /// (over a WebSocket: one task per session does both).
     pub(super) fn spawn(
         ctx: &Arc<Ctx>,
         clients: Vec<Option<Joined>>,
@@ -38,48 +39,68 @@ impl Tasks {
             conns: Vec::new(),
         };
         for (i, c) in clients.into_iter().enumerate() {
-            let Some(j) = c else { continue };
-            let i = i as u32;
-            t.conns.push(j.conn.clone());
-            ctx.online_frames
-                .fetch_add(j.online_frames, Ordering::Relaxed);
-            let handles: Vec<u32> = j.rooms.iter().map(|r| r.handle).collect();
-            // A sender writes on the control stream; a receiver keeps it open (a
-            // finished control stream ends the session).
-            let keep = if ctx.plan.is_sender(i) {
-                let sender = send(ctx.clone(), i, j.control, j.conn.clone(), handles.clone());
-                t.senders.push(tokio::spawn(until(sender, stop.clone())));
-                None
-            } else {
-                Some(j.control)
-            };
-            for (k, room) in j.rooms.into_iter().enumerate() {
-                let r = ctx.plan.room_of(i, k as u32);
-                let task = receive_room(ctx.clone(), r, room.reader, j.conn.clone(), stop.clone());
-                t.receivers.push(tokio::spawn(task));
+            match c {
+                Some(Joined::WebTransport(j)) => t.spawn_webtransport(ctx, i as u32, j, stop),
+                Some(Joined::WebSocket(j)) => {
+                    ctx.online_frames
+                        .fetch_add(j.online_frames, Ordering::Relaxed);
+                    ctx.presence_frames
+                        .fetch_add(j.presence_frames, Ordering::Relaxed);
+                    let task = websocket::run(ctx.clone(), i as u32, *j, stop.clone());
+                    t.receivers.push(tokio::spawn(task));
+                }
+                None => {}
             }
-            let rooms = handles
-                .into_iter()
-                .zip(ctx.plan.rooms_of(i))
-                .collect::<Vec<_>>();
-            let control = Control {
-                conn: j.conn,
-                replies: j.replies,
-                rooms,
-                _control: keep,
-            };
-            t.receivers.push(tokio::spawn(receive_control(
-                ctx.clone(),
-                control,
-                stop.clone(),
-            )));
         }
         t
     }
 
+    /// A reader per room stream, one for the control stream, and a sender.
+    fn spawn_webtransport(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        i: u32,
+        j: session::Joined,
+        stop: &CancellationToken,
+    ) {
+        self.conns.push(j.conn.clone());
+        ctx.online_frames
+            .fetch_add(j.online_frames, Ordering::Relaxed);
+        let handles: Vec<u32> = j.rooms.iter().map(|r| r.handle).collect();
+        // A sender writes on the control stream; a receiver keeps it open (a
+        // finished control stream ends the session).
+        let keep = if ctx.plan.is_sender(i) {
+            let sender = send(ctx.clone(), i, j.control, j.conn.clone(), handles.clone());
+            self.senders.push(tokio::spawn(until(sender, stop.clone())));
+            None
+        } else {
+            Some(j.control)
+        };
+        for (k, room) in j.rooms.into_iter().enumerate() {
+            let r = ctx.plan.room_of(i, k as u32);
+            let task = receive_room(ctx.clone(), r, room.reader, j.conn.clone(), stop.clone());
+            self.receivers.push(tokio::spawn(task));
+        }
+        let rooms = handles
+            .into_iter()
+            .zip(ctx.plan.rooms_of(i))
+            .collect::<Vec<_>>();
+        let control = Control {
+            conn: j.conn,
+            replies: j.replies,
+            rooms,
+            _control: keep,
+        };
+        self.receivers.push(tokio::spawn(receive_control(
+            ctx.clone(),
+            control,
+            stop.clone(),
+        )));
+    }
+
     /// Waits for every task (after the stop), adds up the receivers' counts
-    /// and closes the sessions.
-    pub(super) async fn finish(self, endpoints: &[Arc<Endpoint<endpoint_side::Client>>]) -> Counts {
+    /// and closes the sessions (WebSocket sessions closed themselves).
+    pub(super) async fn finish(self, dialer: &Dialer) -> Counts {
         for s in self.senders {
             let _ = s.await;
         }
@@ -92,9 +113,7 @@ impl Tasks {
         for conn in &self.conns {
             conn.close(VarInt::from_u32(0), b"load done");
         }
-        for e in endpoints {
-            let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
-        }
+        dialer.wait_idle().await;
         counts
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use wtgate::config::Config;
-use wtgate::load::{self, LoadArgs, Mode};
+use wtgate::load::{self, LoadArgs, Mode, Transport};
 
 use crate::common::*;
 
@@ -22,6 +22,7 @@ async fn load_server() -> TestServer {
 fn args(server: &TestServer) -> LoadArgs {
     LoadArgs {
         urls: vec![server.url("/chat")],
+        transport: Transport::WebTransport,
         cert_hash: Some(server.hash.clone()),
         ca: None,
         certs_dir: "certs".into(),

@@ -1,0 +1,763 @@
+//! One load client's session over a WebSocket (PROTOCOL.md §16), for
+//! `--transport websocket`: TCP, TLS and the HTTP/1.1 upgrade offering
+//! `wtgate.v1`, then the same protocol as over WebTransport with every frame in
+//! one binary message behind a lane byte ([`crate::protocol::lane`]).
+//!
+//! One task per session reads every lane — replies and presence (0), room
+//! messages (1), datagrams (3) — and, for a sender, publishes on schedule in
+//! between; the per-message work is the WebTransport readers' ([`RoomRecv`],
+//! [`on_reply`], [`on_datagram`], [`Publisher`]). Reads are taken in batches:
+//! after a wakeup, every message already buffered is handled before the
+//! figures are updated once.
+//!
+//! Trust is the server API client's ([`crate::api_client::tls_config`]): the
+//! pinned hash of a development certificate, a CA file or the system roots.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use reqwest::Url;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{fail, hello_frame, welcome, within, Joins, SetupError, MAX_FRAME};
+use super::tally::Counts;
+use super::traffic::{on_datagram, on_reply, Outlet, Publisher, RoomRecv};
+use super::{wire, Ctx, LoadError};
+use crate::client::{candidate_urls, Trust};
+use crate::protocol::lane::{self, Lane};
+use crate::protocol::{CodecError, ErrorCode, ServerFrame};
+
+/// The subprotocol a client must offer (PROTOCOL.md §16.1).
+pub const SUBPROTOCOL: &str = "wtgate.v1";
+
+/// Each session's read buffer: a busy room's burst fits, and 5,000 idle
+/// sessions do not hold tungstenite's default 128 KiB each.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How long trying one loopback address of a `localhost` URL may take.
+const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long closing a session may take at the end of a run.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A session's connection: TCP, with TLS for `wss://`.
+pub(super) type Socket =
+    WebSocketStream<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>>;
+
+/// The WebSocket URL of a server URL: `https://` becomes `wss://` (the
+/// server API's port serves both, PROTOCOL.md §16.1), `http://` `ws://` (a
+/// `--dev` server's loopback listener); `wss://` and `ws://` stay.
+pub(super) fn ws_url(url: &str) -> Result<String, String> {
+    let mut u = Url::parse(url).map_err(|e| format!("invalid --url {url:?}: {e}"))?;
+    let scheme = match u.scheme() {
+        "https" | "wss" => "wss",
+        "http" | "ws" => "ws",
+        other => {
+            return Err(format!(
+            "--url {url:?}: a WebSocket URL is wss://, ws://, https:// or http://, not {other}://"
+        ))
+        }
+    };
+    u.set_scheme(scheme)
+        .map_err(|()| format!("--url {url:?}: cannot be a {scheme}:// URL"))?;
+    Ok(u.to_string())
+}
+
+/// Host (brackets removed from an IPv6 address) and port of a `ws(s)://` URL.
+fn host_port(url: &str) -> Result<(String, u16), String> {
+    let u = Url::parse(url).map_err(|e| e.to_string())?;
+    let host = u.host_str().ok_or("no host in the URL")?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = u.port_or_known_default().ok_or("no port in the URL")?;
+    Ok((host, port))
+}
+
+/// The URLs the clients use: a `localhost` URL is replaced by the loopback
+/// address that takes a TCP connection (`[::1]` first, as for WebTransport), so
+/// that no client tries both. A URL that cannot be reached is kept as given.
+pub(super) async fn reach(urls: &[String]) -> Vec<String> {
+    let mut reached = Vec::with_capacity(urls.len());
+    for url in urls {
+        let candidates = candidate_urls(url);
+        let mut found = None;
+        if candidates.len() > 1 {
+            for candidate in candidates {
+                let Ok(target) = host_port(&candidate) else {
+                    continue;
+                };
+                let probe = tokio::time::timeout(REACH_TIMEOUT, TcpStream::connect(target)).await;
+                if let Ok(Ok(_)) = probe {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+        }
+        reached.push(found.unwrap_or_else(|| url.clone()));
+    }
+    reached
+}
+
+/// What every WebSocket session of a run shares: TLS and WebSocket settings.
+pub(super) struct Connector {
+    tls: TlsConnector,
+    config: WebSocketConfig,
+}
+
+impl Connector {
+    /// Trusting the server as `trust` says, offering ALPN http/1.1 only (the
+    /// upgrade is HTTP/1.1's, §16.1).
+    pub(super) fn new(trust: &Trust) -> Result<Connector, LoadError> {
+        let tls = crate::api_client::tls_config(trust, &[b"http/1.1"])
+            .map_err(|e| LoadError::Args(e.to_string()))?;
+        let max = MAX_FRAME + lane::LANE_OVERHEAD;
+        Ok(Connector {
+            tls: TlsConnector::from(Arc::new(tls)),
+            config: WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max)),
+        })
+    }
+
+    /// TCP (no Nagle: a publish leaves at once), TLS for `wss://`, and the
+    /// upgrade offering [`SUBPROTOCOL`], which the server must select.
+    async fn dial(&self, url: &str) -> Result<Socket, SetupError> {
+        let (host, port) = host_port(url).map_err(|e| fail("connect", e))?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| fail("connect", e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if url.starts_with("wss:") {
+            let name = ServerName::try_from(host).map_err(|e| fail("connect", e))?;
+            let tls = self.tls.connect(name, tcp).await;
+            Either::Right(tls.map_err(|e| fail("connect", format!("TLS: {e}")))?)
+        } else {
+            Either::Left(tcp)
+        };
+        let mut request = url.into_client_request().map_err(|e| fail("connect", e))?;
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let (socket, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(self.config))
+                .await
+                .map_err(refused)?;
+        match response.headers().get(SEC_WEBSOCKET_PROTOCOL) {
+            Some(p) if p.as_bytes() == SUBPROTOCOL.as_bytes() => Ok(socket),
+            other => Err(fail(
+                "connect",
+                format!("the server selected subprotocol {other:?}, not {SUBPROTOCOL}"),
+            )),
+        }
+    }
+}
+
+/// A failed upgrade; a refusal names the HTTP status and the server's reason
+/// (its JSON body, §16.1).
+fn refused(e: WsError) -> SetupError {
+    match e {
+        WsError::Http(response) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            fail(
+                &format!("connect: HTTP {}", response.status().as_u16()),
+                String::from_utf8_lossy(body),
+            )
+        }
+        other => fail("connect", other),
+    }
+}
+
+/// A session that said `Hello` and joined its rooms.
+pub(super) struct Joined {
+    pub(super) socket: Socket,
+    /// The rooms' handles, in the order of the names given to [`open`].
+    pub(super) handles: Vec<u32>,
+    /// From the TCP connect until `Welcome`.
+    pub(super) connect_time: Duration,
+    /// `OnlineJoin`/`OnlineLeave` frames that came while joining.
+    pub(super) online_frames: u64,
+    /// `PresenceJoin`/`PresenceLeave` frames that came while joining.
+    pub(super) presence_frames: u64,
+}
+
+/// Connects to `url`, says `Hello` with `token` and joins `rooms` (request ids
+/// 1, 2, …), each step within [`session::STEP_TIMEOUT`](super::session::STEP_TIMEOUT).
+pub(super) async fn open(
+    connector: &Connector,
+    url: &str,
+    token: &str,
+    rooms: &[String],
+) -> Result<Joined, SetupError> {
+    let started = Instant::now();
+    let mut socket = within(connector.dial(url)).await?;
+    within(hello(&mut socket, token)).await?;
+    let connect_time = started.elapsed();
+    let joining = within(join(&mut socket, rooms)).await?;
+    Ok(Joined {
+        socket,
+        handles: joining.joins.handles(),
+        connect_time,
+        online_frames: joining.joins.online_frames,
+        presence_frames: joining.presence,
+    })
+}
+
+async fn hello(socket: &mut Socket, token: &str) -> Result<(), SetupError> {
+    let hello = lane::control_message(&hello_frame(token));
+    socket
+        .send(Message::Binary(hello))
+        .await
+        .map_err(|e| fail("hello", e))?;
+    let message = next_binary(socket, "hello").await?;
+    match lane::parse(&message) {
+        Ok(Lane::Control(body)) => match lane::decode_control::<ServerFrame>(body) {
+            Ok(frame) => welcome(Some(frame)),
+            Err(e) => Err(fail("hello", e)),
+        },
+        other => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+    }
+}
+
+async fn join(socket: &mut Socket, rooms: &[String]) -> Result<Joining, SetupError> {
+    for frame in Joins::frames(rooms) {
+        socket
+            .feed(Message::Binary(lane::control_message(&frame)))
+            .await
+            .map_err(|e| fail("join", e))?;
+    }
+    socket.flush().await.map_err(|e| fail("join", e))?;
+    let mut joining = Joining::new(rooms.len());
+    while !joining.done() {
+        let message = next_binary(socket, "join").await?;
+        joining.on_message(&message)?;
+    }
+    Ok(joining)
+}
+
+/// The next binary message while setting up; a close names its code.
+async fn next_binary(socket: &mut Socket, step: &str) -> Result<Bytes, SetupError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(message))) => return Ok(message),
+            Some(Ok(Message::Close(frame))) => return Err(fail(step, closed_kind(frame.as_ref()))),
+            Some(Ok(Message::Text(_))) => return Err(fail(step, "a text message")),
+            Some(Ok(_)) => {} // ping, pong
+            Some(Err(e)) => return Err(fail(step, e)),
+            None => return Err(fail(step, "connection closed")),
+        }
+    }
+}
+
+/// Where a session's joins stand: the replies on lane 0 ([`Joins`]) and the
+/// `RoomStream` frame that opens each room's lane 1 (PROTOCOL.md §16.2), in
+/// whichever order they come. No I/O.
+#[derive(Debug)]
+struct Joining {
+    joins: Joins,
+    /// Handles whose `RoomStream` came.
+    opened: Vec<u32>,
+    /// Room presence frames that came after a `RoomStream`.
+    presence: u64,
+}
+
+impl Joining {
+    fn new(rooms: usize) -> Joining {
+        Joining {
+            joins: Joins::new(rooms),
+            opened: Vec::with_capacity(rooms),
+            presence: 0,
+        }
+    }
+
+    /// Takes one message.
+    fn on_message(&mut self, message: &[u8]) -> Result<(), SetupError> {
+        match lane::parse(message).map_err(|e| fail("join", e))? {
+            Lane::Control(body) => match lane::decode_control::<ServerFrame>(body) {
+                Ok(frame) => self.joins.on_reply(frame),
+                // A newer server's push: skipped, as over WebTransport.
+                Err(CodecError::UnknownVariant(_)) => Ok(()),
+                Err(e) => Err(fail("join", e)),
+            },
+            Lane::Room { handle, body } if self.opened.contains(&handle) => {
+                self.presence += u64::from(wire::is_presence(body));
+                Ok(())
+            }
+            Lane::Room { handle, body } => match lane::decode_control::<ServerFrame>(body) {
+                Ok(ServerFrame::RoomStream { handle: h, .. }) if h == handle => {
+                    self.opened.push(handle);
+                    Ok(())
+                }
+                other => Err(fail(
+                    "join",
+                    format!("room {handle} does not start with RoomStream: {other:?}"),
+                )),
+            },
+            Lane::RoomEnd { handle } => Err(fail("join", format!("room {handle} ended"))),
+            Lane::Volatile(_) | Lane::Unknown(_) => Ok(()),
+        }
+    }
+
+    /// Whether every join was answered and every joined room's lane opened.
+    fn done(&self) -> bool {
+        self.joins.replied() && self.joins.handles().iter().all(|h| self.opened.contains(h))
+    }
+}
+
+/// What a close frame from the server says, for the report: `4000 + n` is
+/// error code `n` (§16.4).
+fn closed_kind(frame: Option<&CloseFrame>) -> String {
+    match frame.map(|f| u16::from(f.code)) {
+        Some(code @ 4000..=4999) => {
+            format!(
+                "closed by server: {:?}",
+                ErrorCode::from(u32::from(code - 4000))
+            )
+        }
+        Some(code) => format!("closed by server: WebSocket code {code}"),
+        None => "closed by server".to_owned(),
+    }
+}
+
+/// A sender's messages of one wakeup, written with one flush.
+#[derive(Default)]
+struct Messages(Vec<Bytes>);
+
+impl Outlet for Messages {
+    fn publish(&mut self, req: u32, room: &str, body: &[u8]) {
+        let mut m = Vec::with_capacity(16 + room.len() + body.len());
+        m.push(lane::CONTROL);
+        wire::encode_publish_body(&mut m, req, room, body);
+        self.0.push(m.into());
+    }
+
+    fn datagram(&mut self, handle: u32, body: &[u8]) -> Result<(), String> {
+        let mut m = Vec::with_capacity(16 + body.len());
+        m.push(lane::VOLATILE);
+        wire::encode_datagram_send(&mut m, handle, body);
+        self.0.push(m.into());
+        Ok(())
+    }
+}
+
+impl Messages {
+    async fn send(&mut self, socket: &mut Socket) -> Result<(), WsError> {
+        for m in self.0.drain(..) {
+            socket.feed(Message::Binary(m)).await?;
+        }
+        socket.flush().await
+    }
+}
+
+/// Client `client`'s session until the run stops: receives every lane and, for
+/// a sender, publishes on schedule; closes with 1000 at the end.
+pub(super) async fn run(ctx: Arc<Ctx>, client: u32, j: Joined, stop: CancellationToken) -> Counts {
+    let Joined {
+        mut socket,
+        handles,
+        ..
+    } = j;
+    let plan = ctx.plan;
+    let mut rooms: Vec<RoomRecv> = plan
+        .rooms_of(client)
+        .map(|r| RoomRecv::new(&plan, r))
+        .collect();
+    let mut publisher = plan.is_sender(client).then(|| Publisher::new(&ctx, client));
+    let mut due = publisher.as_ref().and_then(Publisher::next_due);
+    let at = |due: Option<u64>| (ctx.epoch + Duration::from_nanos(due.unwrap_or(0))).into();
+    let sleep = tokio::time::sleep_until(at(due));
+    tokio::pin!(sleep);
+    let mut out = Messages::default();
+    let mut online = 0u64;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break None,
+            read = socket.next() => {
+                let now_ns = ctx.now_ns();
+                let mut read = read;
+                // Everything already buffered, then the figures once.
+                let failed = loop {
+                    if let Err(kind) = receive(&ctx, read, &handles, &mut rooms, &mut online, now_ns) {
+                        break Some(kind);
+                    }
+                    match socket.next().now_or_never() {
+                        Some(next) => read = next,
+                        None => break None,
+                    }
+                };
+                rooms.iter_mut().for_each(|r| r.flush(&ctx));
+                if failed.is_some() {
+                    break failed;
+                }
+            }
+            () = &mut sleep, if due.is_some() => {
+                let Some(p) = publisher.as_mut() else { break None };
+                p.publish_due(&ctx, &handles, &mut out);
+                if let Err(e) = out.send(&mut socket).await {
+                    break Some(format!("publish: {e}"));
+                }
+                due = p.next_due();
+                sleep.as_mut().reset(at(due));
+            }
+        }
+    };
+    ctx.online_frames
+        .fetch_add(online, std::sync::atomic::Ordering::Relaxed);
+    match ended {
+        Some(kind) if !stop.is_cancelled() => ctx.error(kind, 1),
+        Some(_) => {}
+        None => close(&mut socket, "load done").await,
+    }
+    let mut counts = Counts::default();
+    for r in rooms {
+        counts.add(&r.finish(&ctx));
+    }
+    counts
+}
+
+/// Takes one read off the socket, received at `now_ns`; the error is why the
+/// session ended.
+fn receive(
+    ctx: &Ctx,
+    read: Option<Result<Message, WsError>>,
+    handles: &[u32],
+    rooms: &mut [RoomRecv],
+    online: &mut u64,
+    now_ns: u64,
+) -> Result<(), String> {
+    let message = match read {
+        Some(Ok(Message::Binary(message))) => message,
+        Some(Ok(Message::Close(frame))) => return Err(closed_kind(frame.as_ref())),
+        Some(Ok(Message::Text(_))) => {
+            ctx.error("websocket: text message", 1);
+            return Ok(());
+        }
+        Some(Ok(_)) => return Ok(()), // ping, pong
+        Some(Err(e)) => return Err(format!("websocket: {e}")),
+        None => return Err("websocket: connection lost".to_owned()),
+    };
+    match lane::parse(&message) {
+        Ok(Lane::Room { handle, body }) => match handles.iter().position(|&h| h == handle) {
+            Some(k) => rooms[k].on_frame(ctx, body, now_ns)?,
+            None => ctx.error("room message for another handle", 1),
+        },
+        Ok(Lane::Control(body)) => match lane::decode_control::<ServerFrame>(body) {
+            Ok(frame) => on_reply(ctx, &frame, online),
+            Err(CodecError::UnknownVariant(_)) => {}
+            Err(e) => ctx.error(format!("control: {e}"), 1),
+        },
+        Ok(Lane::Volatile(payload)) => {
+            on_datagram(ctx, payload, handles.iter().copied(), rooms, now_ns)
+        }
+        Ok(Lane::RoomEnd { .. }) => return Err("room stream finished".to_owned()),
+        Ok(Lane::Unknown(_)) => {}
+        Err(e) => ctx.error(format!("websocket: {e}"), 1),
+    }
+    Ok(())
+}
+
+/// Closes with 1000 (a normal end, §16.4), within [`CLOSE_TIMEOUT`].
+async fn close(socket: &mut Socket, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+}
+
+impl Joined {
+    /// A churn session's stay: reads (and drops) what comes for `life` or until
+    /// `stop`, then closes.
+    pub(super) async fn linger(mut self, life: Duration, stop: &CancellationToken) {
+        let until = tokio::time::sleep(life);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => break,
+                _ = stop.cancelled() => break,
+                read = self.socket.next() => {
+                    if !matches!(read, Some(Ok(_))) {
+                        return;
+                    }
+                }
+            }
+        }
+        close(&mut self.socket, "churn").await;
+    }
+}
+
+#[cfg(test)]
+// The fake server's upgrade callbacks have tungstenite's `Callback` signature.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use crate::protocol::{frame_bytes, ClientFrame};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+    fn connector() -> Connector {
+        Connector::new(&Trust::Hash("ab".repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn server_urls_become_websocket_urls() {
+        for (given, ws) in [
+            ("https://127.0.0.1:4433/chat", "wss://127.0.0.1:4433/chat"),
+            ("wss://[::1]:4433/chat", "wss://[::1]:4433/chat"),
+            ("http://127.0.0.1:8080/chat", "ws://127.0.0.1:8080/chat"),
+            ("ws://localhost:8080/a/b", "ws://localhost:8080/a/b"),
+        ] {
+            assert_eq!(ws_url(given).unwrap(), ws, "{given}");
+        }
+        assert!(ws_url("ftp://h/chat").is_err());
+        assert!(ws_url("no url").is_err());
+        assert_eq!(
+            host_port("wss://[::1]:4433/chat").unwrap(),
+            ("::1".to_owned(), 4433)
+        );
+        assert_eq!(
+            host_port("wss://example.com/chat").unwrap(),
+            ("example.com".to_owned(), 443)
+        );
+    }
+
+    #[test]
+    fn close_codes_name_the_error() {
+        let frame = |code: u16| CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        };
+        assert_eq!(
+            closed_kind(Some(&frame(4012))),
+            "closed by server: SlowConsumer"
+        );
+        assert_eq!(
+            closed_kind(Some(&frame(4001))),
+            "closed by server: Protocol"
+        );
+        assert_eq!(
+            closed_kind(Some(&frame(1001))),
+            "closed by server: WebSocket code 1001"
+        );
+        assert_eq!(closed_kind(None), "closed by server");
+    }
+
+    /// The byte-exact messages of tests/vectors/websocket.json.
+    fn vector(name: &str) -> Vec<u8> {
+        let all: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/vectors/websocket.json")).unwrap();
+        let v = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no vector {name}"));
+        hex::decode(v["hex"].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn what_a_sender_writes_matches_the_vectors() {
+        let mut out = Messages::default();
+        out.publish(2, "lobby", b"hi");
+        out.datagram(0, &[1, 2, 3]).unwrap();
+        assert_eq!(out.0[0].as_ref(), vector("control_publish"));
+        assert_eq!(out.0[1].as_ref(), vector("volatile_send"));
+    }
+
+    #[test]
+    fn what_a_receiver_reads_matches_the_vectors() {
+        let message = vector("room_message");
+        let Ok(Lane::Room { handle: 0, body }) = lane::parse(&message) else {
+            panic!("not a room message");
+        };
+        let m = wire::parse_message(body).unwrap().unwrap();
+        assert_eq!((m.seq, m.from, m.body), (1, &b"alice"[..], &b"hello"[..]));
+        let message = vector("volatile_recv");
+        let Ok(Lane::Volatile(payload)) = lane::parse(&message) else {
+            panic!("not a datagram");
+        };
+        assert_eq!(
+            wire::parse_datagram_recv(payload).unwrap(),
+            Some((128, &b"typing"[..]))
+        );
+        let presence = vector("room_presence_join");
+        let Ok(Lane::Room { body, .. }) = lane::parse(&presence) else {
+            panic!("not a room message");
+        };
+        assert!(wire::is_presence(body));
+    }
+
+    fn joined(req: u32, handle: u32) -> Vec<u8> {
+        lane::control(&frame_bytes(&ServerFrame::Joined {
+            req,
+            room: format!("r{req}"),
+            handle,
+            epoch: 1,
+            seq: 0,
+            recovered: false,
+            members: vec![],
+        }))
+        .to_vec()
+    }
+
+    fn room_stream(handle: u32) -> Vec<u8> {
+        let frame = ServerFrame::RoomStream {
+            room: format!("h{handle}"),
+            handle,
+        };
+        lane::room(handle, &frame_bytes(&frame)).to_vec()
+    }
+
+    #[test]
+    fn joining_takes_replies_and_room_starts_in_any_order() {
+        let mut j = Joining::new(2);
+        j.on_message(&room_stream(5)).unwrap();
+        j.on_message(&joined(1, 5)).unwrap();
+        assert!(!j.done());
+        j.on_message(&vector("room_presence_join")[..1]) // lane 1 without a handle
+            .unwrap_err();
+        let presence = ServerFrame::PresenceJoin { user: "u".into() };
+        j.on_message(&lane::room(5, &frame_bytes(&presence)))
+            .unwrap();
+        j.on_message(&joined(2, 9)).unwrap();
+        assert!(!j.done(), "room 9 has not started");
+        j.on_message(&lane::control(&frame_bytes(&ServerFrame::OnlineJoin {
+            user: "x".into(),
+        })))
+        .unwrap();
+        j.on_message(&[7, 1, 2]).unwrap(); // a lane this build does not know
+        j.on_message(&room_stream(9)).unwrap();
+        assert!(j.done());
+        assert_eq!(j.joins.handles(), [5, 9]);
+        assert_eq!((j.presence, j.joins.online_frames), (1, 1));
+    }
+
+    #[test]
+    fn joining_fails_on_what_cannot_start_a_room() {
+        let message = ServerFrame::Message {
+            seq: 1,
+            from: "a".into(),
+            body: Bytes::new(),
+            ts: 0,
+        };
+        let mut j = Joining::new(1);
+        let err = j
+            .on_message(&lane::room(3, &frame_bytes(&message)))
+            .unwrap_err();
+        assert_eq!(err.kind, "join");
+        assert!(Joining::new(1).on_message(&lane::room_end(3)).is_err());
+        assert!(Joining::new(1).on_message(&[]).is_err());
+        assert!(Joining::new(1).on_message(&room_stream(3)[..3]).is_err());
+    }
+
+    /// A fake server on 127.0.0.1 (`ws://`): upgrades with `accept` deciding,
+    /// then welcomes, sends `RoomStream` before `Joined` for each join, and
+    /// holds the connection until the client goes.
+    async fn fake_server(
+        accept: fn(&Request, Response) -> Result<Response, ErrorResponse>,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/chat", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, accept).await else {
+                return;
+            };
+            let mut handle = 40;
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Binary(m) = m else { continue };
+                let Ok(Lane::Control(body)) = lane::parse(&m) else {
+                    panic!("client lane {}", m[0]);
+                };
+                let reply: Vec<Vec<u8>> = match lane::decode_control::<ClientFrame>(body).unwrap() {
+                    ClientFrame::Hello { token, .. } => {
+                        assert_eq!(token, "t");
+                        vec![lane::control(&frame_bytes(&ServerFrame::Welcome {
+                            session: 1,
+                            user: "u".into(),
+                            max_frame: 65_536,
+                            online: None,
+                        }))
+                        .to_vec()]
+                    }
+                    ClientFrame::Join { req, .. } => {
+                        handle += 1;
+                        vec![room_stream(handle), joined(req, handle)]
+                    }
+                    other => panic!("{other:?}"),
+                };
+                for r in reply {
+                    ws.send(Message::Binary(r.into())).await.unwrap();
+                }
+            }
+        });
+        (url, task)
+    }
+
+    fn selects_wtgate(
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        let offered = request.headers().get(SEC_WEBSOCKET_PROTOCOL).unwrap();
+        assert_eq!(offered, SUBPROTOCOL);
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, offered.clone());
+        Ok(response)
+    }
+
+    #[tokio::test]
+    async fn a_session_connects_says_hello_and_joins() {
+        let (url, server) = fake_server(selects_wtgate).await;
+        let rooms = ["a".to_owned(), "b".to_owned()];
+        let j = open(&connector(), &url, "t", &rooms).await.unwrap();
+        assert_eq!(j.handles, [41, 42]);
+        assert!(j.connect_time > Duration::ZERO);
+        let mut socket = j.socket;
+        close(&mut socket, "test").await;
+        drop(socket);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_names_the_status_and_reason() {
+        let (url, _server) = fake_server(|_, _| {
+            let mut refusal = ErrorResponse::new(Some(r#"{"error":"unknown namespace"}"#.into()));
+            *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+            Err(refusal)
+        })
+        .await;
+        let err = open(&connector(), &url, "t", &[]).await.err().unwrap();
+        assert_eq!(err.kind, "connect: HTTP 404");
+        assert!(err.detail.contains("unknown namespace"), "{}", err.detail);
+    }
+
+    #[tokio::test]
+    async fn a_server_must_select_the_subprotocol() {
+        let (url, _server) = fake_server(|_, response| Ok(response)).await;
+        let err = open(&connector(), &url, "t", &[]).await.err().unwrap();
+        assert_eq!(err.kind, "connect");
+        assert!(
+            err.detail.to_lowercase().contains("subprotocol"),
+            "{}",
+            err.detail
+        );
+    }
+}
