@@ -140,7 +140,7 @@ impl ApiClient {
             builder = builder.resolve_to_addrs("localhost", &localhost_addrs(port));
         }
         let http = builder
-            .tls_backend_preconfigured(tls_config(trust, &[b"h2", b"http/1.1"])?)
+            .tls_backend_preconfigured(tls_config(trust)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("wtgate/", env!("CARGO_PKG_VERSION")))
@@ -375,12 +375,8 @@ const UNTRUSTED_HINT: &str = " (the server's certificate is not trusted: pass --
 const CHANGED_HINT: &str = " (the server now has another certificate — renewed at start, \
      or replaced by `wtgate certs --force`: pin the sha-256 it printed last)";
 
-/// The TLS configuration for `trust`: ring, TLS 1.3 and 1.2, offering `alpn`
-/// (this client: h2 and http/1.1; the load tester's WebSockets: http/1.1).
-pub(crate) fn tls_config(
-    trust: &Trust,
-    alpn: &[&[u8]],
-) -> Result<rustls::ClientConfig, ApiClientError> {
+/// The TLS configuration for `trust`: ring, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
+pub(crate) fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ApiClientError> {
     let provider = Arc::new(crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -401,7 +397,7 @@ pub(crate) fn tls_config(
             .with_root_certificates(wtransport::tls::build_native_cert_store())
             .with_no_client_auth(),
     };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -99,15 +99,23 @@ impl std::fmt::Debug for DemoState {
     }
 }
 
-/// Serves the demo on `listener` until `shutdown` is cancelled.
+/// Serves the demo on `listener` until `shutdown` is cancelled; requests no demo
+/// route takes go to `sessions` (the server's WebSocket upgrades: browsers do not
+/// take a certificate hash for a WebSocket, so in development the page reaches
+/// the server this way, over loopback HTTP).
 pub async fn serve(
     listener: TcpListener,
     state: DemoState,
+    sessions: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = app(state).fallback_service(sessions);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// The embedded files: path, content type, contents.

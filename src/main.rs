@@ -82,7 +82,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })?;
             println!("demo page: http://{}/", listener.local_addr()?);
             let state = DemoState::new(server.cert_hash(), addr, secret);
-            Some(tokio::spawn(demo::serve(listener, state, shutdown.clone())))
+            let sessions = wtgate::server::websocket_router(server.gateway());
+            Some(tokio::spawn(demo::serve(
+                listener,
+                state,
+                sessions,
+                shutdown.clone(),
+            )))
         }
         None => None,
     };

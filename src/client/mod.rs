@@ -26,6 +26,7 @@ use wtransport::endpoint::endpoint_side;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
+use crate::protocol::lane;
 use crate::protocol::{
     decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
     Since, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
@@ -33,8 +34,12 @@ use crate::protocol::{
 use crate::transport::FrameReader;
 
 mod reach;
+mod websocket;
 pub use reach::{
     candidate_urls, connect_first, is_loopback_url, localhost_addrs, LOOPBACK_HEAD_START,
+};
+pub use websocket::{
+    close_code as websocket_close_code, open_websocket, websocket_url, WsConnector, WsStream,
 };
 
 /// How long establishing a session may take (QUIC ignores ICMP unreachable, so an
@@ -216,11 +221,54 @@ pub struct JoinReply {
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<ServerFrame>>>>;
 type Handles = Arc<Mutex<HashMap<u32, String>>>;
 
+/// Which transport a [`Client`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// A WebTransport session (HTTP/3 over QUIC).
+    #[default]
+    WebTransport,
+    /// A WebSocket over TLS (or plain TCP on the `--dev` demo listener): the
+    /// fallback where UDP or WebTransport is unavailable.
+    WebSocket,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::WebTransport => "webtransport",
+            Transport::WebSocket => "websocket",
+        })
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "webtransport" => Ok(Transport::WebTransport),
+            "websocket" => Ok(Transport::WebSocket),
+            _ => Err(format!("{s:?}: expected webtransport or websocket")),
+        }
+    }
+}
+
+/// What carries a client's frames.
+enum Link {
+    WebTransport {
+        _endpoint: Endpoint<endpoint_side::Client>,
+        conn: Connection,
+        control: tokio::sync::Mutex<SendStream>,
+    },
+    WebSocket {
+        sink: tokio::sync::Mutex<websocket::WsSink>,
+        ended: tokio::sync::watch::Receiver<websocket::Ended>,
+    },
+}
+
 /// A session on one namespace.
 pub struct Client {
-    _endpoint: Endpoint<endpoint_side::Client>,
-    conn: Connection,
-    control: tokio::sync::Mutex<SendStream>,
+    link: Link,
     pending: Pending,
     next_req: AtomicU32,
     rooms: Mutex<HashMap<String, u32>>,
@@ -403,10 +451,94 @@ impl Client {
             tokio::spawn(accept_room_streams(conn.clone(), events_tx.clone())),
             tokio::spawn(read_datagrams(conn.clone(), handles.clone(), events_tx)),
         ];
-        Ok(Client {
+        let link = Link::WebTransport {
             _endpoint: endpoint,
             conn,
             control: tokio::sync::Mutex::new(send),
+        };
+        Ok(Client::new(link, pending, handles, events, welcome, tasks))
+    }
+
+    /// Connects over a WebSocket (PROTOCOL.md §16) to `url` (`https://` is taken as
+    /// `wss://`; `ws://` for the `--dev` demo listener), sends `Hello` with `token`
+    /// and waits for `Welcome`.
+    pub async fn connect_websocket(
+        url: &str,
+        token: &str,
+        trust: &Trust,
+    ) -> Result<Client, ClientError> {
+        let socket = websocket::open_websocket(url, trust).await?;
+        let (mut sink, mut reader) = futures::StreamExt::split(socket);
+        let hello = lane::control_message(&ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+        });
+        if websocket::send(&mut sink, hello).await.is_err() {
+            return Err(ClientError::Closed(None));
+        }
+        let welcome = match websocket::first_frame(&mut reader).await? {
+            ServerFrame::Welcome {
+                session,
+                user,
+                max_frame,
+                online,
+            } => Welcome {
+                session,
+                user,
+                max_frame,
+                online,
+            },
+            ServerFrame::Error { code, message, .. } => {
+                return Err(ClientError::Server { code, message })
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
+        };
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let pending: Pending = Arc::default();
+        let handles: Handles = Arc::default();
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
+        let tasks = vec![tokio::spawn(websocket::read_lanes(
+            reader,
+            pending.clone(),
+            handles.clone(),
+            events_tx,
+            ended_tx,
+        ))];
+        let link = Link::WebSocket {
+            sink: tokio::sync::Mutex::new(sink),
+            ended,
+        };
+        Ok(Client::new(link, pending, handles, events, welcome, tasks))
+    }
+
+    /// Connects over `transport`: [`connect`](Self::connect) or
+    /// [`connect_websocket`](Self::connect_websocket).
+    pub async fn connect_with(
+        transport: Transport,
+        url: &str,
+        token: &str,
+        trust: &Trust,
+    ) -> Result<Client, ClientError> {
+        match transport {
+            Transport::WebTransport => Client::connect(url, token, trust).await,
+            Transport::WebSocket => Client::connect_websocket(url, token, trust).await,
+        }
+    }
+
+    fn new(
+        link: Link,
+        pending: Pending,
+        handles: Handles,
+        events: mpsc::Receiver<Event>,
+        welcome: Welcome,
+        tasks: Vec<JoinHandle<()>>,
+    ) -> Client {
+        Client {
+            link,
             pending,
             next_req: AtomicU32::new(1),
             rooms: Mutex::new(HashMap::new()),
@@ -414,7 +546,15 @@ impl Client {
             welcome,
             handles,
             tasks,
-        })
+        }
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        match self.link {
+            Link::WebTransport { .. } => Transport::WebTransport,
+            Link::WebSocket { .. } => Transport::WebSocket,
+        }
     }
 
     /// The server's `Welcome`.
@@ -554,32 +694,87 @@ impl Client {
         self.send_raw_datagram(encode_datagram(&Datagram::Send { handle, body }))
     }
 
-    /// Sends raw bytes on the control stream (tests of malformed input).
+    /// Sends raw bytes: on the control stream, or as one WebSocket message (tests
+    /// of malformed input).
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
-        let mut control = self.control.lock().await;
-        if control.write_all(bytes).await.is_err() {
-            return Err(closed_error(&self.conn).await);
+        let sent = match &self.link {
+            Link::WebTransport { control, .. } => {
+                control.lock().await.write_all(bytes).await.is_ok()
+            }
+            Link::WebSocket { sink, .. } => {
+                let bytes = Bytes::copy_from_slice(bytes);
+                websocket::send(&mut *sink.lock().await, bytes)
+                    .await
+                    .is_ok()
+            }
+        };
+        if !sent {
+            return Err(self.closed_error().await);
         }
         Ok(())
     }
 
-    /// Sends a raw datagram payload.
+    /// Sends a raw datagram payload (on lane 3 over a WebSocket).
     pub fn send_raw_datagram(&self, payload: Bytes) -> Result<(), ClientError> {
-        self.conn
-            .send_datagram(payload)
-            .map_err(|e| ClientError::Datagram(e.to_string()))
+        match &self.link {
+            Link::WebTransport { conn, .. } => conn
+                .send_datagram(payload)
+                .map_err(|e| ClientError::Datagram(e.to_string())),
+            Link::WebSocket { sink, .. } => {
+                // Volatile: sent when the socket is free right now, else dropped.
+                let mut sink = sink
+                    .try_lock()
+                    .map_err(|_| ClientError::Datagram("the socket is busy".into()))?;
+                let message = lane::volatile(&payload);
+                futures::FutureExt::now_or_never(websocket::send(&mut sink, message))
+                    .ok_or_else(|| ClientError::Datagram("the socket is backed up".into()))?
+                    .map_err(|()| ClientError::Datagram("the connection is closed".into()))
+            }
+        }
     }
 
-    /// The underlying connection.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// The underlying WebTransport connection; `None` over a WebSocket.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.link {
+            Link::WebTransport { conn, .. } => Some(conn),
+            Link::WebSocket { .. } => None,
+        }
     }
 
-    /// Closes the session politely (the server sees the control stream finish).
+    /// Closes the session politely (the server sees the control stream finish, or
+    /// the WebSocket close).
     pub async fn close(&self) {
-        let mut control = self.control.lock().await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), control.finish()).await;
-        self.conn.close(wtransport::VarInt::from_u32(0), b"bye");
+        let within = std::time::Duration::from_secs(1);
+        match &self.link {
+            Link::WebTransport { conn, control, .. } => {
+                let mut control = control.lock().await;
+                let _ = tokio::time::timeout(within, control.finish()).await;
+                conn.close(wtransport::VarInt::from_u32(0), b"bye");
+            }
+            Link::WebSocket { sink, .. } => {
+                let _ = tokio::time::timeout(within, async {
+                    websocket::close(&mut *sink.lock().await).await
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Why the session is closed: its close code, waited for up to 2 s.
+    async fn closed_error(&self) -> ClientError {
+        match &self.link {
+            Link::WebTransport { conn, .. } => closed_error(conn).await,
+            Link::WebSocket { ended, .. } => {
+                let mut ended = ended.clone();
+                let wait = ended.wait_for(Option::is_some);
+                let code = tokio::time::timeout(std::time::Duration::from_secs(2), wait)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|end| end.as_ref().and_then(|(code, _)| *code));
+                ClientError::Closed(code)
+            }
+        }
     }
 
     async fn request(
@@ -592,13 +787,18 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(req, tx);
-        self.send_raw(&frame_bytes(&make(req))).await?;
+        let frame = make(req);
+        let bytes = match self.link {
+            Link::WebTransport { .. } => frame_bytes(&frame),
+            Link::WebSocket { .. } => lane::control_message(&frame),
+        };
+        self.send_raw(&bytes).await?;
         match rx.await {
             Ok(ServerFrame::Error { code, message, .. }) => {
                 Err(ClientError::Server { code, message })
             }
             Ok(frame) => Ok(frame),
-            Err(_) => Err(closed_error(&self.conn).await),
+            Err(_) => Err(self.closed_error().await),
         }
     }
 }
@@ -632,34 +832,8 @@ async fn read_control(
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => break,
         };
-        let req = match &frame {
-            ServerFrame::Ack { req, .. }
-            | ServerFrame::Joined { req, .. }
-            | ServerFrame::Left { req, .. }
-            | ServerFrame::Online { req, .. } => Some(*req),
-            ServerFrame::Error { req, .. } if *req != 0 => Some(*req),
-            _ => None,
-        };
-        if let Some(req) = req {
-            let waiter = pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&req);
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(frame);
-            }
+        let Some(event) = dispatch_control(frame, &pending) else {
             continue;
-        }
-        let event = match frame {
-            ServerFrame::Error { code, message, .. } => Event::Error { code, message },
-            ServerFrame::OnlineJoin { user } => Event::OnlineJoin { user },
-            ServerFrame::OnlineLeave { user } => Event::OnlineLeave { user },
-            ServerFrame::Broadcast { from, body, ts } => Event::Broadcast { from, body, ts },
-            ServerFrame::GoAway { message } => Event::GoAway { message },
-            ServerFrame::Notification { id, kind, body, ts } => {
-                Event::Notification { id, kind, body, ts }
-            }
-            _ => continue,
         };
         if events.send(event).await.is_err() {
             return;
@@ -675,6 +849,60 @@ async fn read_control(
         .await;
 }
 
+/// Hands a reply to the request waiting for it; a pushed frame becomes an event.
+fn dispatch_control(frame: ServerFrame, pending: &Pending) -> Option<Event> {
+    let req = match &frame {
+        ServerFrame::Ack { req, .. }
+        | ServerFrame::Joined { req, .. }
+        | ServerFrame::Left { req, .. }
+        | ServerFrame::Online { req, .. } => Some(*req),
+        ServerFrame::Error { req, .. } if *req != 0 => Some(*req),
+        _ => None,
+    };
+    if let Some(req) = req {
+        let waiter = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(frame);
+        }
+        return None;
+    }
+    Some(match frame {
+        ServerFrame::Error { code, message, .. } => Event::Error { code, message },
+        ServerFrame::OnlineJoin { user } => Event::OnlineJoin { user },
+        ServerFrame::OnlineLeave { user } => Event::OnlineLeave { user },
+        ServerFrame::Broadcast { from, body, ts } => Event::Broadcast { from, body, ts },
+        ServerFrame::GoAway { message } => Event::GoAway { message },
+        ServerFrame::Notification { id, kind, body, ts } => {
+            Event::Notification { id, kind, body, ts }
+        }
+        _ => return None,
+    })
+}
+
+/// A frame of `room`'s stream as an event.
+fn room_event(room: String, frame: ServerFrame) -> Option<Event> {
+    Some(match frame {
+        ServerFrame::Message {
+            seq,
+            from,
+            body,
+            ts,
+        } => Event::Message {
+            room,
+            seq,
+            from,
+            body,
+            ts,
+        },
+        ServerFrame::PresenceJoin { user } => Event::PresenceJoin { room, user },
+        ServerFrame::PresenceLeave { user } => Event::PresenceLeave { room, user },
+        _ => return None,
+    })
+}
+
 async fn accept_room_streams(conn: Connection, events: mpsc::Sender<Event>) {
     while let Ok(stream) = conn.accept_uni().await {
         tokio::spawn(read_room(stream, events.clone()));
@@ -688,23 +916,8 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
         _ => return,
     };
     while let Ok(Some(frame)) = reader.next::<ServerFrame>().await {
-        let room = room.clone();
-        let event = match frame {
-            ServerFrame::Message {
-                seq,
-                from,
-                body,
-                ts,
-            } => Event::Message {
-                room,
-                seq,
-                from,
-                body,
-                ts,
-            },
-            ServerFrame::PresenceJoin { user } => Event::PresenceJoin { room, user },
-            ServerFrame::PresenceLeave { user } => Event::PresenceLeave { room, user },
-            _ => continue,
+        let Some(event) = room_event(room.clone(), frame) else {
+            continue;
         };
         if events.send(event).await.is_err() {
             return;

@@ -19,7 +19,7 @@ use super::session::{self, SetupError};
 use super::websocket;
 use super::{client_socket, LoadArgs, LoadError, Setup, Transport, CLIENTS_PER_ENDPOINT};
 use crate::auth::{self, Claims};
-use crate::client::{candidate_urls, client_endpoint_on, connect_first, Trust};
+use crate::client::{candidate_urls, client_endpoint_on, connect_first, Trust, WsConnector};
 
 /// Sessions opened at once at most while connecting.
 pub const CONNECT_CONCURRENCY: usize = 256;
@@ -32,14 +32,14 @@ pub(super) enum Dialer {
     /// QUIC endpoints: one UDP socket per [`CLIENTS_PER_ENDPOINT`] sessions.
     WebTransport(Vec<Arc<Endpoint<endpoint_side::Client>>>),
     /// TLS and WebSocket settings; a TCP connection per session.
-    WebSocket(Arc<websocket::Connector>),
+    WebSocket(Arc<WsConnector>),
 }
 
 /// What one client dials with (moved into its task).
 #[derive(Clone)]
 pub(super) enum Dial {
     WebTransport(Arc<Endpoint<endpoint_side::Client>>),
-    WebSocket(Arc<websocket::Connector>),
+    WebSocket(Arc<WsConnector>),
 }
 
 /// A session that said `Hello` and joined its rooms, over either transport.
@@ -58,7 +58,7 @@ impl Dialer {
     ) -> Result<Dialer, LoadError> {
         Ok(match transport {
             Transport::WebTransport => Dialer::WebTransport(endpoints(trust, clients)?),
-            Transport::WebSocket => Dialer::WebSocket(Arc::new(websocket::Connector::new(trust)?)),
+            Transport::WebSocket => Dialer::WebSocket(Arc::new(websocket::connector(trust))),
         })
     }
 
@@ -77,7 +77,7 @@ impl Dialer {
     pub(super) async fn reach(&self, urls: &[String]) -> Vec<String> {
         match self {
             Dialer::WebTransport(endpoints) => reach(&endpoints[0], urls).await,
-            Dialer::WebSocket(_) => websocket::reach(urls).await,
+            Dialer::WebSocket(connector) => websocket::reach(connector, urls).await,
         }
     }
 

@@ -42,8 +42,7 @@ mod websocket;
 pub mod wire;
 
 pub use connect::CONNECT_CONCURRENCY;
-pub use report::{Mode, Report, Transport};
-pub use websocket::SUBPROTOCOL;
+pub use report::{Mode, Report};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,7 +56,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth;
-use crate::client::Trust;
+use crate::client::{Transport, Trust};
 use connect::Dialer;
 use plan::{Plan, Window, STAMP_LEN};
 use procfs::ProcSample;
@@ -98,9 +97,9 @@ pub struct LoadArgs {
     /// server's loopback HTTP listener).
     #[arg(
         long,
-        value_enum,
         env = "WTGATE_TRANSPORT",
-        default_value = "webtransport"
+        default_value = "webtransport",
+        value_name = "webtransport|websocket"
     )]
     pub transport: Transport,
     /// Pin the server certificate's SHA-256 hash (hex), as printed by

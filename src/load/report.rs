@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::plan::Plan;
 use super::procfs::ProcSample;
 use super::tally::Counts;
+use crate::client::Transport;
 
 /// How messages travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -22,18 +23,6 @@ pub enum Mode {
     Stream,
     /// Volatile: datagrams to the other members, never retransmitted.
     Datagram,
-}
-
-/// What carries the sessions (PROTOCOL.md §1, §16).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// QUIC: a control stream, a stream per room, datagrams.
-    #[value(name = "webtransport")]
-    WebTransport,
-    /// TCP and TLS: one WebSocket, every frame behind a lane byte.
-    #[value(name = "websocket")]
-    WebSocket,
 }
 
 impl Mode {
@@ -334,6 +323,7 @@ pub struct Report {
     /// `stream` or `datagram`.
     pub mode: Mode,
     /// `webtransport` or `websocket`.
+    #[serde(serialize_with = "as_text")]
     pub transport: Transport,
     /// Sessions that connected and joined.
     pub connected: u64,
@@ -374,6 +364,10 @@ pub struct Report {
     /// The server's CPU and memory, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
+}
+
+fn as_text<S: serde::Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
 }
 
 fn round3(x: f64) -> f64 {

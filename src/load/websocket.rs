@@ -10,99 +10,71 @@
 //! after a wakeup, every message already buffered is handled before the
 //! figures are updated once.
 //!
-//! Trust is the server API client's ([`crate::api_client::tls_config`]): the
-//! pinned hash of a development certificate, a CA file or the system roots.
+//! Connections are [`crate::client`]'s ([`WsConnector`]: its trust — the pinned
+//! hash of a development certificate, a CA file or the system roots — and the
+//! subprotocol), made with a small read buffer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
-use reqwest::Url;
-use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{fail, hello_frame, welcome, within, Joins, SetupError, MAX_FRAME};
+use super::session::{fail, hello_frame, welcome, within, Joins, SetupError};
 use super::tally::Counts;
 use super::traffic::{on_datagram, on_reply, Outlet, Publisher, RoomRecv};
-use super::{wire, Ctx, LoadError};
-use crate::client::{candidate_urls, Trust};
+use super::{wire, Ctx};
+use crate::client::{
+    candidate_urls, websocket_close_code, websocket_url, Trust, WsConnector, WsStream,
+};
 use crate::protocol::lane::{self, Lane};
-use crate::protocol::{CodecError, ErrorCode, ServerFrame};
-
-/// The subprotocol a client must offer (PROTOCOL.md §16.1).
-pub const SUBPROTOCOL: &str = "wtgate.v1";
+use crate::protocol::{CodecError, ServerFrame};
 
 /// Each session's read buffer: a busy room's burst fits, and 5,000 idle
 /// sessions do not hold tungstenite's default 128 KiB each.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// How long trying one loopback address of a `localhost` URL may take.
+/// How long a probe of one loopback address of a `localhost` URL may take.
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long closing a session may take at the end of a run.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A session's connection: TCP, with TLS for `wss://`.
-pub(super) type Socket =
-    WebSocketStream<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>>;
-
-/// The WebSocket URL of a server URL: `https://` becomes `wss://` (the
-/// server API's port serves both, PROTOCOL.md §16.1), `http://` `ws://` (a
-/// `--dev` server's loopback listener); `wss://` and `ws://` stay.
+/// The WebSocket URL of a `--url` ([`websocket_url`]: `https://` becomes
+/// `wss://`, PROTOCOL.md §16.1), or why it cannot be one.
 pub(super) fn ws_url(url: &str) -> Result<String, String> {
-    let mut u = Url::parse(url).map_err(|e| format!("invalid --url {url:?}: {e}"))?;
-    let scheme = match u.scheme() {
-        "https" | "wss" => "wss",
-        "http" | "ws" => "ws",
-        other => {
-            return Err(format!(
-            "--url {url:?}: a WebSocket URL is wss://, ws://, https:// or http://, not {other}://"
+    let ws = websocket_url(url);
+    if ws.starts_with("wss://") || ws.starts_with("ws://") {
+        Ok(ws)
+    } else {
+        Err(format!(
+            "--url {url:?}: a WebSocket URL is https://, wss:// or ws://"
         ))
-        }
-    };
-    u.set_scheme(scheme)
-        .map_err(|()| format!("--url {url:?}: cannot be a {scheme}:// URL"))?;
-    Ok(u.to_string())
+    }
 }
 
-/// Host (brackets removed from an IPv6 address) and port of a `ws(s)://` URL.
-fn host_port(url: &str) -> Result<(String, u16), String> {
-    let u = Url::parse(url).map_err(|e| e.to_string())?;
-    let host = u.host_str().ok_or("no host in the URL")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = u.port_or_known_default().ok_or("no port in the URL")?;
-    Ok((host, port))
+/// The sessions' connector: [`WsConnector`] with a [`READ_BUFFER`].
+pub(super) fn connector(trust: &Trust) -> WsConnector {
+    WsConnector::new(trust).read_buffer(READ_BUFFER)
 }
 
 /// The URLs the clients use: a `localhost` URL is replaced by the loopback
-/// address that takes a TCP connection (`[::1]` first, as for WebTransport), so
-/// that no client tries both. A URL that cannot be reached is kept as given.
-pub(super) async fn reach(urls: &[String]) -> Vec<String> {
+/// address that answers a probe WebSocket (`[::1]` first, as for WebTransport),
+/// so that no client tries both. A URL that cannot be reached is kept as given.
+pub(super) async fn reach(connector: &WsConnector, urls: &[String]) -> Vec<String> {
     let mut reached = Vec::with_capacity(urls.len());
     for url in urls {
         let candidates = candidate_urls(url);
         let mut found = None;
         if candidates.len() > 1 {
             for candidate in candidates {
-                let Ok(target) = host_port(&candidate) else {
-                    continue;
-                };
-                let probe = tokio::time::timeout(REACH_TIMEOUT, TcpStream::connect(target)).await;
-                if let Ok(Ok(_)) = probe {
+                let probe = tokio::time::timeout(REACH_TIMEOUT, connector.open(&candidate)).await;
+                if let Ok(Ok(mut socket)) = probe {
+                    close(&mut socket, "probe").await;
                     found = Some(candidate);
                     break;
                 }
@@ -113,80 +85,9 @@ pub(super) async fn reach(urls: &[String]) -> Vec<String> {
     reached
 }
 
-/// What every WebSocket session of a run shares: TLS and WebSocket settings.
-pub(super) struct Connector {
-    tls: TlsConnector,
-    config: WebSocketConfig,
-}
-
-impl Connector {
-    /// Trusting the server as `trust` says, offering ALPN http/1.1 only (the
-    /// upgrade is HTTP/1.1's, §16.1).
-    pub(super) fn new(trust: &Trust) -> Result<Connector, LoadError> {
-        let tls = crate::api_client::tls_config(trust, &[b"http/1.1"])
-            .map_err(|e| LoadError::Args(e.to_string()))?;
-        let max = MAX_FRAME + lane::LANE_OVERHEAD;
-        Ok(Connector {
-            tls: TlsConnector::from(Arc::new(tls)),
-            config: WebSocketConfig::default()
-                .read_buffer_size(READ_BUFFER)
-                .max_message_size(Some(max))
-                .max_frame_size(Some(max)),
-        })
-    }
-
-    /// TCP (no Nagle: a publish leaves at once), TLS for `wss://`, and the
-    /// upgrade offering [`SUBPROTOCOL`], which the server must select.
-    async fn dial(&self, url: &str) -> Result<Socket, SetupError> {
-        let (host, port) = host_port(url).map_err(|e| fail("connect", e))?;
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| fail("connect", e))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = if url.starts_with("wss:") {
-            let name = ServerName::try_from(host).map_err(|e| fail("connect", e))?;
-            let tls = self.tls.connect(name, tcp).await;
-            Either::Right(tls.map_err(|e| fail("connect", format!("TLS: {e}")))?)
-        } else {
-            Either::Left(tcp)
-        };
-        let mut request = url.into_client_request().map_err(|e| fail("connect", e))?;
-        request.headers_mut().insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-        let (socket, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(self.config))
-                .await
-                .map_err(refused)?;
-        match response.headers().get(SEC_WEBSOCKET_PROTOCOL) {
-            Some(p) if p.as_bytes() == SUBPROTOCOL.as_bytes() => Ok(socket),
-            other => Err(fail(
-                "connect",
-                format!("the server selected subprotocol {other:?}, not {SUBPROTOCOL}"),
-            )),
-        }
-    }
-}
-
-/// A failed upgrade; a refusal names the HTTP status and the server's reason
-/// (its JSON body, §16.1).
-fn refused(e: WsError) -> SetupError {
-    match e {
-        WsError::Http(response) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            fail(
-                &format!("connect: HTTP {}", response.status().as_u16()),
-                String::from_utf8_lossy(body),
-            )
-        }
-        other => fail("connect", other),
-    }
-}
-
 /// A session that said `Hello` and joined its rooms.
 pub(super) struct Joined {
-    pub(super) socket: Socket,
+    pub(super) socket: WsStream,
     /// The rooms' handles, in the order of the names given to [`open`].
     pub(super) handles: Vec<u32>,
     /// From the TCP connect until `Welcome`.
@@ -200,13 +101,14 @@ pub(super) struct Joined {
 /// Connects to `url`, says `Hello` with `token` and joins `rooms` (request ids
 /// 1, 2, …), each step within [`session::STEP_TIMEOUT`](super::session::STEP_TIMEOUT).
 pub(super) async fn open(
-    connector: &Connector,
+    connector: &WsConnector,
     url: &str,
     token: &str,
     rooms: &[String],
 ) -> Result<Joined, SetupError> {
     let started = Instant::now();
-    let mut socket = within(connector.dial(url)).await?;
+    let dial = async { connector.open(url).await.map_err(|e| fail("connect", e)) };
+    let mut socket = within(dial).await?;
     within(hello(&mut socket, token)).await?;
     let connect_time = started.elapsed();
     let joining = within(join(&mut socket, rooms)).await?;
@@ -219,7 +121,7 @@ pub(super) async fn open(
     })
 }
 
-async fn hello(socket: &mut Socket, token: &str) -> Result<(), SetupError> {
+async fn hello(socket: &mut WsStream, token: &str) -> Result<(), SetupError> {
     let hello = lane::control_message(&hello_frame(token));
     socket
         .send(Message::Binary(hello))
@@ -235,7 +137,7 @@ async fn hello(socket: &mut Socket, token: &str) -> Result<(), SetupError> {
     }
 }
 
-async fn join(socket: &mut Socket, rooms: &[String]) -> Result<Joining, SetupError> {
+async fn join(socket: &mut WsStream, rooms: &[String]) -> Result<Joining, SetupError> {
     for frame in Joins::frames(rooms) {
         socket
             .feed(Message::Binary(lane::control_message(&frame)))
@@ -252,7 +154,7 @@ async fn join(socket: &mut Socket, rooms: &[String]) -> Result<Joining, SetupErr
 }
 
 /// The next binary message while setting up; a close names its code.
-async fn next_binary(socket: &mut Socket, step: &str) -> Result<Bytes, SetupError> {
+async fn next_binary(socket: &mut WsStream, step: &str) -> Result<Bytes, SetupError> {
     loop {
         match socket.next().await {
             Some(Ok(Message::Binary(message))) => return Ok(message),
@@ -323,15 +225,12 @@ impl Joining {
 /// What a close frame from the server says, for the report: `4000 + n` is
 /// error code `n` (§16.4).
 fn closed_kind(frame: Option<&CloseFrame>) -> String {
-    match frame.map(|f| u16::from(f.code)) {
-        Some(code @ 4000..=4999) => {
-            format!(
-                "closed by server: {:?}",
-                ErrorCode::from(u32::from(code - 4000))
-            )
-        }
-        Some(code) => format!("closed by server: WebSocket code {code}"),
-        None => "closed by server".to_owned(),
+    let Some(code) = frame.map(|f| u16::from(f.code)) else {
+        return "closed by server".to_owned();
+    };
+    match websocket_close_code(code) {
+        Some(code) => format!("closed by server: {code:?}"),
+        None => format!("closed by server: WebSocket code {code}"),
     }
 }
 
@@ -357,7 +256,7 @@ impl Outlet for Messages {
 }
 
 impl Messages {
-    async fn send(&mut self, socket: &mut Socket) -> Result<(), WsError> {
+    async fn send(&mut self, socket: &mut WsStream) -> Result<(), WsError> {
         for m in self.0.drain(..) {
             socket.feed(Message::Binary(m)).await?;
         }
@@ -474,7 +373,7 @@ fn receive(
 }
 
 /// Closes with 1000 (a normal end, §16.4), within [`CLOSE_TIMEOUT`].
-async fn close(socket: &mut Socket, reason: &'static str) {
+async fn close(socket: &mut WsStream, reason: &'static str) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: reason.into(),
@@ -509,11 +408,13 @@ impl Joined {
 mod tests {
     use super::*;
     use crate::protocol::{frame_bytes, ClientFrame};
+    use crate::server::SUBPROTOCOL;
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 
-    fn connector() -> Connector {
-        Connector::new(&Trust::Hash("ab".repeat(32))).unwrap()
+    fn connector() -> WsConnector {
+        super::connector(&Trust::Hash("ab".repeat(32)))
     }
 
     #[test]
@@ -521,21 +422,12 @@ mod tests {
         for (given, ws) in [
             ("https://127.0.0.1:4433/chat", "wss://127.0.0.1:4433/chat"),
             ("wss://[::1]:4433/chat", "wss://[::1]:4433/chat"),
-            ("http://127.0.0.1:8080/chat", "ws://127.0.0.1:8080/chat"),
             ("ws://localhost:8080/a/b", "ws://localhost:8080/a/b"),
         ] {
             assert_eq!(ws_url(given).unwrap(), ws, "{given}");
         }
         assert!(ws_url("ftp://h/chat").is_err());
         assert!(ws_url("no url").is_err());
-        assert_eq!(
-            host_port("wss://[::1]:4433/chat").unwrap(),
-            ("::1".to_owned(), 4433)
-        );
-        assert_eq!(
-            host_port("wss://example.com/chat").unwrap(),
-            ("example.com".to_owned(), 443)
-        );
     }
 
     #[test]
@@ -737,7 +629,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_upgrade_names_the_status_and_reason() {
+    async fn a_refused_upgrade_names_the_status() {
         let (url, _server) = fake_server(|_, _| {
             let mut refusal = ErrorResponse::new(Some(r#"{"error":"unknown namespace"}"#.into()));
             *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
@@ -745,8 +637,8 @@ mod tests {
         })
         .await;
         let err = open(&connector(), &url, "t", &[]).await.err().unwrap();
-        assert_eq!(err.kind, "connect: HTTP 404");
-        assert!(err.detail.contains("unknown namespace"), "{}", err.detail);
+        assert_eq!(err.kind, "connect");
+        assert!(err.detail.contains("404"), "{}", err.detail);
     }
 
     #[tokio::test]

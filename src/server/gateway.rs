@@ -1,12 +1,17 @@
 //! State shared by every session of a server, and the operations the server API
 //! offers backends: publish, broadcast, notify, presence, disconnect.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admission::{Admission, ConnectLimiter};
 
 use crate::auth::{TokenVerifier, SERVER_USER};
 use crate::broker::{Broker, BrokerError};
@@ -77,6 +82,11 @@ pub struct Gateway {
     pub(super) settings: Settings,
     next_session: AtomicU64,
     pub(super) shutdown: CancellationToken,
+    /// Every session's task, whichever listener accepted it: shutdown waits for them.
+    pub(super) tasks: TaskTracker,
+    /// New connections per address, for WebTransport and WebSocket alike. A std
+    /// mutex: one map update per connection, never held across an await.
+    connects: Mutex<ConnectLimiter>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -94,6 +104,7 @@ impl Gateway {
         broker: Arc<dyn Broker>,
         inbox: Arc<dyn Inbox>,
     ) -> Self {
+        let settings_limits = settings.config.limits.clone();
         Gateway {
             config: settings.config.clone(),
             rules: Arc::new(Rules {
@@ -114,7 +125,21 @@ impl Gateway {
             settings,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connects: Mutex::new(ConnectLimiter::new(
+                settings_limits.connect_rate_per_ip,
+                settings_limits.connect_burst_per_ip,
+                settings_limits.unvalidated_connect_rate,
+                Instant::now(),
+            )),
         }
+    }
+
+    /// Whether a new connection from `peer` may start its handshake; `validated`:
+    /// its address is proven (by TCP, or by a QUIC Retry).
+    pub(super) fn admit(&self, peer: SocketAddr, validated: bool) -> Admission {
+        let mut connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
+        connects.admit(peer.ip(), validated, Instant::now())
     }
 
     pub(super) fn new_session_id(&self) -> u64 {

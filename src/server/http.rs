@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,7 @@ use tracing::{debug, warn};
 use wtransport::Identity;
 
 use super::api_slots::{Slot, Slots};
+use super::socket_probe::SocketProbe;
 use super::{Gateway, GatewayError};
 use crate::config::{Limits, Settings};
 
@@ -91,7 +92,9 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        // Namespace paths answer WebSocket upgrades (the fallback transport); any
+        // other path is a 404.
+        .fallback(super::websocket::upgrade)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gateway)
@@ -176,12 +179,14 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        let probe = SocketProbe::of(&tcp);
+        let service = connection_service(app.clone(), slot.clone(), request_timeout, peer, probe);
         let conn = serve_connection(
             tcp,
             peer,
             acceptor.clone(),
             builder.clone(),
-            connection_service(app.clone(), slot.clone(), request_timeout),
+            service,
             graceful.watcher(),
         );
         tokio::spawn(async move {
@@ -201,12 +206,15 @@ pub(super) async fn serve(
 }
 
 /// The router as one connection's service: each request has `timeout` in all (a
-/// client that trickles its body is answered 408), and keeps the connection's slot
-/// busy while it runs.
+/// client that trickles its body is answered 408), keeps the connection's slot
+/// busy while it runs, and carries the peer's address and the socket's probe (for
+/// a WebSocket upgrade).
 fn connection_service(
     app: Router,
     slot: Arc<Slot>,
     timeout: Duration,
+    peer: SocketAddr,
+    probe: SocketProbe,
 ) -> TowerToHyperService<
     impl tower::Service<
             Request<hyper::body::Incoming>,
@@ -216,8 +224,10 @@ fn connection_service(
         > + Clone,
 > {
     TowerToHyperService::new(tower::service_fn(
-        move |request: Request<hyper::body::Incoming>| {
+        move |mut request: Request<hyper::body::Incoming>| {
             let (app, slot) = (app.clone(), slot.clone());
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(probe);
             async move {
                 slot.request_started();
                 let response = match tokio::time::timeout(
@@ -568,10 +578,6 @@ async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
         PROMETHEUS_TEXT
     };
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -5,17 +5,21 @@
 
 mod admission;
 mod api_slots;
+mod driver;
 mod flush;
 mod gateway;
 mod http;
 mod identity;
 mod session;
+mod socket_probe;
+mod websocket;
 
 pub use crate::session::TokenBucket;
 pub use admission::{Admission, ConnectLimiter};
 pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
+pub use websocket::{router as websocket_router, SUBPROTOCOL};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +29,6 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 use wtransport::endpoint::{endpoint_side, IncomingSession};
 use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
@@ -156,7 +159,7 @@ impl Server {
     /// every session with `GoingAway` and waits for them and for API requests in
     /// flight, at most `shutdown_grace`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tasks = TaskTracker::new();
+        let tasks = self.gateway.tasks.clone();
         // Only the single-process broker keeps rooms in memory; Redis expires them.
         let sweeper = self.local.clone().map(|local| {
             tasks.spawn(sweep_rooms(
@@ -176,20 +179,13 @@ impl Server {
         ));
         info!(addr = %api_addr, "serving the server API (HTTPS)");
         info!(addr = %udp_addr, "accepting WebTransport sessions");
-        let limits = &self.gateway.config.limits;
-        let mut admission = ConnectLimiter::new(
-            limits.connect_rate_per_ip,
-            limits.connect_burst_per_ip,
-            limits.unvalidated_connect_rate,
-            Instant::now(),
-        );
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     // Decided before the handshake: a flood costs one packet each.
                     let peer = incoming.remote_address();
                     let validated = incoming.remote_address_validated();
-                    match admission.admit(peer.ip(), validated, Instant::now()) {
+                    match self.gateway.admit(peer, validated) {
                         Admission::Accept => {
                             let Some(place) = self.gateway.awaiting_hello.enter() else {
                                 debug!(%peer, "too many connections awaiting Hello: refused");

@@ -15,24 +15,19 @@ use tracing::{debug, info};
 use wtransport::error::ConnectionError;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
+use super::driver::{
+    backends, far_or, hello_deadline, now, register, sleep_until_flush, unix_now, CLOSE_LINGER,
+    CLOSE_READ_GRACE, WRITE_BATCH,
+};
 use super::{FlushPolicy, Gateway};
 use crate::config::NamespaceConfig;
-use crate::hub::{bounded_queues, Closer, Outbound, QueueLimits, SessionId, SessionRx};
+use crate::hub::{Closer, Outbound, SessionId, SessionRx};
 use crate::protocol::{ClientFrame, ErrorCode};
 use crate::session::{Action, Backends, Close, Session as Core, Write};
 use crate::transport::{FrameReader, ReadError};
 
-/// Frames written in one go before the loop looks at its other inputs again.
-const WRITE_BATCH: usize = 64;
-/// How long a fatal error frame may take to reach the client before the close.
-const CLOSE_LINGER: Duration = Duration::from_millis(500);
-/// After a fatal error frame was acknowledged, how long the client has to read it
-/// and close the session itself (within [`CLOSE_LINGER`]).
-const CLOSE_READ_GRACE: Duration = Duration::from_millis(200);
 /// How long opening a room stream may wait for the client's stream credit.
 const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
-/// Datagrams queued for a session; newer ones are dropped beyond it.
-const DATAGRAM_QUEUE: usize = 256;
 
 /// How a session ended.
 #[derive(Debug, Error)]
@@ -194,21 +189,9 @@ impl Session {
         while let Some(action) = core.poll_action() {
             match action {
                 Action::Register => {
-                    let limits = &self.gateway.config.limits;
-                    let queues = QueueLimits {
-                        frames: limits.outbound_queue,
-                        bytes: limits.outbound_bytes,
-                        datagrams: DATAGRAM_QUEUE,
-                    };
-                    let (tx, rx) =
-                        bounded_queues(self.id, core.user(), queues, &self.gateway.queued_bytes);
-                    let closer = tx.closer().clone();
-                    let result = self.gateway.hub.register(&self.ns, tx);
-                    let registered = result.is_ok();
                     // Refused: the core queues the close.
-                    core.registered(result);
-                    if registered {
-                        return Ok((rx, closer));
+                    if let Some(queues) = register(&self.gateway, core) {
+                        return Ok(queues);
                     }
                 }
                 // The revocation check, between the token and the registration.
@@ -366,15 +349,7 @@ impl Session {
     }
 
     fn backends<'a>(&'a self, core: &'a Core) -> Backends<'a> {
-        let gw = &self.gateway;
-        Backends {
-            hub: &gw.hub,
-            broker: gw.broker.as_ref(),
-            inbox: gw.inbox.as_ref(),
-            ns: core.ns(),
-            id: core.id(),
-            user: core.user(),
-        }
+        backends(&self.gateway, core)
     }
 
     /// Opens a room stream and writes its head, waiting at most
@@ -525,39 +500,4 @@ async fn guarded_write(
             Err(WriteStop::Closed)
         }
     }
-}
-
-/// `deadline` on tokio's clock, or a day from now for none (the arm is disabled).
-fn far_or(deadline: Option<std::time::Instant>) -> tokio::time::Instant {
-    deadline.map_or_else(
-        || tokio::time::Instant::now() + Duration::from_secs(86_400),
-        tokio::time::Instant::from_std,
-    )
-}
-
-async fn sleep_until_flush(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The core's clock: tokio's, so tests with paused time stay consistent.
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// Until registration the core has the hello deadline; `Hello` must come by then.
-fn hello_deadline(core: &Core) -> tokio::time::Instant {
-    match core.poll_timeout() {
-        Some(at) => tokio::time::Instant::from_std(at),
-        None => tokio::time::Instant::now(),
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

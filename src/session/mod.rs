@@ -98,11 +98,17 @@ pub(crate) struct Close {
 impl Close {
     /// The close reason: the message cut to 256 bytes on a character boundary.
     pub(crate) fn reason(&self) -> &[u8] {
-        let mut end = self.message.len().min(MAX_CLOSE_REASON);
+        self.reason_within(MAX_CLOSE_REASON).as_bytes()
+    }
+
+    /// The message cut to `max` bytes on a character boundary (a WebSocket close
+    /// reason takes 123).
+    pub(crate) fn reason_within(&self, max: usize) -> &str {
+        let mut end = self.message.len().min(max);
         while !self.message.is_char_boundary(end) {
             end -= 1;
         }
-        &self.message.as_bytes()[..end]
+        &self.message[..end]
     }
 }
 

@@ -126,6 +126,22 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{user} connects to {ns}: {e}"))
     }
 
+    /// A client of `ns` over a WebSocket (`wss://` on the server API's port).
+    pub async fn ws_client(&self, ns: &str, user: &str) -> Client {
+        Client::connect_websocket(&self.ws_url(ns), &self.token(user), &self.trust())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects to {ns} over a WebSocket: {e}"))
+    }
+
+    /// The WebSocket URL of `ns`.
+    pub fn ws_url(&self, ns: &str) -> String {
+        format!(
+            "wss://127.0.0.1:{}/{}",
+            self.api.port(),
+            ns.trim_start_matches('/')
+        )
+    }
+
     /// Stops the server and waits for it to finish, failing if it hangs.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -19,3 +19,4 @@ mod readme;
 mod rooms;
 mod shutdown;
 mod startup;
+mod websocket;
