@@ -38,6 +38,10 @@ use crate::protocol::{CodecError, ServerFrame};
 /// sessions do not hold tungstenite's default 128 KiB each.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Messages handled per wakeup at most, so that one busy session cannot hold
+/// the thread.
+const READ_BATCH: usize = 256;
+
 /// How long a probe of one loopback address of a `localhost` URL may take.
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -288,14 +292,29 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: u32, j: Joined, stop: Cancellatio
         tokio::select! {
             biased;
             _ = stop.cancelled() => break None,
+            // Sends first: a busy socket must not delay the schedule.
+            () = &mut sleep, if due.is_some() => {
+                let Some(p) = publisher.as_mut() else { break None };
+                p.publish_due(&ctx, &handles, &mut out);
+                if let Err(e) = out.send(&mut socket).await {
+                    break Some(format!("publish: {e}"));
+                }
+                due = p.next_due();
+                sleep.as_mut().reset(at(due));
+            }
             read = socket.next() => {
                 let now_ns = ctx.now_ns();
                 let mut read = read;
-                // Everything already buffered, then the figures once.
+                // What is already buffered (a batch at most), then the figures once.
+                let mut batch = 1;
                 let failed = loop {
                     if let Err(kind) = receive(&ctx, read, &handles, &mut rooms, &mut online, now_ns) {
                         break Some(kind);
                     }
+                    if batch == READ_BATCH {
+                        break None;
+                    }
+                    batch += 1;
                     match socket.next().now_or_never() {
                         Some(next) => read = next,
                         None => break None,
@@ -305,15 +324,6 @@ pub(super) async fn run(ctx: Arc<Ctx>, client: u32, j: Joined, stop: Cancellatio
                 if failed.is_some() {
                     break failed;
                 }
-            }
-            () = &mut sleep, if due.is_some() => {
-                let Some(p) = publisher.as_mut() else { break None };
-                p.publish_due(&ctx, &handles, &mut out);
-                if let Err(e) = out.send(&mut socket).await {
-                    break Some(format!("publish: {e}"));
-                }
-                due = p.next_due();
-                sleep.as_mut().reset(at(due));
             }
         }
     };
