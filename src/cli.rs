@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// This node's id in the cluster, 1 to 64 of A-Z a-z 0-9 . _ - [default: random].
     #[arg(long, env = "WTGATE_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
+    /// Key that backend hook calls and webhooks are signed with (HMAC-SHA256)
+    /// [default: the token secret].
+    #[arg(long, env = "WTGATE_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -237,6 +241,7 @@ impl ServeArgs {
             api_key: self.api_key.filter(|k| !k.is_empty()),
             redis: self.redis.filter(|u| !u.is_empty()),
             node_id,
+            hook_secret: self.hook_secret.filter(|k| !k.is_empty()),
         };
         Ok((settings, source))
     }

@@ -38,9 +38,11 @@
 //! connect_burst_per_ip = 200
 //! unvalidated_connect_rate = 500 # new connections per second before QUIC Retry; 0 = always
 //! flush_interval = "1ms"         # busy sessions hold frames this long (x load, ≤ 5ms); 0 = off
+//! presence_window = "100ms"     # a churning room's presence changes go out in one batch per window
 //! api_connections_per_ip = 64    # server API connections one IP (an IPv6 /64) may hold
 //! api_idle_timeout = "30s"       # server API connections without a request are closed after
 //! api_request_timeout = "30s"    # a server API request, body included, gets a 408 after
+//! max_hook_calls = 1024          # backend hook calls in flight server-wide
 //!
 //! # Each [namespaces.NAME] declares the namespace at URL path /NAME
 //! # (NAME is [A-Za-z0-9_-]+). A [namespaces] table replaces the default set
@@ -53,12 +55,28 @@
 //! datagrams = true               # volatile datagrams allowed
 //! inbox = false                  # sessions receive their user's notifications
 //!
+//! [namespaces.chat.hooks]        # the application backend's hooks (PROTOCOL.md §17)
+//! url = ""                       # base URL; hook H is a JSON POST to url + "/H"
+//! connect = false
+//! join = false
+//! publish = false
+//! rpc = false
+//! timeout = "2s"
+//! on_unavailable = "refuse"      # or "allow" (connect, join, publish)
+//! max_rpcs_per_session = 8
+//!
 //! [namespaces.notifications]
 //! inbox = true
 //! presence = false
 //! online = false
 //! client_publish = false
 //! datagrams = false
+//!
+//! [webhooks]
+//! url = ""                       # empty: off
+//! queue = 100000                 # events kept waiting; newer ones dropped beyond it
+//! timeout = "5s"
+//! max_backoff = "30s"
 //! ```
 
 use std::collections::BTreeMap;
@@ -69,6 +87,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::parse_duration;
+
+/// Paths the HTTPS listener (and the `--dev` demo listener) route themselves, so
+/// no namespace may take them: WebSocket sessions are upgraded on namespace paths.
+const RESERVED_PATHS: &[&str] = &["/healthz", "/metrics", "/api", "/cert-hash", "/dev-token"];
 
 /// The largest allowed `max_frame`: 16 MiB.
 pub const MAX_FRAME_LIMIT: usize = 16 << 20;
@@ -120,6 +142,95 @@ pub struct NamespaceConfig {
     pub datagrams: bool,
     /// Whether sessions receive their user's notification inbox.
     pub inbox: bool,
+    /// The application backend's hooks: connect, join, publish, RPC.
+    pub hooks: HooksConfig,
+}
+
+/// What a hook does when the backend is down, too slow or too busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// Refuse the connect, join or publish with `BackendUnavailable`.
+    #[default]
+    Refuse,
+    /// Let it go ahead as if there were no hook (an RPC still fails).
+    Allow,
+}
+
+/// A namespace's backend hooks (`[namespaces.NAME.hooks]`): each one asks the
+/// application's backend before the server goes on (PROTOCOL.md §17). Over HTTP,
+/// hook `H` is a JSON `POST` to `url` + `/` + `H`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// The backend's base URL (`http://127.0.0.1:3000/wtgate`); empty: no HTTP
+    /// backend (a Rust embedder's own hooks may still be on).
+    pub url: String,
+    /// Ask before `Welcome`: refuse, or attach data.
+    pub connect: bool,
+    /// Ask before a join is granted.
+    pub join: bool,
+    /// Ask before a client's message is sequenced: refuse or replace the body.
+    pub publish: bool,
+    /// Serve `Rpc` commands.
+    pub rpc: bool,
+    /// How long a hook call may take before it counts as unavailable.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// What connect, join and publish do when the backend is unavailable.
+    pub on_unavailable: OnUnavailable,
+    /// RPCs one session may have in flight; more are refused (`BackendUnavailable`).
+    pub max_rpcs_per_session: usize,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            url: String::new(),
+            connect: false,
+            join: false,
+            publish: false,
+            rpc: false,
+            timeout: Duration::from_secs(2),
+            on_unavailable: OnUnavailable::Refuse,
+            max_rpcs_per_session: 8,
+        }
+    }
+}
+
+impl HooksConfig {
+    /// Whether any hook is on.
+    pub fn any(&self) -> bool {
+        self.connect || self.join || self.publish || self.rpc
+    }
+}
+
+/// Webhooks (`[webhooks]`): events sent to the backend asynchronously, at least
+/// once, from a durable bounded queue.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where events are `POST`ed; empty: no webhooks.
+    pub url: String,
+    /// Events kept waiting at most; newer ones are dropped (counted and logged).
+    pub queue: usize,
+    /// How long one delivery may take.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// The longest wait between retries (the backoff doubles from 100 ms up to it).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: String::new(),
+            queue: 100_000,
+            timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for NamespaceConfig {
@@ -131,6 +242,7 @@ impl Default for NamespaceConfig {
             client_publish: true,
             datagrams: true,
             inbox: false,
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -146,6 +258,7 @@ impl NamespaceConfig {
             client_publish: false,
             datagrams: false,
             inbox: true,
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -229,6 +342,10 @@ pub struct Limits {
     /// session writes at once. Zero disables coalescing.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub flush_interval: Duration,
+    /// How long a churning room's presence changes are held so each member gets
+    /// one `PresenceBatch` for them; a calm room's go out at once. Zero: never held.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub presence_window: Duration,
     /// Server API connections one client address (an IPv6 /64) may hold.
     pub api_connections_per_ip: usize,
     /// A server API connection without a request in flight is closed after this.
@@ -237,6 +354,9 @@ pub struct Limits {
     /// Time a server API request has, body included, before it is answered 408.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub api_request_timeout: Duration,
+    /// Backend hook calls (connect, join, publish, RPC) in flight server-wide; more
+    /// are refused with `BackendUnavailable` (or allowed, per `on_unavailable`).
+    pub max_hook_calls: usize,
 }
 
 impl Default for Limits {
@@ -271,9 +391,11 @@ impl Default for Limits {
             connect_burst_per_ip: 200,
             unvalidated_connect_rate: 500.0,
             flush_interval: Duration::from_millis(1),
+            presence_window: Duration::from_millis(100),
             api_connections_per_ip: 64,
             api_idle_timeout: Duration::from_secs(30),
             api_request_timeout: Duration::from_secs(30),
+            max_hook_calls: 1024,
         }
     }
 }
@@ -308,6 +430,8 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Server-wide limits.
     pub limits: Limits,
+    /// Webhooks to the application's backend.
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for Config {
@@ -324,6 +448,7 @@ impl Default for Config {
         Config {
             namespaces,
             limits: Limits::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -335,6 +460,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Limits,
     namespaces: Option<BTreeMap<String, NamespaceConfig>>,
+    #[serde(default)]
+    webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -376,6 +503,7 @@ impl Config {
         })?;
         let mut config = Config {
             limits: raw.limits,
+            webhooks: raw.webhooks,
             ..Config::default()
         };
         if let Some(namespaces) = raw.namespaces {
@@ -415,6 +543,15 @@ impl Config {
                 return Err(invalid(
                     &format!("namespaces.{path}"),
                     "a namespace path is '/' then letters, digits, '_' and '-'",
+                ));
+            }
+            if RESERVED_PATHS.contains(&path.as_str()) {
+                return Err(invalid(
+                    &format!("namespaces.{path}"),
+                    &format!(
+                        "{path} is a route of the server's HTTPS side, where WebSocket sessions \
+                         share the namespace paths: choose another name"
+                    ),
                 ));
             }
         }
@@ -470,6 +607,41 @@ impl Config {
         if l.hello_timeout.is_zero() {
             return Err(invalid("limits.hello_timeout", "must be greater than 0"));
         }
+        if l.max_hook_calls == 0 {
+            return Err(invalid("limits.max_hook_calls", "must be greater than 0"));
+        }
+        for (path, ns) in &self.namespaces {
+            let key = |k: &str| format!("namespaces.{}.hooks.{k}", path.trim_start_matches('/'));
+            let h = &ns.hooks;
+            if !h.url.is_empty() && !valid_http_url(&h.url) {
+                return Err(invalid(&key("url"), "must be an http:// or https:// URL"));
+            }
+            if h.timeout.is_zero() {
+                return Err(invalid(&key("timeout"), "must be greater than 0"));
+            }
+            if h.max_rpcs_per_session == 0 {
+                return Err(invalid(
+                    &key("max_rpcs_per_session"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let w = &self.webhooks;
+        if !w.url.is_empty() && !valid_http_url(&w.url) {
+            return Err(invalid(
+                "webhooks.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if w.queue == 0 {
+            return Err(invalid("webhooks.queue", "must be greater than 0"));
+        }
+        if w.timeout.is_zero() {
+            return Err(invalid("webhooks.timeout", "must be greater than 0"));
+        }
+        if w.max_backoff < Duration::from_millis(100) {
+            return Err(invalid("webhooks.max_backoff", "must be at least 100ms"));
+        }
         Ok(())
     }
 
@@ -477,6 +649,15 @@ impl Config {
     pub fn namespace(&self, path: &str) -> Option<&NamespaceConfig> {
         self.namespaces.get(path)
     }
+}
+
+/// Whether `url` looks like an `http://` or `https://` URL with a host.
+fn valid_http_url(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace)
+        })
 }
 
 /// Whether `name` is a valid namespace name: `[A-Za-z0-9_-]+`.
@@ -540,6 +721,9 @@ pub struct Settings {
     pub redis: Option<String>,
     /// This node's id in the cluster (random when `None`).
     pub node_id: Option<String>,
+    /// The key hook calls and webhooks are signed with (HMAC-SHA256); `None`: the
+    /// token secret.
+    pub hook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -555,6 +739,10 @@ impl std::fmt::Debug for Settings {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("redis", &self.redis.as_ref().map(|_| "<set>"))
             .field("node_id", &self.node_id)
+            .field(
+                "hook_secret",
+                &self.hook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -731,6 +919,16 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_cannot_take_the_https_routes() {
+        for name in ["healthz", "metrics", "api", "cert-hash", "dev-token"] {
+            let text = format!("[namespaces.{name}]\n");
+            let msg = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(msg.contains("choose another name"), "{name}: {msg}");
+        }
+        assert!(Config::from_toml_str("[namespaces.apis]\n").is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
             ("[limits]\nmax_frames = 1\n", "max_frames"),
@@ -742,6 +940,34 @@ mod tests {
             assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
             assert!(msg.contains(key), "{msg}");
         }
+    }
+
+    #[test]
+    fn hooks_and_webhooks() {
+        let c = Config::from_toml_str(
+            r#"
+            [namespaces.chat.hooks]
+            url = "http://127.0.0.1:3000/wtgate"
+            publish = true
+            rpc = true
+            timeout = "250ms"
+            on_unavailable = "allow"
+            [webhooks]
+            url = "https://backend.example/hooks"
+            queue = 10
+            "#,
+        )
+        .unwrap();
+        let h = &c.namespace("/chat").unwrap().hooks;
+        assert!(h.publish && h.rpc && !h.connect && !h.join && h.any());
+        assert_eq!(h.timeout, Duration::from_millis(250));
+        assert_eq!(h.on_unavailable, OnUnavailable::Allow);
+        assert_eq!(h.max_rpcs_per_session, 8);
+        assert_eq!(c.webhooks.queue, 10);
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(5));
+        let err = Config::from_toml_str("[namespaces.chat.hooks]\non_unavailable = \"maybe\"\n");
+        assert!(matches!(err, Err(ConfigError::Parse { .. })), "{err:?}");
+        assert!(!Config::default().namespace("/chat").unwrap().hooks.any());
     }
 
     #[test]
@@ -780,6 +1006,25 @@ mod tests {
             ),
             ("[limits]\nhello_timeout = \"0s\"\n", "limits.hello_timeout"),
             ("[limits]\noutbound_queue = 0\n", "limits.outbound_queue"),
+            ("[limits]\nmax_hook_calls = 0\n", "limits.max_hook_calls"),
+            (
+                "[namespaces.chat.hooks]\nurl = \"ftp://x\"\n",
+                "namespaces.chat.hooks.url",
+            ),
+            (
+                "[namespaces.chat.hooks]\ntimeout = 0\n",
+                "namespaces.chat.hooks.timeout",
+            ),
+            (
+                "[namespaces.chat.hooks]\nmax_rpcs_per_session = 0\n",
+                "namespaces.chat.hooks.max_rpcs_per_session",
+            ),
+            ("[webhooks]\nurl = \"localhost\"\n", "webhooks.url"),
+            ("[webhooks]\nqueue = 0\n", "webhooks.queue"),
+            (
+                "[webhooks]\nmax_backoff = \"10ms\"\n",
+                "webhooks.max_backoff",
+            ),
         ] {
             match Config::from_toml_str(text) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
@@ -816,6 +1061,7 @@ mod tests {
             api_key: None,
             redis: None,
             node_id: None,
+            hook_secret: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! | Route | Answer |
 //! |---|---|
 //! | `GET /` | the demo page (`web-client/index.html`) |
-//! | `GET /wtgate.js`, `/session.js`, `/protocol.js`, `/demo.js`, `/demo.css` | the library and the page's script and style |
+//! | `GET /wtgate.js`, `/session.js`, `/websocket.js`, `/protocol.js`, `/demo.js`, `/demo.css` | the library and the page's script and style |
 //! | `GET /cert-hash` | `{"hash", "url", "port"}`: the certificate's SHA-256 and the WebTransport base URL |
 //! | `GET /dev-token?user=NAME` | `{"token", "user", "expires"}`: a one-hour token signed with the server's secret |
 //!
@@ -130,6 +130,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/demo.js", JS, include_str!("../web-client/demo.js")),
     ("/wtgate.js", JS, include_str!("../web-client/wtgate.js")),
     ("/session.js", JS, include_str!("../web-client/session.js")),
+    (
+        "/websocket.js",
+        JS,
+        include_str!("../web-client/websocket.js"),
+    ),
     (
         "/protocol.js",
         JS,
@@ -339,6 +344,10 @@ mod tests {
         for (path, needle) in [
             ("/wtgate.js", "export async function connect"),
             ("/session.js", "export async function openSession"),
+            (
+                "/websocket.js",
+                "export async function openWebSocketSession",
+            ),
             ("/protocol.js", "export function encodeClientFrame"),
             ("/demo.js", "from './wtgate.js'"),
         ] {

@@ -19,6 +19,10 @@
 //!   [`metrics`]: the Prometheus series.
 //! - [`client`]: the Rust client (tests, load tester); [`api_client`]: a client of
 //!   the HTTPS server API (the CLI's `notify`, `publish`, `broadcast`).
+//! - [`hooks`]: the application backend's hooks (connect, join, publish, RPC) as a
+//!   trait, with the HTTP proxies as one implementation.
+//! - [`webhooks`]: events (sessions, rooms, notifications) sent to the backend at
+//!   least once from a bounded durable queue.
 //! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
 //! - [`load`]: `wtgate load`, the load tester (paced publishers, loss and latency checks).
 //!
@@ -49,6 +53,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod hooks;
 pub mod hub;
 pub mod load;
 pub mod metrics;
@@ -57,3 +62,4 @@ pub mod protocol;
 pub mod server;
 mod session;
 pub mod transport;
+pub mod webhooks;

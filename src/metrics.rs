@@ -50,6 +50,9 @@ pub struct Metrics {
     pub datagrams_dropped: Counter,
     /// Reliable frames dropped because a session's queue overflowed (it is closed).
     pub frames_dropped: Counter,
+    /// Room presence frames queued for members (single changes and batches;
+    /// counted by the hub, set at scrape time).
+    pub presence_frames: Counter,
     /// Datagrams dropped because a receiving session's datagram queue was full
     /// (counted by the hub; set at scrape time).
     pub datagrams_overflow: Counter,
@@ -73,6 +76,12 @@ pub struct Metrics {
     pub awaiting_hello: Gauge,
     /// Bytes of room history held in memory (set at scrape time; single process).
     pub history_bytes: Gauge,
+    /// Webhook events the backend accepted.
+    pub webhooks_sent: Counter,
+    /// Webhook delivery attempts that failed (each is retried).
+    pub webhooks_failed: Counter,
+    /// Webhook events dropped: the queue was at its bound.
+    pub webhooks_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -96,6 +105,7 @@ impl Metrics {
             datagrams_out: Counter::default(),
             datagrams_dropped: Counter::default(),
             frames_dropped: Counter::default(),
+            presence_frames: Counter::default(),
             datagrams_overflow: Counter::default(),
             errors: Family::default(),
             notifications_pushed: Counter::default(),
@@ -108,6 +118,9 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             awaiting_hello: Gauge::default(),
             history_bytes: Gauge::default(),
+            webhooks_sent: Counter::default(),
+            webhooks_failed: Counter::default(),
+            webhooks_dropped: Counter::default(),
         };
         let r = &mut m.registry;
         r.register("sessions", "Open sessions", m.sessions.clone());
@@ -138,6 +151,11 @@ impl Metrics {
             "frames_dropped",
             "Reliable frames dropped by slow consumers' overflowing queues",
             m.frames_dropped.clone(),
+        );
+        r.register(
+            "presence_frames",
+            "Room presence frames queued for members (a churning room's changes go in batches)",
+            m.presence_frames.clone(),
         );
         r.register(
             "errors",
@@ -188,6 +206,21 @@ impl Metrics {
             "history_bytes",
             "Bytes of room history held in memory",
             m.history_bytes.clone(),
+        );
+        r.register(
+            "webhooks_sent",
+            "Webhook events the backend accepted",
+            m.webhooks_sent.clone(),
+        );
+        r.register(
+            "webhooks_failed",
+            "Webhook delivery attempts that failed (retried)",
+            m.webhooks_failed.clone(),
+        );
+        r.register(
+            "webhooks_dropped",
+            "Webhook events dropped at the queue's bound",
+            m.webhooks_dropped.clone(),
         );
         for ns in namespaces {
             m.sessions_in(ns);
@@ -253,7 +286,10 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{series}\n")), "{series}: {text}");
         }
-        assert_eq!(text.matches("wtgate_errors_total{").count(), 17);
+        assert_eq!(
+            text.matches("wtgate_errors_total{").count(),
+            crate::protocol::ErrorCode::KNOWN.len()
+        );
     }
 
     #[test]

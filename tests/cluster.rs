@@ -128,6 +128,11 @@ fn serve_command(id: &str, redis: &RedisServer, dir: &Path) -> Command {
 
 impl Node {
     async fn start(id: &str, redis: &RedisServer, base: &Path) -> Node {
+        Self::start_with(id, redis, base, &[]).await
+    }
+
+    /// A node with more `serve` arguments (e.g. `--config FILE`).
+    async fn start_with(id: &str, redis: &RedisServer, base: &Path, extra: &[&str]) -> Node {
         let dir = base.join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -136,6 +141,7 @@ impl Node {
             .open(dir.join("wtgate.log"))
             .unwrap();
         let mut child = serve_command(id, redis, &dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -191,6 +197,13 @@ impl Node {
         Client::connect(&self.url(ns), &token(user), &self.trust())
             .await
             .unwrap_or_else(|e| panic!("{user} connects to {} {ns}: {e}", self.id))
+    }
+
+    /// A client over a WebSocket to this node (`wss://` on the same port).
+    async fn ws_client(&self, ns: &str, user: &str) -> Client {
+        Client::connect_websocket(&self.url(ns), &token(user), &self.trust())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects to {} {ns} over a WebSocket: {e}", self.id))
     }
 
     /// SIGKILL, no goodbye.
@@ -765,4 +778,333 @@ async fn server_api_and_notifications_span_nodes() {
         _ => None,
     })
     .await;
+}
+
+/// A WebSocket user on one node and a WebTransport user on the other are ordinary
+/// members of one room: messages, presence, volatile events and notifications
+/// cross both the nodes and the transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_webtransport_users_meet_across_nodes() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut wanda = a.ws_client("/chat", "wanda").await;
+    wanda.join("mixed", None).await.unwrap();
+    let mut theo = b.client("/chat", "theo").await;
+    let joined = theo.join("mixed", None).await.unwrap();
+    assert_eq!(joined.members, ["theo", "wanda"]);
+    expect(&mut wanda, "PresenceJoin theo", |e| match e {
+        Event::PresenceJoin { user, .. } if user == "theo" => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // Who is online, a page at a time, from Redis' sorted index.
+    assert_eq!(theo.online_page("", 1).await.unwrap(), ["theo"]);
+    assert_eq!(wanda.online_page("theo", 5).await.unwrap(), ["wanda"]);
+    assert!(theo.online_page("wanda", 5).await.unwrap().is_empty());
+    assert_eq!(wanda.online().await.unwrap(), ["theo", "wanda"]);
+
+    let seq = wanda
+        .publish("mixed", Bytes::from_static(b"hi from ws"))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut theo).await,
+        ("mixed".into(), seq, Bytes::from_static(b"hi from ws"))
+    );
+    let seq = theo
+        .publish("mixed", Bytes::from_static(b"hi from wt"))
+        .await
+        .unwrap();
+    let got = loop {
+        let got = message(&mut wanda).await;
+        if got.1 == seq {
+            break got;
+        }
+    };
+    assert_eq!(
+        got,
+        ("mixed".into(), seq, Bytes::from_static(b"hi from wt"))
+    );
+
+    // Volatile: the WebSocket side sends on its lane, the other node delivers a datagram.
+    let from = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            wanda
+                .send_volatile("mixed", Bytes::from_static(b"typing"))
+                .unwrap();
+            if let Ok(Some(Event::Volatile { from, .. })) =
+                tokio::time::timeout(Duration::from_millis(100), theo.next_event()).await
+            {
+                return from;
+            }
+        }
+    })
+    .await
+    .expect("a volatile event across nodes");
+    assert_eq!(from, "wanda");
+
+    // A notification sent through node b reaches the WebSocket session on node a.
+    let mut inbox = a.ws_client("/notifications", "wanda").await;
+    let id = b.api().notify("wanda", "mention", b"{}").await.unwrap();
+    let got = expect(&mut inbox, "the notification", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, id);
+
+    wanda.close().await;
+    expect(&mut theo, "PresenceLeave wanda", |e| match e {
+        Event::PresenceLeave { user, .. } if user == "wanda" => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Redis loses a user's inbox and id counter (no persistence, a failover to an
+/// empty replica): the next notification still gets a higher id, so a session that
+/// saw the earlier ones does not skip it as already delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_ids_keep_increasing_when_redis_loses_them() {
+    let cluster = Cluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let mut hal = node.client("/notifications", "hal").await;
+    let api = node.api();
+    let first = api.notify("hal", "ping", b"one").await.unwrap();
+    let got = expect(&mut hal, "the first notification", |e| match e {
+        Event::Notification { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, first);
+    hal.ack_notification(first).await.unwrap();
+
+    let port = cluster.redis.port;
+    let lost = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let del = "*3\r\n$3\r\nDEL\r\n$19\r\nwtgate:inbox-id:hal\r\n$16\r\nwtgate:inbox:hal\r\n";
+        s.write_all(del.as_bytes()).unwrap();
+        let mut reply = [0u8; 4];
+        s.read_exact(&mut reply).unwrap();
+        reply
+    })
+    .await
+    .unwrap();
+    assert_eq!(&lost, b":1\r\n", "the id counter was there to lose");
+
+    let second = api.notify("hal", "ping", b"two").await.unwrap();
+    assert!(second > first, "id {second} after {first}");
+    let (got, body) = expect(&mut hal, "the notification after the loss", |e| match e {
+        Event::Notification { id, body, .. } => Some((id, body)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((got, &body[..]), (second, &b"two"[..]));
+    assert!(second < 1 << 53, "ids stay exact in JavaScript");
+}
+
+/// In cluster mode too, a namespace holds a bounded number of rooms (empty ones
+/// give way, and with every room occupied a new one is refused with TooManyRooms),
+/// and the history of all rooms a bounded number of bytes (the least recently
+/// published rooms lose theirs first: their members are told `recovered: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_history_bytes_are_bounded_in_redis() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wtgate.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_rooms_per_namespace = 3\nhistory_bytes_total = 40000\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let a = Node::start_with("n1", &redis, dir.path(), &args).await;
+    let b = Node::start_with("n2", &redis, dir.path(), &args).await;
+
+    // Three rooms with members, on two nodes: a fourth is refused cluster-wide.
+    let ann = a.client("/chat", "ann").await;
+    let bob = b.client("/chat", "bob").await;
+    ann.join("r1", None).await.unwrap();
+    ann.join("r2", None).await.unwrap();
+    bob.join("r3", None).await.unwrap();
+    let err = bob.join("r4", None).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Server {
+                code: ErrorCode::TooManyRooms,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = a.api().publish("/chat", "r5", b"x").await.unwrap_err();
+    assert!(err.to_string().contains("rooms"), "{err}");
+    // Once a room is empty, it gives way.
+    ann.leave("r2").await.unwrap();
+    bob.join("r4", None).await.unwrap();
+
+    // History of all rooms: 40 kB. r1 is published to first and least since.
+    let body = Bytes::from(vec![b'h'; 8_000]);
+    let r1 = ann.join("r1", None).await;
+    assert!(r1.is_err(), "already joined");
+    let first = ann.publish("r1", body.clone()).await.unwrap();
+    for _ in 0..6 {
+        bob.publish("r3", body.clone()).await.unwrap();
+        bob.publish("r4", body.clone()).await.unwrap();
+    }
+    let total = redis_get(redis.port, "wtgate:hist-total");
+    assert!(total <= 40_000, "history bytes in Redis: {total}");
+    assert!(total > 0, "history is counted");
+    // r1's history went first: a rejoin from before its message is not recovered.
+    let carl = b.client("/chat", "carl").await;
+    let since = Since {
+        epoch: carl.join("r1", None).await.unwrap().epoch,
+        seq: first - 1,
+    };
+    carl.leave("r1").await.unwrap();
+    let again = carl.join("r1", Some(since)).await.unwrap();
+    assert!(!again.recovered, "r1's history was shed");
+}
+
+/// An integer value of a Redis string key (0 when missing).
+fn redis_get(port: u16, key: &str) -> i64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    // `$-1\r\n` or `$N\r\nDIGITS\r\n`.
+    let mut lines = 0;
+    while lines < 2 {
+        s.read_exact(&mut byte).unwrap();
+        reply.push(byte[0]);
+        if byte[0] == b'\n' {
+            lines += 1;
+            if reply.starts_with(b"$-1") {
+                return 0;
+            }
+        }
+    }
+    let text = String::from_utf8(reply).unwrap();
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Webhook events a receiver in the test process got, signatures checked.
+#[derive(Default)]
+struct Webhooks {
+    events: std::sync::Mutex<Vec<serde_json::Value>>,
+    bad: std::sync::atomic::AtomicUsize,
+}
+
+async fn receive_webhook(
+    axum::extract::State(got): axum::extract::State<std::sync::Arc<Webhooks>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    let signature = headers
+        .get(wtgate::hooks::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if wtgate::hooks::verify(SECRET.as_bytes(), signature, &body, now, 300).is_err() {
+        got.bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    got.events
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap());
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_webhook_per_event_across_two_nodes() {
+    let got = std::sync::Arc::new(Webhooks::default());
+    let app = axum::Router::new()
+        .route("/webhooks", axum::routing::post(receive_webhook))
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wtgate.toml");
+    std::fs::write(
+        &config,
+        format!("[webhooks]\nurl = \"{url}\"\nmax_backoff = \"200ms\"\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let n1 = Node::start_with("n1", &redis, dir.path(), &["--config", config]).await;
+    let n2 = Node::start_with("n2", &redis, dir.path(), &["--config", config]).await;
+
+    // alice on both nodes, bob on n2, all in one room.
+    let alice1 = n1.client("/chat", "alice").await;
+    alice1.join("lobby", None).await.unwrap();
+    let alice2 = n2.client("/chat", "alice").await;
+    alice2.join("lobby", None).await.unwrap();
+    let bob = n2.client("/chat", "bob").await;
+    bob.join("lobby", None).await.unwrap();
+    alice1.leave("lobby").await.unwrap();
+    alice1.close().await;
+    alice2.close().await;
+    bob.close().await;
+
+    let summary = |got: &Webhooks| {
+        let mut s: Vec<String> = got
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e["type"].as_str().unwrap(),
+                    e["user"].as_str().unwrap(),
+                    e["room"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let expected = [
+        "room.created alice lobby",
+        "room.joined alice lobby",
+        "room.joined bob lobby",
+        "room.left alice lobby",
+        "room.left bob lobby",
+        "room.vacated bob lobby",
+        "session.closed alice ",
+        "session.closed alice ",
+        "session.closed bob ",
+        "session.opened alice ",
+        "session.opened alice ",
+        "session.opened bob ",
+    ];
+    let deadline = Instant::now() + WAIT;
+    while got.events.lock().unwrap().len() < expected.len() {
+        assert!(Instant::now() < deadline, "only {:?}", summary(&got));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both nodes keep sending for a while: nothing more may come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(summary(&got), expected);
+    let ids: std::collections::HashSet<String> = got
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "each event once");
+    assert_eq!(got.bad.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop((n1, n2));
 }

@@ -27,8 +27,8 @@ const MAX: usize = DEFAULT_MAX_FRAME;
 // compile here until it gets its tag, a strategy below and a test vector.
 // ---------------------------------------------------------------------------------
 
-const CLIENT_VARIANTS: u32 = 7;
-const SERVER_VARIANTS: u32 = 15;
+const CLIENT_VARIANTS: u32 = 9;
+const SERVER_VARIANTS: u32 = 18;
 const DATAGRAM_VARIANTS: u32 = 2;
 
 fn client_tag(f: &ClientFrame) -> u32 {
@@ -40,6 +40,8 @@ fn client_tag(f: &ClientFrame) -> u32 {
         ClientFrame::Online { .. } => 4,
         ClientFrame::AckNotification { .. } => 5,
         ClientFrame::Refresh { .. } => 6,
+        ClientFrame::Rpc { .. } => 7,
+        ClientFrame::OnlinePage { .. } => 8,
     }
 }
 
@@ -60,6 +62,9 @@ fn server_tag(f: &ServerFrame) -> u32 {
         ServerFrame::Broadcast { .. } => 12,
         ServerFrame::GoAway { .. } => 13,
         ServerFrame::Notification { .. } => 14,
+        ServerFrame::RpcReply { .. } => 15,
+        ServerFrame::ConnectInfo { .. } => 16,
+        ServerFrame::PresenceBatch { .. } => 17,
     }
 }
 
@@ -90,13 +95,15 @@ fn code_number(c: ErrorCode) -> u32 {
         ErrorCode::TooManySessions => 15,
         ErrorCode::Internal => 16,
         ErrorCode::TokenExpired => 17,
+        ErrorCode::Rejected => 18,
+        ErrorCode::BackendUnavailable => 19,
         ErrorCode::Other(n) => n,
     }
 }
 
 /// The library's list of known codes; `code_number` above checks each one's number
-/// on its own, and `error_codes_round_trip_through_their_numbers` that they are 1..=17.
-const KNOWN_CODES: [ErrorCode; 17] = ErrorCode::KNOWN;
+/// on its own, and `error_codes_round_trip_through_their_numbers` that they are 1..=19.
+const KNOWN_CODES: [ErrorCode; 19] = ErrorCode::KNOWN;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -300,10 +307,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         prop::sample::select(KNOWN_CODES.to_vec()),
         // `Other` only round-trips for numbers that are not known codes.
         any::<u32>()
-            .prop_filter("unknown number", |n| !(1..=17).contains(n))
+            .prop_filter("unknown number", |n| !(1..=19).contains(n))
             .prop_map(ErrorCode::Other),
         Just(ErrorCode::Other(0)),
-        Just(ErrorCode::Other(18)),
+        Just(ErrorCode::Other(20)),
         Just(ErrorCode::Other(u32::MAX)),
     ]
 }
@@ -322,6 +329,16 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         u32s().prop_map(|req| ClientFrame::Online { req }),
         (u32s(), u64s()).prop_map(|(req, id)| ClientFrame::AckNotification { req, id }),
         (u32s(), text()).prop_map(|(req, token)| ClientFrame::Refresh { req, token }),
+        (u32s(), text(), body()).prop_map(|(req, method, body)| ClientFrame::Rpc {
+            req,
+            method,
+            body
+        }),
+        (u32s(), text(), u32s()).prop_map(|(req, after, limit)| ClientFrame::OnlinePage {
+            req,
+            after,
+            limit
+        }),
     ]
 }
 
@@ -384,6 +401,9 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         text().prop_map(|message| ServerFrame::GoAway { message }),
         (u64s(), text(), body(), u64s())
             .prop_map(|(id, kind, body, ts)| { ServerFrame::Notification { id, kind, body, ts } }),
+        (u32s(), body()).prop_map(|(req, body)| ServerFrame::RpcReply { req, body }),
+        body().prop_map(|data| ServerFrame::ConnectInfo { data }),
+        (users(), users()).prop_map(|(joins, leaves)| ServerFrame::PresenceBatch { joins, leaves }),
     ]
 }
 
@@ -857,23 +877,22 @@ fn classify<T: PartialEq + Debug>(
 
 #[test]
 fn the_last_variants_carry_the_highest_tags() {
-    let last_client = ClientFrame::Refresh {
+    let last_client = ClientFrame::OnlinePage {
         req: 0,
-        token: String::new(),
+        after: String::new(),
+        limit: 0,
     };
-    let last_server = ServerFrame::Notification {
-        id: 0,
-        kind: String::new(),
-        body: Bytes::new(),
-        ts: 0,
+    let last_server = ServerFrame::PresenceBatch {
+        joins: vec![],
+        leaves: vec![],
     };
     let last_datagram = Datagram::Recv {
         handle: 0,
         from: String::new(),
         body: Bytes::new(),
     };
-    assert_eq!(body_of(&encode(&last_client))[0], 6);
-    assert_eq!(body_of(&encode(&last_server))[0], 14);
+    assert_eq!(body_of(&encode(&last_client))[0], 8);
+    assert_eq!(body_of(&encode(&last_server))[0], 17);
     assert_eq!(encode_datagram(&last_datagram)[0], 1);
     assert_eq!(client_tag(&last_client), CLIENT_VARIANTS - 1);
     assert_eq!(server_tag(&last_server), SERVER_VARIANTS - 1);
@@ -925,8 +944,8 @@ fn error_codes_round_trip_through_their_numbers() {
         assert_eq!(u32::from(code), n);
         assert!(seen.insert(n), "{n} used twice");
     }
-    assert_eq!(seen, (1..=17).collect(), "known codes are 1..=17");
-    for n in [0, 18, 1000, u32::MAX] {
+    assert_eq!(seen, (1..=19).collect(), "known codes are 1..=19");
+    for n in [0, 20, 1000, u32::MAX] {
         assert_eq!(ErrorCode::from(n), ErrorCode::Other(n));
         assert_eq!(ErrorCode::Other(n).to_code(), n);
     }
@@ -963,7 +982,7 @@ fn fatal_error_codes() {
     for code in KNOWN_CODES {
         assert_eq!(code.is_fatal(), fatal.contains(&code), "{code:?}");
     }
-    for n in [0, 18, 1000, u32::MAX] {
+    for n in [0, 20, 1000, u32::MAX] {
         assert!(!ErrorCode::Other(n).is_fatal());
     }
 }
@@ -1282,6 +1301,10 @@ fn client_cases() -> Vec<(String, ClientFrame)> {
         ("ack_notification", AckNotification { req: 11, id: 1 }),
         ("ack_notification_large_id", AckNotification { req: 12, id: 1_700_000_000_000_001 }),
         ("refresh", Refresh { req: 13, token: s("eyJ.e30.sig") }),
+        ("rpc", Rpc { req: 14, method: s("history.search"), body: b(br#"{"q":"hi"}"#) }),
+        ("rpc_empty", Rpc { req: 0, method: s(""), body: Bytes::new() }),
+        ("online_page_first", OnlinePage { req: 15, after: s(""), limit: 1000 }),
+        ("online_page_after", OnlinePage { req: 16, after: s("zoë"), limit: 200 }),
     ];
     named(cases)
 }
@@ -1323,6 +1346,12 @@ fn server_cases() -> Vec<(String, ServerFrame)> {
         ("go_away_empty", GoAway { message: s("") }),
         ("notification", Notification { id: 1, kind: s("mention"), body: b(br#"{"room":"lobby"}"#), ts: 1_700_000_000_000 }),
         ("notification_empty", Notification { id: u64::MAX, kind: s(""), body: Bytes::new(), ts: 0 }),
+        ("rpc_reply", RpcReply { req: 14, body: b(br#"{"hits":[]}"#) }),
+        ("rpc_reply_empty", RpcReply { req: u32::MAX, body: Bytes::new() }),
+        ("connect_info", ConnectInfo { data: b(br#"{"name":"Alice"}"#) }),
+        ("connect_info_empty", ConnectInfo { data: Bytes::new() }),
+        ("presence_batch", PresenceBatch { joins: users_of(&["carol", "dave"]), leaves: users_of(&["bob"]) }),
+        ("presence_batch_empty", PresenceBatch { joins: vec![], leaves: vec![] }),
     ];
     let mut cases = named(cases);
     // One vector per known code, so a client's code table is pinned too.
@@ -1330,7 +1359,7 @@ fn server_cases() -> Vec<(String, ServerFrame)> {
         "protocol", "unauthorized", "forbidden", "unsupported_version", "frame_too_large",
         "rate_limited", "too_many_rooms", "invalid_room", "not_joined", "already_joined",
         "unknown_command", "slow_consumer", "going_away", "hello_timeout",
-        "too_many_sessions", "internal",
+        "too_many_sessions", "internal", "token_expired", "rejected", "backend_unavailable",
     ];
     for (name, code) in names.iter().zip(KNOWN_CODES) {
         cases.push((format!("error_code_{name}"), Error { req: 0, code, message: s("") }));

@@ -2,6 +2,11 @@
 // a notifications panel on its own /notifications session. Served by
 // `wtgate serve --dev`; no build step, no framework.
 //
+// Transports: WebTransport, falling back to a WebSocket on this page's own origin
+// (the dev server answers `ws://127.0.0.1:8080/NAMESPACE`, since browsers take no
+// certificate hashes for WebSockets). `?transports=websocket` on the page's URL
+// skips WebTransport; `?transports=webtransport` forbids the fallback.
+//
 // The page keeps its name, rooms, their positions and recent messages in
 // sessionStorage, so a reload rejoins with `since` and shows what was missed.
 
@@ -14,6 +19,13 @@ const KEEP_MESSAGES = 200;
 const TYPING_SEND_EVERY = 1000; // ms between two "typing" datagrams while typing
 const TYPING_SHOW_FOR = 3000; // ms a "typing…" stays after the last datagram
 const TYPING_AFTER_MESSAGE = 1000; // ms after someone's message during which their "typing" is stale
+const TRANSPORT_NAMES = { webtransport: 'WebTransport', websocket: 'WebSocket' };
+
+/** The page URL's `?transports=a,b`, or undefined for the library's default (both). */
+function transportsFromUrl() {
+  const param = new URLSearchParams(location.search).get('transports');
+  return param ? param.split(',').map((t) => t.trim()).filter(Boolean) : undefined;
+}
 
 // ---------------------------------------------------------------------------
 // State kept across reloads (sessionStorage: per tab).
@@ -330,8 +342,19 @@ function renderNotificationsEmpty() {
 // ---------------------------------------------------------------------------
 // Connecting.
 
+/** The status pill of a connected client says which transport it is on. */
+function showConnected(client, pill) {
+  setStatus(pill, 'connected', `connected · ${TRANSPORT_NAMES[client.transport]}`);
+  $(pill).dataset.transport = client.transport;
+  if (client === chat) {
+    $('transport-note').textContent = client.transport === 'websocket'
+      ? 'Messages, “typing…” and notifications travel over one WebSocket per namespace.'
+      : 'Messages travel on one stream per room, “typing…” on datagrams, notifications on a second session.';
+  }
+}
+
 function watchStatus(client, pill) {
-  client.on('connect', () => setStatus(pill, 'connected'));
+  client.on('connect', () => showConnected(client, pill));
   client.on('disconnect', (e) => setStatus(pill, e.willReconnect ? 'reconnecting' : 'closed', e.willReconnect ? 'reconnecting…' : 'closed'));
   client.on('reconnecting', (e) => setStatus(pill, 'reconnecting', `reconnecting (try ${e.attempt})…`));
   client.on('close', (e) => {
@@ -339,7 +362,7 @@ function watchStatus(client, pill) {
     if (e.error) showError(e.error);
   });
   client.on('error', showError);
-  setStatus(pill, 'connected');
+  showConnected(client, pill);
 }
 
 async function enter(name) {
@@ -353,10 +376,13 @@ async function enter(name) {
     const options = {
       token: async () => (await fetchJson(`/dev-token?user=${encodeURIComponent(name)}`)).token,
       serverCertificateHashes: async () => [(await fetchJson('/cert-hash')).hash],
+      transports: transportsFromUrl(),
     };
+    // The dev server's WebSocket endpoint is on this page's own listener.
+    const ws = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
     const [chatResult, notesResult] = await Promise.allSettled([
-      connect(`${cert.url}/chat`, options),
-      connect(`${cert.url}/notifications`, options),
+      connect(`${cert.url}/chat`, { ...options, websocketUrl: `${ws}/chat` }),
+      connect(`${cert.url}/notifications`, { ...options, websocketUrl: `${ws}/notifications` }),
     ]);
     if (chatResult.status === 'rejected') {
       if (notesResult.status === 'fulfilled') notesResult.value.close();
@@ -472,6 +498,11 @@ window.addEventListener('pagehide', () => {
   chat?.close();
   notes?.close();
 });
+
+if (transportsFromUrl()?.join() === 'websocket') {
+  $('transport-switch').href = location.pathname;
+  $('transport-switch').textContent = 'Try WebTransport again';
+}
 
 if (stored.name) {
   $('name').value = stored.name;

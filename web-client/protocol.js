@@ -28,6 +28,12 @@ export const DEFAULT_MAX_FRAME = 64 * 1024;
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
 /**
+ * The most users one list of who is online holds (`Welcome.online`, `Online`); a
+ * list this long may go on: read the rest with `OnlinePage`.
+ */
+export const ONLINE_PAGE = 1000;
+
+/**
  * Error codes carried in `Error` frames and used as session close codes.
  * @type {Readonly<Record<string, number>>}
  */
@@ -49,6 +55,8 @@ export const ErrorCode = Object.freeze({
   TooManySessions: 15,
   Internal: 16,
   TokenExpired: 17,
+  Rejected: 18,
+  BackendUnavailable: 19,
 });
 
 const ERROR_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
@@ -98,6 +106,8 @@ const CLIENT_FRAMES = [
   ['Online', [['req', 'u32']]],
   ['AckNotification', [['req', 'u32'], ['id', 'u64']]],
   ['Refresh', [['req', 'u32'], ['token', 'string']]],
+  ['Rpc', [['req', 'u32'], ['method', 'string'], ['body', 'bytes']]],
+  ['OnlinePage', [['req', 'u32'], ['after', 'string'], ['limit', 'u32']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */
@@ -117,6 +127,9 @@ const SERVER_FRAMES = [
   ['Broadcast', [['from', 'string'], ['body', 'bytes'], ['ts', 'u64']]],
   ['GoAway', [['message', 'string']]],
   ['Notification', [['id', 'u64'], ['kind', 'string'], ['body', 'bytes'], ['ts', 'u64']]],
+  ['RpcReply', [['req', 'u32'], ['body', 'bytes']]],
+  ['ConnectInfo', [['data', 'bytes']]],
+  ['PresenceBatch', [['joins', 'vec<string>'], ['leaves', 'vec<string>']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */
@@ -543,5 +556,119 @@ export class FrameDecoder {
     const body = this.buf.subarray(prefix.size, end);
     this.buf = this.buf.subarray(end);
     return this.decode(body);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The WebSocket mapping (PROTOCOL.md §16): one WebSocket message per frame, behind
+// a lane byte that says which WebTransport channel it stands for. Mirrors
+// `src/protocol/lane.rs`; the bytes are pinned by `tests/vectors/websocket.json`.
+
+/**
+ * The lanes of a WebSocket message (its first byte). 4–255 are reserved: a
+ * receiver ignores them.
+ * @type {Readonly<{Control: 0, Room: 1, RoomEnd: 2, Volatile: 3}>}
+ */
+export const Lane = Object.freeze({ Control: 0, Room: 1, RoomEnd: 2, Volatile: 3 });
+
+/** The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`). */
+export const WEBSOCKET_SUBPROTOCOL = 'wtgate.v1';
+
+function laneMessage(lane, handle, body) {
+  const w = new Writer();
+  w.byte(lane);
+  if (handle !== null) w.varint(checkUint('handle', handle, 32));
+  if (body !== null) w.raw(body);
+  return w.finish();
+}
+
+/**
+ * A lane-0 message carrying a client frame (no length prefix: the message has a length).
+ * @param {object} frame e.g. `{type: 'Hello', version: 1, token}`
+ * @returns {Uint8Array}
+ */
+export function encodeControlMessage(frame) {
+  return laneMessage(Lane.Control, null, encodeBody(CLIENT_FRAMES, 'ClientFrame', frame));
+}
+
+/**
+ * A lane-0 message carrying a server frame (used by tests; servers are written in Rust).
+ * @param {object} frame
+ * @returns {Uint8Array}
+ */
+export function encodeServerControlMessage(frame) {
+  return laneMessage(Lane.Control, null, encodeBody(SERVER_FRAMES, 'ServerFrame', frame));
+}
+
+/**
+ * A lane-1 message: one server frame of room `handle`'s stream (used by tests).
+ * @param {number} handle @param {object} frame
+ * @returns {Uint8Array}
+ */
+export function encodeRoomMessage(handle, frame) {
+  return laneMessage(Lane.Room, handle, encodeBody(SERVER_FRAMES, 'ServerFrame', frame));
+}
+
+/**
+ * A lane-2 message: room `handle`'s stream ended (used by tests).
+ * @param {number} handle
+ * @returns {Uint8Array}
+ */
+export function encodeRoomEndMessage(handle) {
+  return laneMessage(Lane.RoomEnd, handle, null);
+}
+
+/**
+ * A lane-3 message carrying a datagram (`Send` from clients, `Recv` from servers).
+ * @param {object} datagram e.g. `{type: 'Send', handle: 0, body: bytes}`
+ * @returns {Uint8Array}
+ */
+export function encodeVolatileMessage(datagram) {
+  return laneMessage(Lane.Volatile, null, encodeBody(DATAGRAMS, 'Datagram', datagram));
+}
+
+/**
+ * Splits a WebSocket message into its lane and what follows. Only the lane byte
+ * and the handle are checked here; the frame is decoded by the caller
+ * (`decodeServerFrame`, `decodeClientFrame`, `decodeDatagram` on `body`).
+ * @param {Uint8Array} message
+ * @returns {{lane: 'control', body: Uint8Array}
+ *   | {lane: 'room', handle: number, body: Uint8Array}
+ *   | {lane: 'room_end', handle: number}
+ *   | {lane: 'volatile', body: Uint8Array}
+ *   | {lane: 'unknown', value: number}}
+ *   `unknown`: a reserved lane (4–255), to be ignored
+ * @throws {CodecError} `Malformed`: an empty message, a truncated or overlong
+ *   handle, bytes after a room end
+ */
+export function parseLaneMessage(message) {
+  if (!(message instanceof Uint8Array)) throw new TypeError('a lane message must be a Uint8Array');
+  if (message.length === 0) throw malformed('empty WebSocket message');
+  const lane = message[0];
+  const rest = message.subarray(1);
+  const handle = () => {
+    const r = new Reader(rest);
+    try {
+      return { handle: r.varint(32), used: r.pos };
+    } catch (e) {
+      throw malformed(`room handle: ${e.message}`);
+    }
+  };
+  switch (lane) {
+    case Lane.Control:
+      return { lane: 'control', body: rest };
+    case Lane.Room: {
+      const { handle: h, used } = handle();
+      return { lane: 'room', handle: h, body: rest.subarray(used) };
+    }
+    case Lane.RoomEnd: {
+      const { handle: h, used } = handle();
+      if (used !== rest.length) throw malformed('bytes after a room end');
+      return { lane: 'room_end', handle: h };
+    }
+    case Lane.Volatile:
+      return { lane: 'volatile', body: rest };
+    default:
+      return { lane: 'unknown', value: lane };
   }
 }

@@ -9,6 +9,7 @@ import {
   ErrorCode,
   FrameDecoder,
   MAX_SERVER_FRAME,
+  ONLINE_PAGE,
   PROTOCOL_VERSION,
   decodeDatagram,
   decodeServerFrame,
@@ -20,6 +21,9 @@ import {
 
 /** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10). */
 export const MAX_VOLATILE_BODY = 1024;
+
+/** The frames a room stream carries after its `RoomStream` header. */
+const ROOM_FRAMES = new Set(['Message', 'PresenceJoin', 'PresenceLeave', 'PresenceBatch']);
 
 /** Codes after which the server closes the session (`ErrorCode::is_fatal` in Rust). */
 export const FATAL_CODES = new Set([
@@ -41,7 +45,8 @@ export const PERMANENT_CODES = new Set([ErrorCode.Unauthorized, ErrorCode.Forbid
  * Every error the library raises or emits.
  *
  * `kind` says what went wrong:
- * - `'unsupported'`: no WebTransport in this browser, or not a secure context;
+ * - `'unsupported'`: no WebTransport (or WebSocket, for that transport) in this
+ *   browser, or not a secure context;
  * - `'unreachable'`: the session could not be opened (server down, UDP blocked,
  *   unknown namespace, certificate not accepted: browsers do not tell these apart);
  * - `'server'`: the server refused, with `code` (an `ErrorCode` number) and `codeName`;
@@ -124,7 +129,7 @@ function unreachableMessage(url, hashes, cause) {
 }
 
 /** Resolves once `promise` settles or `ms` pass, whichever is first; never rejects. */
-function settledWithin(promise, ms) {
+export function settledWithin(promise, ms) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
     promise.then(
@@ -132,6 +137,66 @@ function settledWithin(promise, ms) {
       () => { clearTimeout(timer); resolve(); },
     );
   });
+}
+
+/**
+ * The deadline of a handshake (transport open, `Hello`, `Welcome`), shared by both
+ * transports: `race(p)` rejects with `onTimeout()`'s error once `ms` have passed.
+ */
+export class Deadline {
+  #timer;
+  #expired;
+
+  /** @param {number} ms @param {() => WtgateError} onTimeout */
+  constructor(ms, onTimeout) {
+    this.#expired = new Promise((_, reject) => {
+      this.#timer = setTimeout(() => reject(onTimeout()), ms);
+    });
+    this.#expired.catch(() => {}); // raced; never an unhandled rejection
+  }
+
+  /** `promise`, unless the deadline passes first. @template T @param {Promise<T>} promise @returns {Promise<T>} */
+  race(promise) {
+    return Promise.race([promise, this.#expired]);
+  }
+
+  clear() {
+    clearTimeout(this.#timer);
+  }
+}
+
+/**
+ * The first control frame of a session must be `Welcome`; an `Error` (a refused
+ * `Hello`), a close without either, or anything else fails the handshake.
+ * @param {string} url
+ * @param {object | null} first the first frame, null when the control channel ended first
+ * @param {{code: number|null, reason: string} | null} close how the transport closed, if it did
+ * @param {unknown} failure why it closed, when it failed
+ * @returns {object} the Welcome
+ * @throws {WtgateError}
+ */
+export function expectWelcome(url, first, close, failure) {
+  if (first?.type === 'Welcome') return first;
+  if (first?.type === 'Error') {
+    throw new WtgateError('server', `${url} refused the session: ${errorName(first.code)}: ${first.message}`, { code: first.code, url });
+  }
+  if (first !== null) throw new WtgateError('protocol', `${url}: expected Welcome, got ${first.type}`, { url });
+  if (close?.code) throw new WtgateError('server', `${url} closed the session with ${errorName(close.code)}: ${close.reason}`, { code: close.code, url });
+  const why = failure ? `: ${failure?.message ?? failure}` : '';
+  throw new WtgateError('closed', `${url} closed the session before Welcome${why}`, { url });
+}
+
+/**
+ * The error a failed handshake rejects with: `e` itself when it is a WtgateError,
+ * else the server's close code when there is one, else `closed`.
+ * @param {string} url @param {unknown} e
+ * @param {{code: number|null, reason: string} | null} close
+ * @returns {WtgateError}
+ */
+export function handshakeError(url, e, close) {
+  if (e instanceof WtgateError) return e;
+  if (close?.code) return new WtgateError('server', `${url} closed the session with ${errorName(close.code)}: ${close.reason}`, { code: close.code, url });
+  return new WtgateError('closed', `${url}: the session failed during the handshake: ${e?.message ?? e}`, { url, cause: e });
 }
 
 /**
@@ -146,24 +211,27 @@ function settledWithin(promise, ms) {
 /**
  * Receives one room's traffic: frames of its room stream and its datagrams.
  * @typedef {object} RoomSink
- * @property {(frame: object) => void} onFrame `Message`, `PresenceJoin`, `PresenceLeave`
+ * @property {(frame: object) => void} onFrame `Message`, `PresenceJoin`, `PresenceLeave`, `PresenceBatch`
  * @property {(from: string, body: Uint8Array) => void} onVolatile a datagram from another member
  * @property {(error: WtgateError|null) => void} onEnd the room stream finished (null) or failed
  */
 
-/** A live session on one namespace, after `Welcome`. Create with {@link openSession}. */
+/**
+ * A live session on one namespace, after `Welcome`: requests matched to replies
+ * by `req`, rooms, their frames and volatile events, and the session's end with
+ * its error code. Transport-independent; `WebTransportSession` (below) and
+ * `WebSocketSession` (websocket.js) move the frames, through the hooks at the end
+ * of the class. Create one with {@link openSession} or `openWebSocketSession`.
+ */
 export class Session {
-  /** @type {WebTransport} */ transport;
   /** @type {{session: number|bigint, user: string, max_frame: number, online: string[]|null}} */ welcome;
+  /** What the namespace's connect hook attached (`ConnectInfo`), or null. @type {Uint8Array|null} */ connectData = null;
   /** Whether the session has ended. */ closed = false;
+  /** Resolves once the session has ended (after `onClosed`). @type {Promise<void>} */ ended;
 
   #url;
   #handlers;
-  #writer;
-  #reader;
-  #frames;
   #started = false;
-  #datagramWriter = null;
   #nextReq = 1;
   /** @type {Map<number, {resolve: Function, reject: Function, expect: string}>} */
   #pending = new Map();
@@ -173,28 +241,34 @@ export class Session {
   #handles = new Map();
   #closedByClient = false;
   #lastFatal = null;
+  #resolveEnded;
 
-  /** @private Use openSession(). */
-  constructor(url, transport, control, welcome, handlers) {
+  /** @protected */
+  constructor(url, welcome, handlers) {
     this.#url = url;
-    this.transport = transport;
-    this.#writer = control.writer;
-    this.#reader = control.reader;
-    this.#frames = control.frames;
     this.welcome = welcome;
     this.#handlers = handlers;
+    this.ended = new Promise((resolve) => { this.#resolveEnded = resolve; });
+  }
+
+  /** `'webtransport'` or `'websocket'`. @type {'webtransport'|'websocket'} */
+  get transportName() {
+    throw new Error('a Session subclass names its transport');
+  }
+
+  /** The namespace URL this session was opened to. */
+  get url() {
+    return this.#url;
   }
 
   /**
-   * Starts reading the control stream (after `Welcome`), the room streams and the
-   * datagrams. Until then nothing is delivered, so the owner can get ready first.
+   * Starts reading the control channel (after `Welcome`), the rooms and the
+   * volatile events. Until then nothing is delivered, so the owner can get ready first.
    */
   start() {
     if (this.#started) return;
     this.#started = true;
-    this.#readControl();
-    this.#acceptRoomStreams();
-    this.#readDatagrams();
+    this._startReading();
   }
 
   /** The user id from the token. */
@@ -244,9 +318,19 @@ export class Session {
     return reply.seq;
   }
 
-  /** Users online in the namespace. @returns {Promise<string[]>} */
+  /**
+   * Users online in the namespace: every page of them (the server answers at most
+   * `ONLINE_PAGE` users a request).
+   * @returns {Promise<string[]>}
+   */
   async online() {
-    return (await this.#request('Online', (req) => ({ type: 'Online', req }))).users;
+    const users = [];
+    for (;;) {
+      const after = users.length ? users[users.length - 1] : '';
+      const page = (await this.#request('Online', (req) => ({ type: 'OnlinePage', req, after, limit: ONLINE_PAGE }))).users;
+      users.push(...page);
+      if (page.length < ONLINE_PAGE) return users;
+    }
   }
 
   /** Removes a notification from the user's inbox. @param {number|bigint} id */
@@ -263,11 +347,22 @@ export class Session {
   }
 
   /**
-   * Sends a volatile event to the other members of a joined room, as one datagram.
-   * Returns false when the room is not joined on this session (nothing is sent).
+   * Calls `method` on the namespace's backend (its RPC hook); resolves with the
+   * backend's reply body.
+   * @param {string} method @param {Uint8Array} body
+   * @returns {Promise<Uint8Array>}
+   */
+  async rpc(method, body) {
+    return (await this.#request('RpcReply', (req) => ({ type: 'Rpc', req, method, body }))).body;
+  }
+
+  /**
+   * Sends a volatile event to the other members of a joined room: a datagram, or
+   * a lane-3 message over a WebSocket. Returns false when the room is not joined on
+   * this session (nothing is sent).
    * @param {string} room @param {Uint8Array} body
    * @returns {boolean}
-   * @throws {WtgateError} `invalid` when the datagram would be too large to be delivered
+   * @throws {WtgateError} `invalid` when it would be too large to be delivered
    */
   sendVolatile(room, body) {
     if (body.length > MAX_VOLATILE_BODY) {
@@ -276,65 +371,22 @@ export class Session {
     const sink = this.#sinks.get(room);
     const handle = [...this.#handles].find(([, s]) => s === sink)?.[0];
     if (this.closed || sink === undefined || handle === undefined) return false;
-    const payload = encodeDatagram({ type: 'Send', handle, body });
-    const max = this.transport.datagrams.maxDatagramSize;
-    if (payload.length > max) {
-      throw new WtgateError('invalid', `a datagram of ${payload.length} bytes exceeds this connection's limit of ${max}`);
-    }
-    if (this.#datagramWriter === null) {
-      const datagrams = this.transport.datagrams;
-      const writable = typeof datagrams.createWritable === 'function' ? datagrams.createWritable() : datagrams.writable;
-      this.#datagramWriter = writable.getWriter();
-    }
-    this.#datagramWriter.write(payload).catch((e) => {
-      if (!this.closed) this.#handlers.onError(new WtgateError('closed', `datagram not sent: ${e?.message ?? e}`, { cause: e }));
-    });
+    this._sendDatagram({ type: 'Send', handle, body });
     return true;
   }
 
-  /** Closes the session (close code 0). Safe to call more than once. */
+  /** Closes the session normally. Safe to call more than once. */
   close() {
     if (this.closed) return;
     this.#closedByClient = true;
-    try {
-      this.transport.close({ closeCode: 0, reason: 'bye' });
-    } catch {
-      // Already closing: the closed handler reports the end.
-    }
+    this._closeTransport(0, 'bye');
   }
 
   // -------------------------------------------------------------------------
+  // For the transports (subclasses).
 
-  #forget(room, sink) {
-    if (sink === undefined || this.#sinks.get(room) !== sink) return;
-    this.#sinks.delete(room);
-    for (const [handle, s] of this.#handles) if (s === sink) this.#handles.delete(handle);
-  }
-
-  /** Sends a command built around a fresh `req` and waits for its reply. */
-  async #request(expect, build) {
-    if (this.closed) throw new WtgateError('disconnected', `the session to ${this.#url} is closed`);
-    let req = this.#nextReq;
-    while (this.#pending.has(req)) req = req === 0xffffffff ? 1 : req + 1;
-    this.#nextReq = req === 0xffffffff ? 1 : req + 1;
-    const frame = build(req);
-    const bytes = encodeClientFrame(frame);
-    const bodyLength = readLengthPrefix(bytes).len;
-    if (bodyLength > this.welcome.max_frame) {
-      throw new WtgateError('invalid', `${frame.type} of ${bodyLength} bytes exceeds the server's max_frame of ${this.welcome.max_frame}`);
-    }
-    const reply = new Promise((resolve, reject) => this.#pending.set(req, { resolve, reject, expect }));
-    try {
-      await this.#writer.write(bytes);
-    } catch (e) {
-      this.#pending.delete(req);
-      throw new WtgateError('disconnected', `could not send ${frame.type}: ${e?.message ?? e}`, { cause: e });
-    }
-    return reply;
-  }
-
-  /** Dispatches a frame of the control stream (after `Welcome`). */
-  #handleControl(frame) {
+  /** @protected Dispatches a frame of the control channel (after `Welcome`). */
+  _control(frame) {
     const req = frame.req;
     if (req !== undefined && req !== 0 && frame.type !== 'Welcome') {
       const waiter = this.#pending.get(req);
@@ -356,6 +408,216 @@ export class Session {
     this.#handlers.onEvent(frame);
   }
 
+  /**
+   * @protected A room stream began with `RoomStream { room, handle }`: the sink of
+   * that room, or null (reported) when this session has not joined it.
+   * @returns {RoomSink | null}
+   */
+  _roomOpened(room, handle) {
+    const sink = this.#sinks.get(room) ?? null;
+    if (sink === null) {
+      // Not a room we asked for (or one we left meanwhile).
+      this.#handlers.onError(new WtgateError('protocol', `the server opened a stream for room ${JSON.stringify(room)}, which this session has not joined`));
+      return null;
+    }
+    this.#handles.set(handle, sink);
+    return sink;
+  }
+
+  /**
+   * @protected A frame after a room stream's header: delivered while the room is
+   * still joined with that sink.
+   * @throws {CodecError} for a frame that does not belong on a room stream
+   */
+  _roomFrame(room, sink, frame) {
+    if (ROOM_FRAMES.has(frame.type)) {
+      if (this.#sinks.get(room) === sink) sink.onFrame(frame);
+    } else {
+      throw new CodecError('Malformed', `${frame.type} on the stream of room ${room}`);
+    }
+  }
+
+  /** @protected A datagram (or lane-3 message) from the server. */
+  _datagram(datagram) {
+    if (datagram.type !== 'Recv') {
+      this.#handlers.onError(new WtgateError('protocol', `datagram ${datagram.type} from the server`));
+      return;
+    }
+    // Datagrams for a room left a moment ago may still arrive: drop them.
+    this.#handles.get(datagram.handle)?.onVolatile(datagram.from, datagram.body);
+  }
+
+  /** @protected A problem worth reporting that does not end the session. */
+  _reportError(error) {
+    this.#handlers.onError(error);
+  }
+
+  /** @protected The server broke the protocol: close with `Protocol`. */
+  _protocolViolation(message) {
+    if (this.closed) return;
+    this.#lastFatal = { type: 'Error', req: 0, code: ErrorCode.Protocol, message: `client: ${message}` };
+    this._closeTransport(ErrorCode.Protocol, message);
+  }
+
+  /**
+   * @internal Called once by the transport when it has closed, cleanly or not.
+   * @param {{code: number|null, reason: string} | null} info the close code as an
+   *   error code (0: closed normally; null: lost without a code) and the reason
+   * @param {unknown} [failure] why the transport failed, when it did
+   */
+  handleClosed(info, failure) {
+    if (this.closed) return;
+    this.closed = true;
+    // The close code is authoritative; the last Error/GoAway frame adds its message.
+    let code = info?.code ?? null;
+    let reason = info?.reason ?? '';
+    const fatal = this.#lastFatal;
+    if (fatal?.type === 'Error' && (code === null || code === fatal.code)) {
+      code = fatal.code;
+      reason = fatal.message;
+    } else if (fatal?.type === 'GoAway' && code === null) {
+      code = ErrorCode.GoingAway;
+      reason = fatal.message;
+    }
+    const byClient = this.#closedByClient;
+    let error = null;
+    if (!byClient) {
+      const what = code === null || code === 0
+        ? `the session to ${this.#url} ended${failure ? `: ${failure.message ?? failure}` : ''}`
+        : `the server closed the session to ${this.#url} with ${errorName(code)}${reason ? `: ${reason}` : ''}`;
+      error = new WtgateError('closed', what, { code: code ?? undefined, url: this.#url, cause: failure ?? undefined });
+    }
+    const gone = new WtgateError('disconnected', `the session to ${this.#url} closed before the reply`, { cause: error ?? undefined });
+    for (const waiter of this.#pending.values()) waiter.reject(gone);
+    this.#pending.clear();
+    for (const sink of this.#sinks.values()) sink.onEnd(error ?? gone);
+    this.#sinks.clear();
+    this.#handles.clear();
+    this.#handlers.onClosed({ code, reason, error, byClient });
+    this.#resolveEnded();
+  }
+
+  // Hooks each transport implements.
+
+  /** @protected Starts delivering what arrives (`_control`, `_roomOpened`, …). */
+  _startReading() {
+    throw new Error('not implemented');
+  }
+
+  /**
+   * @protected Encodes a client frame for the control channel.
+   * @returns {{bytes: Uint8Array, bodyLength: number}} what to write, and the frame's body length
+   */
+  _encodeControl(_frame) {
+    throw new Error('not implemented');
+  }
+
+  /** @protected Writes encoded control bytes; rejects when they cannot be sent. */
+  async _write(_bytes) {
+    throw new Error('not implemented');
+  }
+
+  /** @protected Sends a `Datagram::Send`, best effort. @throws {WtgateError} `invalid` when too large */
+  _sendDatagram(_datagram) {
+    throw new Error('not implemented');
+  }
+
+  /** @protected Closes the transport with error code `code` (0: normally). */
+  _closeTransport(_code, _reason) {
+    throw new Error('not implemented');
+  }
+
+  // -------------------------------------------------------------------------
+
+  #forget(room, sink) {
+    if (sink === undefined || this.#sinks.get(room) !== sink) return;
+    this.#sinks.delete(room);
+    for (const [handle, s] of this.#handles) if (s === sink) this.#handles.delete(handle);
+  }
+
+  /** Sends a command built around a fresh `req` and waits for its reply. */
+  async #request(expect, build) {
+    if (this.closed) throw new WtgateError('disconnected', `the session to ${this.#url} is closed`);
+    let req = this.#nextReq;
+    while (this.#pending.has(req)) req = req === 0xffffffff ? 1 : req + 1;
+    this.#nextReq = req === 0xffffffff ? 1 : req + 1;
+    const frame = build(req);
+    const { bytes, bodyLength } = this._encodeControl(frame);
+    if (bodyLength > this.welcome.max_frame) {
+      throw new WtgateError('invalid', `${frame.type} of ${bodyLength} bytes exceeds the server's max_frame of ${this.welcome.max_frame}`);
+    }
+    const reply = new Promise((resolve, reject) => this.#pending.set(req, { resolve, reject, expect }));
+    try {
+      await this._write(bytes);
+    } catch (e) {
+      this.#pending.delete(req);
+      throw new WtgateError('disconnected', `could not send ${frame.type}: ${e?.message ?? e}`, { cause: e });
+    }
+    return reply;
+  }
+}
+
+/** A session over WebTransport: a control stream, one stream per room, datagrams. */
+export class WebTransportSession extends Session {
+  /** @type {WebTransport} */ transport;
+
+  #writer;
+  #reader;
+  #frames;
+  #datagramWriter = null;
+
+  /** @private Use openSession(). */
+  constructor(url, transport, control, welcome, handlers) {
+    super(url, welcome, handlers);
+    this.transport = transport;
+    this.#writer = control.writer;
+    this.#reader = control.reader;
+    this.#frames = control.frames;
+  }
+
+  get transportName() {
+    return 'webtransport';
+  }
+
+  _startReading() {
+    this.#readControl();
+    this.#acceptRoomStreams();
+    this.#readDatagrams();
+  }
+
+  _encodeControl(frame) {
+    const bytes = encodeClientFrame(frame);
+    return { bytes, bodyLength: readLengthPrefix(bytes).len };
+  }
+
+  async _write(bytes) {
+    await this.#writer.write(bytes);
+  }
+
+  _sendDatagram(datagram) {
+    const payload = encodeDatagram(datagram);
+    const max = this.transport.datagrams.maxDatagramSize;
+    if (payload.length > max) {
+      throw new WtgateError('invalid', `a datagram of ${payload.length} bytes exceeds this connection's limit of ${max}`);
+    }
+    if (this.#datagramWriter === null) {
+      const datagrams = this.transport.datagrams;
+      const writable = typeof datagrams.createWritable === 'function' ? datagrams.createWritable() : datagrams.writable;
+      this.#datagramWriter = writable.getWriter();
+    }
+    this.#datagramWriter.write(payload).catch((e) => {
+      if (!this.closed) this._reportError(new WtgateError('closed', `datagram not sent: ${e?.message ?? e}`, { cause: e }));
+    });
+  }
+
+  _closeTransport(code, reason) {
+    try {
+      this.transport.close({ closeCode: code, reason: reason.slice(0, 200) });
+    } catch {
+      // Already closing: the closed handler reports the end.
+    }
+  }
+
   /** Reads the control stream until it ends. */
   async #readControl() {
     const reader = this.#reader;
@@ -371,7 +633,7 @@ export class Session {
             throw e;
           }
           if (frame === null) break;
-          this.#handleControl(frame);
+          this._control(frame);
         }
         const { value, done } = await reader.read();
         if (done) break;
@@ -380,7 +642,7 @@ export class Session {
       if (frames.buffered > 0) throw new CodecError('Malformed', 'the control stream ended inside a frame');
     } catch (e) {
       if (e instanceof CodecError) {
-        this.#protocolViolation(`control stream: ${e.message}`);
+        this._protocolViolation(`control stream: ${e.message}`);
         return;
       }
       // A read error: the session is ending; the closed handler reports it.
@@ -423,18 +685,14 @@ export class Session {
           if (sink === null) {
             if (frame.type !== 'RoomStream') throw new CodecError('Malformed', `a room stream starts with ${frame.type}`);
             room = frame.room;
-            sink = this.#sinks.get(room) ?? null;
+            sink = this._roomOpened(room, frame.handle);
             if (sink === null) {
-              // Not a room we asked for (or one we left meanwhile): refuse it.
-              this.#handlers.onError(new WtgateError('protocol', `the server opened a stream for room ${JSON.stringify(room)}, which this session has not joined`));
+              // Refused: stopping the stream tells the server (it treats it as a leave).
               reader.cancel().catch(() => {});
               return;
             }
-            this.#handles.set(frame.handle, sink);
-          } else if (frame.type === 'Message' || frame.type === 'PresenceJoin' || frame.type === 'PresenceLeave') {
-            if (this.#sinks.get(room) === sink) sink.onFrame(frame);
           } else {
-            throw new CodecError('Malformed', `${frame.type} on the stream of room ${room}`);
+            this._roomFrame(room, sink, frame);
           }
         }
       }
@@ -442,7 +700,7 @@ export class Session {
       sink?.onEnd(null);
     } catch (e) {
       if (e instanceof CodecError) {
-        this.#protocolViolation(`room stream${room === null ? '' : ` ${room}`}: ${e.message}`);
+        this._protocolViolation(`room stream${room === null ? '' : ` ${room}`}: ${e.message}`);
         return;
       }
       // A reset stream: if the session is ending that explains it; otherwise report it.
@@ -450,7 +708,7 @@ export class Session {
       if (!this.closed) {
         const error = new WtgateError('closed', `the stream of room ${room} failed: ${e?.message ?? e}`, { cause: e });
         if (sink) sink.onEnd(error);
-        else this.#handlers.onError(error);
+        else this._reportError(error);
       }
     }
   }
@@ -466,61 +724,14 @@ export class Session {
         try {
           datagram = decodeDatagram(value);
         } catch (e) {
-          if (e.kind !== 'UnknownVariant') this.#handlers.onError(new WtgateError('protocol', `datagram: ${e.message}`));
+          if (e.kind !== 'UnknownVariant') this._reportError(new WtgateError('protocol', `datagram: ${e.message}`));
           continue;
         }
-        if (datagram.type !== 'Recv') {
-          this.#handlers.onError(new WtgateError('protocol', `datagram ${datagram.type} from the server`));
-          continue;
-        }
-        // Datagrams for a room left a moment ago may still arrive: drop them.
-        this.#handles.get(datagram.handle)?.onVolatile(datagram.from, datagram.body);
+        this._datagram(datagram);
       }
     } catch {
       // The session ended.
     }
-  }
-
-  #protocolViolation(message) {
-    if (this.closed) return;
-    this.#lastFatal = { type: 'Error', req: 0, code: ErrorCode.Protocol, message: `client: ${message}` };
-    try {
-      this.transport.close({ closeCode: ErrorCode.Protocol, reason: message.slice(0, 200) });
-    } catch {
-      // Already closing.
-    }
-  }
-
-  /** @internal Called once by openSession when the transport has closed, cleanly or not. */
-  handleClosed(info, failure) {
-    if (this.closed) return;
-    this.closed = true;
-    // The close code is authoritative; the last Error/GoAway frame adds its message.
-    let code = info?.closeCode ?? null;
-    let reason = info?.reason ?? '';
-    const fatal = this.#lastFatal;
-    if (fatal?.type === 'Error' && (code === null || code === fatal.code)) {
-      code = fatal.code;
-      reason = fatal.message;
-    } else if (fatal?.type === 'GoAway' && code === null) {
-      code = ErrorCode.GoingAway;
-      reason = fatal.message;
-    }
-    const byClient = this.#closedByClient;
-    let error = null;
-    if (!byClient) {
-      const what = code === null || code === 0
-        ? `the session to ${this.#url} ended${failure ? `: ${failure.message ?? failure}` : ''}`
-        : `the server closed the session to ${this.#url} with ${errorName(code)}${reason ? `: ${reason}` : ''}`;
-      error = new WtgateError('closed', what, { code: code ?? undefined, url: this.#url, cause: failure ?? undefined });
-    }
-    const gone = new WtgateError('disconnected', `the session to ${this.#url} closed before the reply`, { cause: error ?? undefined });
-    for (const waiter of this.#pending.values()) waiter.reject(gone);
-    this.#pending.clear();
-    for (const sink of this.#sinks.values()) sink.onEnd(error ?? gone);
-    this.#sinks.clear();
-    this.#handles.clear();
-    this.#handlers.onClosed({ code, reason, error, byClient });
   }
 }
 
@@ -529,7 +740,12 @@ export class Session {
  * @property {string} token
  * @property {Array<{algorithm: string, value: Uint8Array}>} [serverCertificateHashes] parsed hashes
  * @property {number} [timeout] ms to wait for the session and `Welcome` (default 10 000)
+ * @property {number} [readyTimeout] ms to wait for the WebTransport session to open
+ *   (`ready`), when a fallback is waiting (default: `timeout`)
  */
+
+/** The `{code, reason}` of a WebTransport close (`closeCode` is the error code). */
+const webTransportClose = (info) => (info ? { code: info.closeCode ?? null, reason: info.reason ?? '' } : null);
 
 /**
  * Opens a WebTransport session to `url`, sends `Hello` and waits for `Welcome`.
@@ -538,7 +754,7 @@ export class Session {
  * @param {string} url `https://host:port/namespace`
  * @param {OpenOptions} options
  * @param {SessionHandlers} handlers
- * @returns {Promise<Session>}
+ * @returns {Promise<WebTransportSession>}
  * @throws {WtgateError} `unsupported`, `invalid`, `unreachable`, `server` (e.g. Unauthorized), `closed`
  */
 export async function openSession(url, options, handlers) {
@@ -564,29 +780,28 @@ export async function openSession(url, options, handlers) {
   );
 
   const timeoutMs = options.timeout ?? 10_000;
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    const message = unreachableMessage(url, hashes, `no answer within ${timeoutMs} ms.`);
-    timer = setTimeout(() => reject(new WtgateError('unreachable', message, { url })), timeoutMs);
-  });
-  timeout.catch(() => {}); // raced below; never an unhandled rejection
+  const deadline = new Deadline(timeoutMs, () => new WtgateError('unreachable', unreachableMessage(url, hashes, `no answer within ${timeoutMs} ms.`), { url }));
+  const readyMs = Math.min(options.readyTimeout ?? timeoutMs, timeoutMs);
+  const readyDeadline = new Deadline(readyMs, () => new WtgateError('unreachable', unreachableMessage(url, hashes, `the session did not open within ${readyMs} ms.`), { url }));
 
   try {
     try {
-      await Promise.race([transport.ready, timeout]);
+      await readyDeadline.race(transport.ready);
     } catch (e) {
       if (e instanceof WtgateError) throw e;
       throw new WtgateError('unreachable', unreachableMessage(url, hashes, e), { url, cause: e });
     }
 
-    const bidi = await Promise.race([transport.createBidirectionalStream(), timeout]);
+    const bidi = await deadline.race(transport.createBidirectionalStream());
     const writer = bidi.writable.getWriter();
     const reader = bidi.readable.getReader();
     const frames = new FrameDecoder(decodeServerFrame, MAX_SERVER_FRAME);
-    await Promise.race([writer.write(encodeClientFrame({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token })), timeout]);
+    await deadline.race(writer.write(encodeClientFrame({ type: 'Hello', version: PROTOCOL_VERSION, token: options.token })));
 
-    // The first frame: Welcome, or Error followed by the close.
+    // The first frame: Welcome (after ConnectInfo when the connect hook attached
+    // data), or Error followed by the close.
     let first = null;
+    let connectData = null;
     while (first === null) {
       try {
         first = frames.next();
@@ -594,26 +809,22 @@ export async function openSession(url, options, handlers) {
         if (e.kind === 'UnknownVariant') continue;
         throw new WtgateError('protocol', `${url}: the server's first frame is malformed: ${e.message}`, { url });
       }
+      if (first?.type === 'ConnectInfo') {
+        connectData = first.data;
+        first = null;
+        continue;
+      }
       if (first !== null) break;
-      const { value, done } = await Promise.race([reader.read(), timeout]);
+      const { value, done } = await deadline.race(reader.read());
       if (done) break;
       frames.push(value);
     }
-    if (first?.type === 'Error') {
-      throw new WtgateError('server', `${url} refused the session: ${errorName(first.code)}: ${first.message}`, { code: first.code, url });
-    }
-    if (first?.type !== 'Welcome') {
-      if (first === null) {
-        await settledWithin(closed, 1000);
-        const code = closedInfo?.closeCode;
-        if (code) throw new WtgateError('server', `${url} closed the session with ${errorName(code)}: ${closedInfo.reason}`, { code, url });
-        throw new WtgateError('closed', `${url} closed the session before Welcome${closedFailure ? `: ${closedFailure.message}` : ''}`, { url });
-      }
-      throw new WtgateError('protocol', `${url}: expected Welcome, got ${first.type}`, { url });
-    }
+    if (first === null) await settledWithin(closed, 1000);
+    const welcome = expectWelcome(url, first, webTransportClose(closedInfo), closedFailure);
 
-    const session = new Session(url, transport, { writer, reader, frames }, first, handlers);
-    closed.then(() => session.handleClosed(closedInfo, closedFailure));
+    const session = new WebTransportSession(url, transport, { writer, reader, frames }, welcome, handlers);
+    session.connectData = connectData;
+    closed.then(() => session.handleClosed(webTransportClose(closedInfo), closedFailure));
     return session;
   } catch (e) {
     try {
@@ -621,12 +832,10 @@ export async function openSession(url, options, handlers) {
     } catch {
       // Never opened.
     }
-    if (e instanceof WtgateError) throw e;
-    await settledWithin(closed, 1000);
-    const code = closedInfo?.closeCode;
-    if (code) throw new WtgateError('server', `${url} closed the session with ${errorName(code)}: ${closedInfo.reason}`, { code, url });
-    throw new WtgateError('closed', `${url}: the session failed during the handshake: ${e?.message ?? e}`, { url, cause: e });
+    if (!(e instanceof WtgateError)) await settledWithin(closed, 1000);
+    throw handshakeError(url, e, webTransportClose(closedInfo));
   } finally {
-    clearTimeout(timer);
+    deadline.clear();
+    readyDeadline.clear();
   }
 }

@@ -10,6 +10,9 @@ export type Body = string | Uint8Array | ArrayBuffer;
 /** A certificate hash: 64 hex digits (`:` separators allowed), the 32 bytes, or WebTransport's form. */
 export type CertificateHash = string | Uint8Array | { algorithm: string; value: BufferSource };
 
+/** How a client reaches the server: WebTransport (HTTP/3), or one WebSocket (PROTOCOL.md §16). */
+export type Transport = 'webtransport' | 'websocket';
+
 /** Protocol version sent in `Hello`. */
 export const PROTOCOL_VERSION: 1;
 
@@ -35,6 +38,8 @@ export const ErrorCode: Readonly<{
   TooManySessions: 15;
   Internal: 16;
   TokenExpired: 17;
+  Rejected: 18;
+  BackendUnavailable: 19;
 }>;
 
 /** The name of an error code, e.g. `'Unauthorized'`; `'Other(n)'` for unknown codes. */
@@ -47,9 +52,10 @@ export type ErrorKind = 'unsupported' | 'unreachable' | 'server' | 'closed' | 'd
 export class WtgateError extends Error {
   readonly name: 'WtgateError';
   /**
-   * - `unsupported`: no WebTransport in this browser, or not a secure context;
+   * - `unsupported`: none of the transports exists in this browser (or it is not a secure context);
    * - `unreachable`: the session could not be opened (server down, UDP blocked, unknown
-   *   namespace, certificate not accepted; browsers do not tell these apart);
+   *   namespace, certificate not accepted; browsers do not tell these apart); after a
+   *   fallback the message says what each transport reported;
    * - `server`: the server refused, see `code`;
    * - `closed`: the session ended;
    * - `disconnected`: the client is between sessions (reconnecting) or closed;
@@ -70,7 +76,10 @@ export class WtgateError extends Error {
 export interface ConnectOptions {
   /** HS256 token, or a function called before every (re)connection (to refresh expired tokens). */
   token: string | (() => string | Promise<string>);
-  /** Hashes of a self-signed certificate; a function is called before every (re)connection. */
+  /**
+   * Hashes of a self-signed certificate; a function is called before every
+   * (re)connection. WebTransport only: browsers take no hashes for WebSockets.
+   */
   serverCertificateHashes?: CertificateHash[] | (() => CertificateHash[] | Promise<CertificateHash[]>);
   /**
    * Automatic reconnection (default on: 250 ms doubling up to 10 s, with jitter,
@@ -79,6 +88,28 @@ export interface ConnectOptions {
   reconnect?: boolean | { initialDelay?: number; maxDelay?: number; maxAttempts?: number };
   /** Milliseconds to wait for a session and its `Welcome` (default 10 000). */
   timeout?: number;
+  /**
+   * The transports to use, in order (default `['webtransport', 'websocket']`): the
+   * WebSocket is tried when WebTransport is missing, fails, or has not opened within
+   * `webtransportTimeout`; not when the server refused (e.g. `Unauthorized`).
+   */
+  transports?: Transport[];
+  /**
+   * Milliseconds WebTransport has to open before the WebSocket is tried (default
+   * 1200: one QUIC handshake with room to spare). Only when a WebSocket may follow.
+   */
+  webtransportTimeout?: number;
+  /**
+   * After a fallback, milliseconds during which later connections to the same server
+   * (reconnections, other namespaces, other clients of the page) go straight to the
+   * WebSocket; the first one after it tries WebTransport again (default 300 000: 5 minutes).
+   */
+  webtransportRetry?: number;
+  /**
+   * The WebSocket URL (default: `url` with `wss:`, same host, port and path). A
+   * development server with a self-signed certificate answers on `ws://127.0.0.1:8080/NAMESPACE`.
+   */
+  websocketUrl?: string;
 }
 
 /** A position in a room: pass a room's `position` as `since` to be replayed what was missed. */
@@ -177,6 +208,8 @@ export interface ConnectEvent {
   readonly session: U64;
   /** True after an automatic reconnection. */
   readonly reconnect: boolean;
+  /** The transport of this session. */
+  readonly transport: Transport;
 }
 
 export interface DisconnectEvent {
@@ -238,6 +271,10 @@ export interface Client extends Events<ClientEvents> {}
 export class Client {
   private constructor();
   readonly url: string;
+  /** The WebSocket URL used when the client falls back (or is told to use it). */
+  readonly websocketUrl: string;
+  /** The transport of the current (or last) session. */
+  readonly transport: Transport;
   /** The user id (the token's `sub`). */
   readonly user: string;
   /** The server's id of the current session. */
@@ -256,6 +293,14 @@ export class Client {
   /** Acknowledges a notification. */
   ack(id: U64): Promise<void>;
   /**
+   * Calls `method` on the namespace's backend (its RPC hook): `data` goes as JSON
+   * (strings and bytes as they are); resolves with the reply parsed as JSON, or its
+   * bytes when it is not JSON.
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T | Uint8Array>;
+  /** What the connect hook attached to the current session (JSON, or bytes), or null. */
+  readonly connectData: unknown;
+  /**
    * Replaces the session's token before it expires (default: calls the `token`
    * function; the client also does so by itself a minute before `exp`).
    */
@@ -265,7 +310,8 @@ export class Client {
 }
 
 /**
- * Connects to a namespace (`https://host:port/chat`) and resolves once welcomed.
+ * Connects to a namespace (`https://host:port/chat`) over WebTransport, or a
+ * WebSocket when WebTransport does not get through (see `transports`), and resolves once welcomed.
  * Rejects with a {@link WtgateError}: `unsupported`, `unreachable` (says what was
  * tried), `server` with `code` (e.g. `ErrorCode.Unauthorized`), `invalid`.
  */

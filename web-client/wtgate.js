@@ -1,5 +1,6 @@
 // wtgate browser client: rooms, presence, history recovery, volatile events and
-// notifications over WebTransport. Promise-based, in the spirit of socket.io-client.
+// notifications over WebTransport, or a WebSocket where WebTransport does not get
+// through. Promise-based, in the spirit of socket.io-client.
 //
 //   import { connect } from './wtgate.js';
 //   const chat = await connect('https://localhost:4433/chat', { token, serverCertificateHashes: [hash] });
@@ -7,17 +8,54 @@
 //   lobby.on('message', (m) => console.log(m.from, m.text));
 //   const seq = await lobby.publish('hello');
 //
-// Layers: protocol.js (frames, bytes) ← session.js (one WebTransport session) ←
-// this file (reconnection, rooms, events). Numbers that are u64 on the wire (seq,
+// Layers: protocol.js (frames, bytes) ← session.js (one session: requests, rooms,
+// and its WebTransport transport) and websocket.js (its WebSocket transport) ←
+// this file (transport choice and fallback, reconnection, rooms, events). Numbers that are u64 on the wire (seq,
 // epoch, ts, ids) are numbers when ≤ Number.MAX_SAFE_INTEGER and bigints above.
 
 import { ErrorCode, errorName } from './protocol.js';
 import { FATAL_CODES, PERMANENT_CODES, WtgateError, openSession, parseCertificateHashes, toBytes } from './session.js';
+import { openWebSocketSession, websocketUrlFor } from './websocket.js';
 
 export { ErrorCode, errorName, PROTOCOL_VERSION } from './protocol.js';
 export { MAX_VOLATILE_BODY, WtgateError } from './session.js';
 
 const textDecoder = new TextDecoder();
+
+/** The transports, in the order they are tried. */
+const TRANSPORTS = Object.freeze(['webtransport', 'websocket']);
+/** Default `webtransportTimeout`: ms for WebTransport to open before falling back. */
+const WEBTRANSPORT_TIMEOUT = 1200;
+/** Default `webtransportRetry`: ms a fallback is remembered before WebTransport is tried again. */
+const WEBTRANSPORT_RETRY = 5 * 60_000;
+
+/**
+ * The page's memory of fallbacks, per server (the WebTransport URL's origin): when
+ * WebTransport last failed there and a WebSocket worked. While it is younger than
+ * `webtransportRetry`, (re)connections to that server go straight to the WebSocket,
+ * whichever Client and namespace they are for.
+ * @type {Map<string, number>}
+ */
+const fallbacks = new Map();
+
+/** Whether a failure of WebTransport is worth a WebSocket: anything but the server's refusal. */
+const worthFallback = (error) => !(error instanceof WtgateError && error.kind === 'server');
+
+/**
+ * One error for a connection attempt that tried several transports: the server's
+ * refusal when there is one (it answered), else `unreachable` (or `unsupported`
+ * when no transport exists here) saying what each transport said.
+ * @param {string} url @param {Array<[string, WtgateError]>} failures
+ */
+function combinedError(url, failures) {
+  if (failures.length === 1) return failures[0][1];
+  const refusal = failures.find(([, e]) => e.kind === 'server');
+  if (refusal) return refusal[1];
+  const kind = failures.every(([, e]) => e.kind === 'unsupported') ? 'unsupported' : 'unreachable';
+  const label = { webtransport: 'WebTransport', websocket: 'WebSocket' };
+  const message = failures.map(([t, e]) => `${label[t]}: ${e.message}`).join(' — then ');
+  return new WtgateError(kind, `cannot connect to ${url} over any transport. ${message}`, { url, cause: failures.at(-1)[1] });
+}
 
 /** Received payloads carry `body` (bytes) and a lazily decoded `text` (UTF-8). */
 const WITH_TEXT = Object.freeze({
@@ -336,6 +374,11 @@ export class Room extends Emitter {
           this.emit('presence', { kind: 'leave', user: frame.user, members: this.members });
         }
         break;
+      case 'PresenceBatch':
+        // A churning room's changes, sent together: the same events, one per user.
+        for (const user of frame.leaves) this.#deliver({ type: 'PresenceLeave', user });
+        for (const user of frame.joins) this.#deliver({ type: 'PresenceJoin', user });
+        break;
     }
   }
 
@@ -359,18 +402,26 @@ export class Room extends Emitter {
  *   called before every (re)connection (to refresh expired tokens)
  * @property {CertificateHash[] | (() => CertificateHash[] | Promise<CertificateHash[]>)} [serverCertificateHashes]
  *   SHA-256 hashes of a self-signed certificate (hex); a function is called before
- *   every (re)connection, so a rotated certificate is picked up
+ *   every (re)connection, so a rotated certificate is picked up (WebTransport only)
  * @property {boolean | {initialDelay?: number, maxDelay?: number, maxAttempts?: number}} [reconnect]
  *   automatic reconnection (default on: 250 ms doubling up to 10 s, with jitter, forever)
  * @property {number} [timeout] ms to wait for a session and its `Welcome` (default 10 000)
+ * @property {Array<'webtransport'|'websocket'>} [transports] the transports to use, in
+ *   order (default both: WebTransport, then a WebSocket when it fails)
+ * @property {number} [webtransportTimeout] ms WebTransport has to open before the
+ *   WebSocket is tried (default 1200; only when a WebSocket may follow)
+ * @property {number} [webtransportRetry] ms a fallback to the WebSocket is remembered
+ *   for the server before WebTransport is tried again (default 5 minutes)
+ * @property {string} [websocketUrl] the WebSocket URL (default: `url` with `wss:`)
  */
 
 /**
- * A connection to one namespace (`https://host:port/chat`), reconnecting on its own.
+ * A connection to one namespace (`https://host:port/chat`), reconnecting on its own,
+ * over WebTransport or a WebSocket (`transport`).
  * Get one from {@link connect}.
  *
  * Events:
- * - `connect`: `{user, session, reconnect}` after every (re)connection;
+ * - `connect`: `{user, session, reconnect, transport}` after every (re)connection;
  * - `disconnect`: `{code, reason, error, willReconnect}` when a session ends;
  * - `reconnecting`: `{attempt, delay, error}` before each reconnection attempt;
  * - `close`: `{code, reason, error}` once, when the client is closed for good
@@ -390,6 +441,10 @@ export class Client extends Emitter {
   user = '';
   /** The server's id for the current session. @type {number|bigint|null} */
   sessionId = null;
+  /** The transport of the current (or last) session. @type {'webtransport'|'websocket'} */
+  transport = 'webtransport';
+  /** The URL a WebSocket session uses. @type {string} */
+  websocketUrl;
 
   #options;
   /** @type {import('./session.js').Session | null} */
@@ -416,6 +471,7 @@ export class Client extends Emitter {
     super();
     this.url = url;
     this.#options = options;
+    this.websocketUrl = options.websocketUrl ?? websocketUrlFor(url);
   }
 
   /** `'connecting'`, `'connected'`, `'reconnecting'` or `'closed'`. */
@@ -478,6 +534,38 @@ export class Client extends Emitter {
   }
 
   /**
+   * Calls `method` on the namespace's backend (its RPC hook) through the session,
+   * as `await client.rpc('history.search', { q: 'hi' })`. `data` is sent as JSON
+   * (a string or bytes as they are); resolves with the backend's reply parsed as
+   * JSON, or its bytes when it is not JSON. Rejects with a `server` error carrying
+   * the backend's code (`Rejected`, `BackendUnavailable`, or its own 1000–4999).
+   * @param {string} method
+   * @param {unknown} [data]
+   * @returns {Promise<unknown>}
+   */
+  async rpc(method, data = null) {
+    if (typeof method !== 'string' || method.length === 0) throw new WtgateError('invalid', 'rpc() needs a method name');
+    const body = typeof data === 'string' || data instanceof Uint8Array || data instanceof ArrayBuffer ? toBytes(data) : toBytes(JSON.stringify(data));
+    const reply = await this.#requireSession(`call ${method}`).rpc(method, body);
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(reply));
+    } catch {
+      return reply;
+    }
+  }
+
+  /** What the namespace's connect hook attached to the current session, as JSON (or bytes), or null. @returns {unknown} */
+  get connectData() {
+    const data = this.#session?.connectData ?? null;
+    if (data === null) return null;
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
+    } catch {
+      return data;
+    }
+  }
+
+  /**
    * Acknowledges a notification: the server removes it from the user's inbox.
    * @param {number | bigint} id
    * @returns {Promise<void>}
@@ -527,7 +615,7 @@ export class Client extends Emitter {
     this.#finish({ code: 0, reason: 'closed by the client', error: null });
     if (session) {
       session.close();
-      await Promise.race([session.transport.closed.catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([session.ended, new Promise((r) => setTimeout(r, 2000))]);
     }
   }
 
@@ -568,21 +656,64 @@ export class Client extends Emitter {
     return this.#session;
   }
 
+  /**
+   * The transports to try now, in order: both, or only the WebSocket while a
+   * fallback to it is remembered for this server (see `webtransportRetry`).
+   */
+  #plan() {
+    const transports = this.#options.transports ?? TRANSPORTS;
+    if (transports.length < 2) return transports;
+    const failedAt = fallbacks.get(new URL(this.url).origin);
+    const retry = this.#options.webtransportRetry ?? WEBTRANSPORT_RETRY;
+    if (failedAt !== undefined && Date.now() - failedAt < retry) return transports.filter((t) => t !== 'webtransport');
+    return transports;
+  }
+
   async #open() {
     const { token, serverCertificateHashes, timeout } = this.#options;
     const tokenValue = typeof token === 'function' ? await token() : token;
     if (typeof tokenValue !== 'string') throw new WtgateError('invalid', 'the token must be a string (or a function returning one)');
     this.#token = tokenValue;
-    const hashes = typeof serverCertificateHashes === 'function' ? await serverCertificateHashes() : serverCertificateHashes;
-    return openSession(this.url, { token: tokenValue, serverCertificateHashes: parseCertificateHashes(hashes ?? []), timeout }, {
+    const handlers = {
       onEvent: (frame) => this.#onEvent(frame),
       onClosed: (info) => this.#onClosed(info),
       onError: (error) => this._reportError(error),
-    });
+    };
+    const plan = this.#plan();
+    const origin = new URL(this.url).origin;
+    /** @type {Array<[string, WtgateError]>} */
+    const failures = [];
+    for (const [i, transport] of plan.entries()) {
+      const last = i === plan.length - 1;
+      // Hashes (WebTransport only) that cannot be had or parsed are the caller's
+      // problem, not the transport's: they fail the attempt without a fallback.
+      let hashes = null;
+      if (transport === 'webtransport') {
+        const given = typeof serverCertificateHashes === 'function' ? await serverCertificateHashes() : serverCertificateHashes;
+        hashes = parseCertificateHashes(given ?? []);
+      }
+      try {
+        let session;
+        if (transport === 'webtransport') {
+          const readyTimeout = last ? undefined : (this.#options.webtransportTimeout ?? WEBTRANSPORT_TIMEOUT);
+          session = await openSession(this.url, { token: tokenValue, serverCertificateHashes: hashes, timeout, readyTimeout }, handlers);
+          fallbacks.delete(origin);
+        } else {
+          session = await openWebSocketSession(this.websocketUrl, { token: tokenValue, timeout }, handlers);
+          if (failures.some(([t]) => t === 'webtransport')) fallbacks.set(origin, Date.now());
+        }
+        return session;
+      } catch (e) {
+        failures.push([transport, e]);
+        if (last || !worthFallback(e)) break;
+      }
+    }
+    throw combinedError(this.url, failures);
   }
 
   #install(session, reconnect) {
     this.#session = session;
+    this.transport = session.transportName;
     this.#scheduleRefresh(session, this.#token);
     this.#state = 'connected';
     this.user = session.welcome.user;
@@ -592,7 +723,7 @@ export class Client extends Emitter {
     // online list first, then the session's own events.
     nextTask(() => {
       if (this.#session !== session) return;
-      this.emit('connect', { user: this.user, session: this.sessionId, reconnect });
+      this.emit('connect', { user: this.user, session: this.sessionId, reconnect, transport: session.transportName });
       if (this.#online !== null) this.emit('online', { kind: 'sync', users: this.onlineUsers });
       session.start();
     });
@@ -722,10 +853,11 @@ export class Client extends Emitter {
 }
 
 /**
- * Connects to a namespace: opens a WebTransport session to `url`, authenticates
- * with `token`, and resolves once the server has welcomed the client. Later
- * disconnections are repaired automatically (see `reconnect`), rooms rejoined
- * with `since`.
+ * Connects to a namespace: opens a WebTransport session to `url` (or a WebSocket
+ * when WebTransport is missing, fails or has not opened within
+ * `webtransportTimeout`: see `transports`), authenticates with `token`, and
+ * resolves once the server has welcomed the client. Later disconnections are
+ * repaired automatically (see `reconnect`), rooms rejoined with `since`.
  *
  * ```js
  * const chat = await connect('https://localhost:4433/chat', {
@@ -736,8 +868,8 @@ export class Client extends Emitter {
  * @param {string} url `https://host:port/namespace`
  * @param {ConnectOptions} options
  * @returns {Promise<Client>}
- * @throws {WtgateError} `unsupported` (no WebTransport), `unreachable` (says what
- *   was tried), `server` with `code` (e.g. `ErrorCode.Unauthorized` for a bad
+ * @throws {WtgateError} `unsupported` (no transport), `unreachable` (says what
+ *   was tried, over each transport), `server` with `code` (e.g. `ErrorCode.Unauthorized` for a bad
  *   token), `invalid` (bad options)
  */
 /**
@@ -756,6 +888,25 @@ function tokenExpiry(token) {
   }
 }
 
+/** Refuses transport options that cannot work, before anything is tried. */
+function checkTransportOptions(options) {
+  const { transports, webtransportTimeout, webtransportRetry, websocketUrl } = options;
+  if (transports !== undefined) {
+    const known = Array.isArray(transports) && transports.length > 0 && transports.every((t) => TRANSPORTS.includes(t));
+    if (!known || new Set(transports).size !== transports.length) {
+      throw new WtgateError('invalid', `transports must list 'webtransport' and/or 'websocket' once each, got ${JSON.stringify(transports)}`);
+    }
+  }
+  for (const [name, value] of [['webtransportTimeout', webtransportTimeout], ['webtransportRetry', webtransportRetry]]) {
+    if (value !== undefined && !(typeof value === 'number' && value >= 0 && Number.isFinite(value))) {
+      throw new WtgateError('invalid', `${name} must be a number of milliseconds, got ${JSON.stringify(value)}`);
+    }
+  }
+  if (websocketUrl !== undefined && (typeof websocketUrl !== 'string' || !/^wss?:\/\//.test(websocketUrl))) {
+    throw new WtgateError('invalid', `websocketUrl must be ws://… or wss://…, got ${JSON.stringify(websocketUrl)}`);
+  }
+}
+
 export async function connect(url, options) {
   if (typeof url !== 'string' || !/^https:\/\//.test(url)) {
     throw new WtgateError('invalid', `the URL must be https://host:port/namespace, got ${JSON.stringify(url)}`);
@@ -763,6 +914,7 @@ export async function connect(url, options) {
   if (!options || (typeof options.token !== 'string' && typeof options.token !== 'function')) {
     throw new WtgateError('invalid', 'connect() needs options.token (a string or a function returning one)');
   }
+  checkTransportOptions(options);
   const client = new Client(url, options);
   await client._start();
   return client;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{now_millis, Broker, BrokerError};
+use super::{now_millis, Broker, BrokerError, PresenceChange};
 use crate::config::Config;
 use crate::hub::{History, Hub, Recovery, SessionId};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
@@ -341,9 +341,10 @@ impl Broker for Local {
         room: &str,
         user: &str,
         joined: bool,
-    ) -> Result<(), BrokerError> {
-        self.hub.deliver_presence(ns, room, user, joined);
-        Ok(())
+    ) -> Result<Option<PresenceChange>, BrokerError> {
+        self.hub
+            .deliver_presence(ns, room, user, joined, std::time::Instant::now());
+        Ok(None)
     }
 
     async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError> {
@@ -357,6 +358,15 @@ impl Broker for Local {
 
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError> {
         Ok(self.hub.online_users(ns))
+    }
+
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hub.online_page(ns, after, limit))
     }
 
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {

@@ -48,6 +48,15 @@ impl BrokerError {
     }
 }
 
+/// What a room presence change did cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceChange {
+    /// The user entered the room on its first node, or left it on its last.
+    pub user: bool,
+    /// The room got its first user, or lost its last one.
+    pub room: bool,
+}
+
 /// Whether a broker can serve, for `/healthz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerHealth {
@@ -96,13 +105,15 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A user's first session entered (`joined`) or last session left a room on this
     /// node; the broker tells the room's other users when that changes cluster presence.
+    /// Says what changed cluster-wide, or `None` when this node is the cluster
+    /// (its own view is the answer).
     async fn room_presence(
         &self,
         ns: &str,
         room: &str,
         user: &str,
         joined: bool,
-    ) -> Result<(), BrokerError>;
+    ) -> Result<Option<PresenceChange>, BrokerError>;
 
     /// Users in a room, cluster-wide.
     async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError>;
@@ -113,6 +124,15 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// A page of the users online in a namespace, cluster-wide: those after
+    /// `after` in byte order, at most `limit`, without reading the rest.
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError>;
 
     /// Pushes an encoded, already stored notification to every session of `user`
     /// in notification namespaces, on every node.

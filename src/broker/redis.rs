@@ -56,7 +56,7 @@ use tracing::{debug, info, warn};
 use self::scripts::Scripts;
 use self::subscriber::Subscriptions;
 use self::wire::{Record, PREFIX};
-use super::{now_millis, Broker, BrokerError, BrokerHealth};
+use super::{now_millis, Broker, BrokerError, BrokerHealth, PresenceChange};
 use crate::config::Config;
 use crate::hub::{Hub, Recovery, SessionId};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame, Since};
@@ -101,6 +101,12 @@ struct Inner {
     history_sizes: HashMap<String, usize>,
     /// History bytes one room keeps.
     history_bytes: usize,
+    /// History bytes all rooms keep together.
+    history_bytes_total: usize,
+    /// Rooms one namespace holds.
+    max_rooms: usize,
+    /// Namespaces with room presence (where Redis knows whether a room is empty).
+    room_presence: std::collections::HashSet<String>,
     inbox_namespaces: Vec<String>,
     room_ttl: Duration,
     subs: Subscriptions,
@@ -230,6 +236,14 @@ impl Redis {
             scripts: Scripts::new(),
             history_sizes: config.history_sizes(),
             history_bytes: config.limits.history_bytes,
+            history_bytes_total: config.limits.history_bytes_total,
+            max_rooms: config.limits.max_rooms_per_namespace,
+            room_presence: config
+                .namespaces
+                .iter()
+                .filter(|(_, ns)| ns.presence)
+                .map(|(path, _)| path.clone())
+                .collect(),
             inbox_namespaces: config.inbox_namespaces(),
             room_ttl: config.limits.room_ttl.max(MIN_ROOM_TTL),
             subs: Subscriptions::default(),
@@ -321,6 +335,16 @@ impl Inner {
         self.room_ttl.as_millis() as u64
     }
 
+    /// `1` when Redis knows the members of `ns`'s rooms (so an empty one can give
+    /// way to a new one), else `0`.
+    fn presence_flag(&self, ns: &str) -> &'static str {
+        if self.room_presence.contains(ns) {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
     /// Runs one Redis call with a deadline, turning failures into `Unavailable`
     /// and keeping the health state.
     async fn call<T>(
@@ -332,6 +356,13 @@ impl Inner {
             Ok(Ok(v)) => {
                 self.health.commands_ok();
                 Ok(v)
+            }
+            Ok(Err(e)) if e.code() == Some("TOOMANYROOMS") => {
+                // The namespace is full: an answer, not a failure of Redis.
+                self.health.commands_ok();
+                Err(BrokerError::TooManyRooms(
+                    e.detail().unwrap_or("too many rooms").to_owned(),
+                ))
             }
             Ok(Err(e)) => {
                 if e.is_io_error()
@@ -415,7 +446,9 @@ impl Inner {
     }
 
     /// Records (or removes) one presence of this node in Redis.
-    async fn set_presence(&self, tuple: String, joined: bool) -> Result<(), BrokerError> {
+    /// Records one presence tuple of this node; returns the script's transition code
+    /// (0 none, 1 the user's, 3 the user's and the place's).
+    async fn set_presence(&self, tuple: String, joined: bool) -> Result<u8, BrokerError> {
         let mut tuples = self.presence.tuples.lock().await;
         if joined {
             tuples.insert(tuple.clone());
@@ -437,7 +470,7 @@ impl Inner {
             .arg(tuple);
         let mut conn = self.conn.clone();
         let result = self
-            .call("presence", invocation.invoke_async::<()>(&mut conn))
+            .call("presence", invocation.invoke_async::<u8>(&mut conn))
             .await;
         if result.is_err() {
             self.presence.dirty.store(true, Ordering::Release);
@@ -621,7 +654,12 @@ impl Broker for Redis {
             .arg(record.encode())
             .arg(cap)
             .arg(inner.ttl_ms())
-            .arg(inner.history_bytes);
+            .arg(inner.history_bytes)
+            .arg(ns)
+            .arg(room)
+            .arg(inner.max_rooms)
+            .arg(inner.presence_flag(ns))
+            .arg(inner.history_bytes_total);
         let mut conn = inner.conn.clone();
         inner
             .call("publish", invocation.invoke_async(&mut conn))
@@ -644,7 +682,11 @@ impl Broker for Redis {
             .arg(PREFIX)
             .arg(inner.ttl_ms())
             .arg(since.map(|s| s.epoch.to_string()).unwrap_or_default())
-            .arg(since.map_or(0, |s| s.seq));
+            .arg(since.map_or(0, |s| s.seq))
+            .arg(ns)
+            .arg(room)
+            .arg(inner.max_rooms)
+            .arg(inner.presence_flag(ns));
         let mut conn = inner.conn.clone();
         let (epoch, last_seq, recovered, entries): (String, u64, u8, Vec<Vec<u8>>) = inner
             .call("recover", invocation.invoke_async(&mut conn))
@@ -708,10 +750,15 @@ impl Broker for Redis {
         room: &str,
         user: &str,
         joined: bool,
-    ) -> Result<(), BrokerError> {
-        self.inner
+    ) -> Result<Option<PresenceChange>, BrokerError> {
+        let change = self
+            .inner
             .set_presence(wire::room_tuple(ns, room, user), joined)
-            .await
+            .await?;
+        Ok(Some(PresenceChange {
+            user: change & 1 != 0,
+            room: change & 2 != 0,
+        }))
     }
 
     async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<String>, BrokerError> {
@@ -724,11 +771,31 @@ impl Broker for Redis {
         self.inner
             .set_presence(wire::online_tuple(ns, user), joined)
             .await
+            .map(drop)
     }
 
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError> {
         self.inner
             .user_list("online users", wire::online_key(ns))
+            .await
+    }
+
+    async fn online_page(
+        &self,
+        ns: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        let mut cmd = redis::cmd("ZRANGEBYLEX");
+        cmd.arg(wire::index_key(&wire::online_key(ns)))
+            .arg(after.map_or_else(|| "-".to_owned(), |a| format!("({a}")))
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let mut conn = self.inner.conn.clone();
+        self.inner
+            .call("online users", cmd.query_async(&mut conn))
             .await
     }
 

@@ -29,7 +29,7 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 use crate::protocol::lane;
 use crate::protocol::{
     decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
-    Since, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Since, DEFAULT_MAX_FRAME, ONLINE_PAGE, PROTOCOL_VERSION,
 };
 use crate::transport::FrameReader;
 
@@ -201,6 +201,8 @@ pub struct Welcome {
     pub max_frame: u32,
     /// Users online in the namespace, where enabled.
     pub online: Option<Vec<String>>,
+    /// What the namespace's connect hook attached (`ConnectInfo`), if anything.
+    pub data: Option<Bytes>,
 }
 
 /// The server's `Joined`.
@@ -416,7 +418,13 @@ impl Client {
             return Err(closed_error(&conn).await);
         }
         let mut reader = FrameReader::new(recv, DEFAULT_MAX_FRAME.max(16 << 20));
-        let welcome = match reader.next::<ServerFrame>().await {
+        let mut first = reader.next::<ServerFrame>().await;
+        let mut data = None;
+        if let Ok(Some(ServerFrame::ConnectInfo { data: d })) = first {
+            data = Some(d);
+            first = reader.next::<ServerFrame>().await;
+        }
+        let welcome = match first {
             Ok(Some(ServerFrame::Welcome {
                 session,
                 user,
@@ -427,6 +435,7 @@ impl Client {
                 user,
                 max_frame,
                 online,
+                data,
             },
             Ok(Some(ServerFrame::Error { code, message, .. })) => {
                 return Err(ClientError::Server { code, message })
@@ -476,7 +485,13 @@ impl Client {
         if websocket::send(&mut sink, hello).await.is_err() {
             return Err(ClientError::Closed(None));
         }
-        let welcome = match websocket::first_frame(&mut reader).await? {
+        let mut first = websocket::first_frame(&mut reader).await?;
+        let mut data = None;
+        if let ServerFrame::ConnectInfo { data: d } = first {
+            data = Some(d);
+            first = websocket::first_frame(&mut reader).await?;
+        }
+        let welcome = match first {
             ServerFrame::Welcome {
                 session,
                 user,
@@ -487,6 +502,7 @@ impl Client {
                 user,
                 max_frame,
                 online,
+                data,
             },
             ServerFrame::Error { code, message, .. } => {
                 return Err(ClientError::Server { code, message })
@@ -650,9 +666,28 @@ impl Client {
         }
     }
 
-    /// Users online in the namespace.
+    /// Users online in the namespace: every page of them
+    /// ([`online_page`](Self::online_page)).
     pub async fn online(&self) -> Result<Vec<String>, ClientError> {
-        match self.request(|req| ClientFrame::Online { req }).await? {
+        let mut users = self.online_page("", ONLINE_PAGE as u32).await?;
+        let mut page = users.len();
+        while page == ONLINE_PAGE {
+            let last = users.last().cloned().unwrap_or_default();
+            let more = self.online_page(&last, ONLINE_PAGE as u32).await?;
+            page = more.len();
+            users.extend(more);
+        }
+        Ok(users)
+    }
+
+    /// One page of the users online in the namespace: those after `after` (empty:
+    /// from the first), at most `limit` (the server gives at most [`ONLINE_PAGE`]).
+    pub async fn online_page(&self, after: &str, limit: u32) -> Result<Vec<String>, ClientError> {
+        let after = after.to_owned();
+        match self
+            .request(|req| ClientFrame::OnlinePage { req, after, limit })
+            .await?
+        {
             ServerFrame::Online { users, .. } => Ok(users),
             other => Err(unexpected(other)),
         }
@@ -678,6 +713,19 @@ impl Client {
             .await?
         {
             ServerFrame::Ack { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls `method` on the namespace's backend (its RPC hook) with `body`;
+    /// returns the backend's reply.
+    pub async fn rpc(&self, method: &str, body: Bytes) -> Result<Bytes, ClientError> {
+        let method = method.to_owned();
+        match self
+            .request(|req| ClientFrame::Rpc { req, method, body })
+            .await?
+        {
+            ServerFrame::RpcReply { body, .. } => Ok(body),
             other => Err(unexpected(other)),
         }
     }
@@ -855,7 +903,8 @@ fn dispatch_control(frame: ServerFrame, pending: &Pending) -> Option<Event> {
         ServerFrame::Ack { req, .. }
         | ServerFrame::Joined { req, .. }
         | ServerFrame::Left { req, .. }
-        | ServerFrame::Online { req, .. } => Some(*req),
+        | ServerFrame::Online { req, .. }
+        | ServerFrame::RpcReply { req, .. } => Some(*req),
         ServerFrame::Error { req, .. } if *req != 0 => Some(*req),
         _ => None,
     };
@@ -882,9 +931,10 @@ fn dispatch_control(frame: ServerFrame, pending: &Pending) -> Option<Event> {
     })
 }
 
-/// A frame of `room`'s stream as an event.
-fn room_event(room: String, frame: ServerFrame) -> Option<Event> {
-    Some(match frame {
+/// A frame of `room`'s stream as events: one, or one per user of a batch.
+fn room_events(room: &str, frame: ServerFrame) -> Vec<Event> {
+    let room = room.to_owned();
+    vec![match frame {
         ServerFrame::Message {
             seq,
             from,
@@ -899,8 +949,19 @@ fn room_event(room: String, frame: ServerFrame) -> Option<Event> {
         },
         ServerFrame::PresenceJoin { user } => Event::PresenceJoin { room, user },
         ServerFrame::PresenceLeave { user } => Event::PresenceLeave { room, user },
-        _ => return None,
-    })
+        ServerFrame::PresenceBatch { joins, leaves } => {
+            let leaves = leaves.into_iter().map(|user| Event::PresenceLeave {
+                room: room.clone(),
+                user,
+            });
+            let joins = joins.into_iter().map(|user| Event::PresenceJoin {
+                room: room.clone(),
+                user,
+            });
+            return leaves.chain(joins).collect();
+        }
+        _ => return Vec::new(),
+    }]
 }
 
 async fn accept_room_streams(conn: Connection, events: mpsc::Sender<Event>) {
@@ -916,11 +977,10 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
         _ => return,
     };
     while let Ok(Some(frame)) = reader.next::<ServerFrame>().await {
-        let Some(event) = room_event(room.clone(), frame) else {
-            continue;
-        };
-        if events.send(event).await.is_err() {
-            return;
+        for event in room_events(&room, frame) {
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
     let _ = events.send(Event::RoomClosed { room }).await;
@@ -928,17 +988,22 @@ async fn read_room(stream: RecvStream, events: mpsc::Sender<Event>) {
 
 async fn read_datagrams(conn: Connection, handles: Handles, events: mpsc::Sender<Event>) {
     while let Ok(datagram) = conn.receive_datagram().await {
-        let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(&datagram.payload()) else {
-            continue;
-        };
-        let room = handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&handle)
-            .cloned();
-        if let Some(room) = room {
+        if let Some(event) = volatile_event(&datagram.payload(), &handles) {
             // Volatile: never wait for a slow application.
-            let _ = events.try_send(Event::Volatile { room, from, body });
+            let _ = events.try_send(event);
         }
     }
+}
+
+/// A datagram's payload as an event of the joined room its handle names.
+fn volatile_event(payload: &[u8], handles: &Handles) -> Option<Event> {
+    let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(payload) else {
+        return None;
+    };
+    let room = handles
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&handle)
+        .cloned()?;
+    Some(Event::Volatile { room, from, body })
 }

@@ -19,9 +19,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 
-use super::{dispatch_control, room_event, ClientError, Event, Handles, Pending, Trust};
+use super::{
+    dispatch_control, room_events, volatile_event, ClientError, Event, Handles, Pending, Trust,
+};
 use crate::protocol::lane::{self, Lane};
-use crate::protocol::{decode_datagram, Datagram, ErrorCode, ServerFrame};
+use crate::protocol::{ErrorCode, ServerFrame};
 use crate::server::SUBPROTOCOL;
 
 /// A WebSocket to a wtgate server, over TLS (`wss://`) or plain TCP (`ws://`, the
@@ -205,41 +207,37 @@ pub(super) async fn read_lanes(
                 break;
             }
         };
-        let event = match lane::parse(&data) {
+        let out: Vec<Event> = match lane::parse(&data) {
             Ok(Lane::Control(body)) => match lane::decode_control::<ServerFrame>(body) {
-                Ok(frame) => dispatch_control(frame, &pending),
-                Err(_) => None,
+                Ok(frame) => dispatch_control(frame, &pending).into_iter().collect(),
+                Err(_) => Vec::new(),
             },
             Ok(Lane::Room { handle, body }) => match lane::decode_control::<ServerFrame>(body) {
                 Ok(ServerFrame::RoomStream { room, .. }) => {
                     rooms.insert(handle, room);
-                    None
+                    Vec::new()
                 }
                 Ok(frame) => rooms
                     .get(&handle)
-                    .and_then(|room| room_event(room.clone(), frame)),
-                Err(_) => None,
+                    .map(|room| room_events(room, frame))
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
             },
-            Ok(Lane::RoomEnd { handle }) => {
-                rooms.remove(&handle).map(|room| Event::RoomClosed { room })
-            }
+            Ok(Lane::RoomEnd { handle }) => rooms
+                .remove(&handle)
+                .map(|room| Event::RoomClosed { room })
+                .into_iter()
+                .collect(),
             Ok(Lane::Volatile(body)) => {
-                if let Ok(Datagram::Recv { handle, from, body }) = decode_datagram(body) {
-                    let room = handles
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&handle)
-                        .cloned();
-                    if let Some(room) = room {
-                        // Volatile: never wait for a slow application.
-                        let _ = events.try_send(Event::Volatile { room, from, body });
-                    }
+                if let Some(event) = volatile_event(body, &handles) {
+                    // Volatile: never wait for a slow application.
+                    let _ = events.try_send(event);
                 }
-                None
+                Vec::new()
             }
-            Ok(Lane::Unknown(_)) | Err(_) => None,
+            Ok(Lane::Unknown(_)) | Err(_) => Vec::new(),
         };
-        if let Some(event) = event {
+        for event in out {
             if events.send(event).await.is_err() {
                 return;
             }

@@ -16,12 +16,12 @@ pub use outbox::{
     bounded_queues, session_queues, Closer, FrameQueue, Outbound, QueueLimits, QueuedBytes, Sent,
     SessionId, SessionRx, SessionTx,
 };
-pub use presence::UserCounts;
+pub use presence::{Change, Churn, UserCounts};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -85,6 +85,17 @@ pub struct JoinedRoom {
     pub handle: u32,
     /// The user had no other session in the room on this node.
     pub first_for_user: bool,
+    /// The room had no member on this node before.
+    pub created: bool,
+}
+
+/// Result of leaving a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// It was the user's last session in the room on this node.
+    pub last_for_user: bool,
+    /// The room has no member left on this node.
+    pub vacated: bool,
 }
 
 /// What a session leaving its namespace left behind.
@@ -92,6 +103,8 @@ pub struct JoinedRoom {
 pub struct Unregistered {
     /// Rooms the session was in, with whether it was its user's last session there.
     pub rooms: Vec<(String, bool)>,
+    /// Rooms it left without a member on this node.
+    pub vacated: Vec<String>,
     /// It was the user's last session in the namespace on this node.
     pub last_for_user: bool,
 }
@@ -103,14 +116,20 @@ pub struct HubStats {
     pub frames_dropped: u64,
     /// Datagrams dropped because a session's datagram queue was full.
     pub datagrams_dropped: u64,
+    /// Room presence frames queued (single changes and batches).
+    pub presence_frames: u64,
 }
 
 /// Rooms and sessions of every namespace on this node.
 #[derive(Debug)]
 pub struct Hub {
     limits: SessionLimits,
+    /// How long a churning room's presence changes are held to go out together;
+    /// zero sends each at once.
+    presence_window: Duration,
     frames_dropped: AtomicU64,
     datagrams_dropped: AtomicU64,
+    presence_frames: AtomicU64,
     // A std mutex: every critical section is short and synchronous (try_send into
     // bounded queues), and it is never held across an `.await`.
     state: Mutex<State>,
@@ -122,6 +141,8 @@ struct State {
     sessions: usize,
     user_sessions: HashMap<Arc<str>, usize>,
     next_handle: u32,
+    /// Rooms holding presence changes, as (namespace, room).
+    churning: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +159,7 @@ struct Room {
     handle: u32,
     members: HashMap<SessionId, SessionTx>,
     users: UserCounts,
+    churn: Churn,
 }
 
 impl Hub {
@@ -149,14 +171,23 @@ impl Hub {
             .collect();
         Hub {
             limits,
+            presence_window: Duration::ZERO,
             frames_dropped: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
+            presence_frames: AtomicU64::new(0),
             state: Mutex::new(State {
                 namespaces,
                 next_handle: 1,
                 ..State::default()
             }),
         }
+    }
+
+    /// Holds a churning room's presence changes for `window` so its members get
+    /// them in one `PresenceBatch` ([`Churn`]); zero (the default) sends each at once.
+    pub fn with_presence_window(mut self, window: Duration) -> Self {
+        self.presence_window = window;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -198,8 +229,11 @@ impl Hub {
         };
         let mut out = Unregistered::default();
         for room in space.joined.remove(&id).unwrap_or_default() {
-            if let Some(last) = remove_member(&mut space.rooms, &room, &tx) {
-                out.rooms.push((room, last));
+            if let Some(left) = remove_member(&mut space.rooms, &room, &tx) {
+                if left.vacated {
+                    out.vacated.push(room.clone());
+                }
+                out.rooms.push((room, left.last_for_user));
             }
         }
         out.last_for_user = space.online.remove(&tx.user);
@@ -211,6 +245,12 @@ impl Hub {
             }
         }
         out
+    }
+
+    /// The queue of session `id` in namespace `ns`, while it is registered.
+    pub fn session_tx(&self, ns: &str, id: SessionId) -> Option<SessionTx> {
+        let st = self.lock();
+        st.namespaces.get(ns)?.sessions.get(&id).cloned()
     }
 
     /// Adds a registered session to a room; from now on it receives the room's frames.
@@ -228,6 +268,7 @@ impl Hub {
         }
         joined.push(room.to_owned());
         let next_handle = &mut st.next_handle;
+        let created = !space.rooms.contains_key(room);
         let entry = space.rooms.entry(room.to_owned()).or_insert_with(|| {
             let handle = *next_handle;
             *next_handle = next_handle.wrapping_add(1).max(1);
@@ -235,6 +276,7 @@ impl Hub {
                 handle,
                 members: HashMap::new(),
                 users: UserCounts::default(),
+                churn: Churn::default(),
             }
         });
         let first_for_user = entry.users.add(&tx.user);
@@ -242,11 +284,17 @@ impl Hub {
         Ok(JoinedRoom {
             handle: entry.handle,
             first_for_user,
+            created,
         })
     }
 
     /// Removes a session from a room; `Ok(true)` when it was its user's last session there.
     pub fn leave(&self, ns: &str, room: &str, id: SessionId) -> Result<bool, HubError> {
+        self.leave_room(ns, room, id).map(|l| l.last_for_user)
+    }
+
+    /// Removes a session from a room, saying what changed.
+    pub fn leave_room(&self, ns: &str, room: &str, id: SessionId) -> Result<Left, HubError> {
         let mut st = self.lock();
         let space = st.namespaces.get_mut(ns).ok_or(HubError::NotJoined)?;
         let tx = space.sessions.get(&id).ok_or(HubError::NotJoined)?.clone();
@@ -278,6 +326,16 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// A page of the users online in a namespace on this node: after `after`, at
+    /// most `limit`; the lock is held for the page only, not for every user.
+    pub fn online_page(&self, ns: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let st = self.lock();
+        st.namespaces
+            .get(ns)
+            .map(|s| s.online.page(after, limit))
+            .unwrap_or_default()
+    }
+
     /// The room's handle on this node, if anyone here is in it.
     pub fn room_handle(&self, ns: &str, room: &str) -> Option<u32> {
         let st = self.lock();
@@ -299,6 +357,7 @@ impl Hub {
         HubStats {
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Ordering::Relaxed),
+            presence_frames: self.presence_frames.load(Ordering::Relaxed),
         }
     }
 
@@ -323,22 +382,112 @@ impl Hub {
         })
     }
 
-    /// Tells the room's members of other users that `user` entered or left it.
-    pub fn deliver_presence(&self, ns: &str, room: &str, user: &str, joined: bool) -> usize {
+    /// Tells the room's members of other users that `user` entered or left it at
+    /// `now`: at once in a calm room, else in the room's next batch
+    /// ([`flush_presence`](Self::flush_presence)). Returns the frames queued.
+    pub fn deliver_presence(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+        joined: bool,
+        now: Instant,
+    ) -> usize {
+        let mut st = self.lock();
+        let Some(r) = st
+            .namespaces
+            .get_mut(ns)
+            .and_then(|s| s.rooms.get_mut(room))
+        else {
+            return 0;
+        };
+        if r.churn.change(user, joined, now, self.presence_window) == Change::Held {
+            st.churning.insert((ns.to_owned(), room.to_owned()));
+            return 0;
+        }
         let frame = frame_bytes(&if joined {
             ServerFrame::PresenceJoin { user: user.into() }
         } else {
             ServerFrame::PresenceLeave { user: user.into() }
         });
-        self.with_room(ns, room, |r| {
-            let item = Outbound::Room {
+        let item = Outbound::Room {
+            handle: r.handle,
+            seq: 0,
+            frame,
+            published: now,
+        };
+        let sent = self.fan_out(r.members.values(), |tx| &*tx.user != user, &item);
+        self.presence_frames
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// Sends the presence batches that are due at `now`: one `PresenceBatch` per
+    /// member of each churning room (without the member's own changes). Returns
+    /// the frames queued.
+    pub fn flush_presence(&self, now: Instant) -> usize {
+        let mut st = self.lock();
+        if st.churning.is_empty() {
+            return 0;
+        }
+        let State {
+            namespaces,
+            churning,
+            ..
+        } = &mut *st;
+        let mut sent = 0;
+        churning.retain(|(ns, room)| {
+            let Some(r) = namespaces.get_mut(ns).and_then(|s| s.rooms.get_mut(room)) else {
+                return false; // the room emptied meanwhile
+            };
+            let Some((joins, leaves)) = r.churn.due(now) else {
+                return r.churn.deadline().is_some();
+            };
+            sent += self.send_batch(r, &joins, &leaves, now);
+            false
+        });
+        self.presence_frames
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// One batch to every member; a member whose own user is in it gets it
+    /// without that user (nobody is told of themselves).
+    fn send_batch(&self, r: &Room, joins: &[String], leaves: &[String], now: Instant) -> usize {
+        if joins.is_empty() && leaves.is_empty() {
+            return 0;
+        }
+        let batch = |skip: Option<&str>| {
+            let keep = |users: &[String]| -> Vec<String> {
+                users
+                    .iter()
+                    .filter(|u| Some(u.as_str()) != skip)
+                    .cloned()
+                    .collect()
+            };
+            let (joins, leaves) = (keep(joins), keep(leaves));
+            (!joins.is_empty() || !leaves.is_empty()).then(|| Outbound::Room {
                 handle: r.handle,
                 seq: 0,
-                frame: frame.clone(),
-                published: Instant::now(),
-            };
-            self.fan_out(r.members.values(), |tx| &*tx.user != user, &item)
-        })
+                frame: frame_bytes(&ServerFrame::PresenceBatch { joins, leaves }),
+                published: now,
+            })
+        };
+        let involved = |user: &str| {
+            joins.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+                || leaves.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+        };
+        let Some(shared) = batch(None) else { return 0 };
+        let mut sent = self.fan_out(r.members.values(), |tx| !involved(&tx.user), &shared);
+        // The few members whose own user changed: a batch of their own, once per user.
+        let mut own: HashMap<&str, Option<Outbound>> = HashMap::new();
+        for tx in r.members.values().filter(|tx| involved(&tx.user)) {
+            let item = own.entry(&tx.user).or_insert_with(|| batch(Some(&tx.user)));
+            if let Some(item) = item {
+                sent += self.fan_out(std::iter::once(tx), |_| true, item);
+            }
+        }
+        sent
     }
 
     /// Sends a volatile event to the room's members except the sending session.
@@ -465,14 +614,18 @@ impl Hub {
 
 /// Drops `tx` from `room`, deleting the room when it empties.
 /// `Some(true)` when it was the user's last session in the room.
-fn remove_member(rooms: &mut HashMap<String, Room>, room: &str, tx: &SessionTx) -> Option<bool> {
+fn remove_member(rooms: &mut HashMap<String, Room>, room: &str, tx: &SessionTx) -> Option<Left> {
     let r = rooms.get_mut(room)?;
     r.members.remove(&tx.id)?;
-    let last = r.users.remove(&tx.user);
-    if r.members.is_empty() {
+    let last_for_user = r.users.remove(&tx.user);
+    let vacated = r.members.is_empty();
+    if vacated {
         rooms.remove(room);
     }
-    Some(last)
+    Some(Left {
+        last_for_user,
+        vacated,
+    })
 }
 
 #[cfg(test)]

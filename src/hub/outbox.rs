@@ -45,6 +45,9 @@ pub enum Outbound {
         /// The encoded frame.
         frame: Bytes,
     },
+    /// The answer to an RPC that ran beside the session's commands (`RpcReply` or
+    /// `Error`), for the control stream; the session counts it off its RPCs in flight.
+    RpcReply(Bytes),
 }
 
 impl Outbound {
@@ -53,6 +56,7 @@ impl Outbound {
         match self {
             Outbound::Room { frame, .. }
             | Outbound::Control(frame)
+            | Outbound::RpcReply(frame)
             | Outbound::Notification { frame, .. } => frame.len(),
         }
     }

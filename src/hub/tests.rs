@@ -33,7 +33,9 @@ fn drain(rx: &mut SessionRx) -> Vec<(u32, ServerFrame)> {
     while let Ok(item) = rx.frames.try_recv() {
         out.push(match item {
             Outbound::Room { handle, frame, .. } => (handle, decode(&frame)),
-            Outbound::Control(frame) | Outbound::Notification { frame, .. } => (0, decode(&frame)),
+            Outbound::Control(frame)
+            | Outbound::RpcReply(frame)
+            | Outbound::Notification { frame, .. } => (0, decode(&frame)),
         });
     }
     out
@@ -85,13 +87,18 @@ fn presence_counts_users_not_sessions() {
     let mut a1 = session(&hub, "/chat", 1, "ann");
     let _a2 = session(&hub, "/chat", 2, "ann");
     let mut b = session(&hub, "/chat", 3, "bob");
-    assert!(hub.join("/chat", "r", 3).unwrap().first_for_user);
-    assert!(hub.join("/chat", "r", 1).unwrap().first_for_user);
+    let first = hub.join("/chat", "r", 3).unwrap();
+    assert!(first.first_for_user && first.created);
+    let second = hub.join("/chat", "r", 1).unwrap();
+    assert!(second.first_for_user && !second.created);
     assert!(!hub.join("/chat", "r", 2).unwrap().first_for_user);
     assert_eq!(hub.room_users("/chat", "r"), ["ann", "bob"]);
 
     // The broker tells others; ann's own sessions are not told about ann.
-    assert_eq!(hub.deliver_presence("/chat", "r", "ann", true), 1);
+    assert_eq!(
+        hub.deliver_presence("/chat", "r", "ann", true, Instant::now()),
+        1
+    );
     assert!(drain(&mut a1).is_empty());
     assert_eq!(
         drain(&mut b)[0].1,
@@ -106,6 +113,13 @@ fn presence_counts_users_not_sessions() {
     assert_eq!(hub.leave("/chat", "r", 2), Ok(true));
     assert_eq!(hub.leave("/chat", "r", 2), Err(HubError::NotJoined));
     assert_eq!(hub.room_users("/chat", "r"), ["bob"]);
+    assert_eq!(
+        hub.leave_room("/chat", "r", 3),
+        Ok(Left {
+            last_for_user: true,
+            vacated: true
+        })
+    );
 }
 
 #[test]
@@ -123,6 +137,7 @@ fn unregister_leaves_every_room_and_goes_offline() {
         gone,
         Unregistered {
             rooms: vec![("x".into(), true), ("y".into(), true)],
+            vacated: vec!["x".into()],
             last_for_user: true
         }
     );
@@ -289,4 +304,53 @@ fn overflow_is_counted() {
     }
     assert_eq!(hub.stats().datagrams_dropped, 2);
     assert_eq!(hub.room_count(), 1);
+}
+
+#[test]
+fn a_churning_room_gets_one_batch_per_member_per_window() {
+    let window = std::time::Duration::from_millis(100);
+    let hub = Hub::new(["/chat"], LIMITS).with_presence_window(window);
+    let mut ann = session(&hub, "/chat", 1, "ann");
+    let mut bob = session(&hub, "/chat", 2, "bob");
+    hub.join("/chat", "r", 1).unwrap();
+    hub.join("/chat", "r", 2).unwrap();
+    let t0 = Instant::now();
+    // Calm: the first change goes out at once.
+    assert_eq!(hub.deliver_presence("/chat", "r", "cy", true, t0), 2);
+    assert_eq!(drain(&mut ann).len(), 1);
+    drain(&mut bob);
+    // A storm within the window: nothing yet, then one batch each.
+    for user in ["dee", "eve", "fay"] {
+        assert_eq!(hub.deliver_presence("/chat", "r", user, true, t0), 0);
+    }
+    hub.deliver_presence("/chat", "r", "cy", false, t0);
+    hub.deliver_presence("/chat", "r", "bob", false, t0);
+    hub.deliver_presence("/chat", "r", "bob", true, t0);
+    hub.deliver_presence("/chat", "r", "ann", false, t0);
+    assert_eq!(hub.flush_presence(t0), 0, "not due yet");
+    assert_eq!(hub.flush_presence(t0 + window), 2);
+    let joins = vec!["dee".to_owned(), "eve".into(), "fay".into()];
+    assert_eq!(
+        drain(&mut bob),
+        [(
+            1,
+            ServerFrame::PresenceBatch {
+                joins: joins.clone(),
+                leaves: vec!["ann".into(), "cy".into()]
+            }
+        )],
+        "bob's leave and return cancel out"
+    );
+    assert_eq!(
+        drain(&mut ann),
+        [(
+            1,
+            ServerFrame::PresenceBatch {
+                joins,
+                leaves: vec!["cy".into()]
+            }
+        )],
+        "nobody is told of themselves"
+    );
+    assert_eq!(hub.flush_presence(t0 + window * 2), 0, "sent once");
 }

@@ -101,9 +101,15 @@ async fn hello(
         .await
         .map_err(|e| fail("hello", e))?;
     let mut replies = FrameReader::new(recv, MAX_FRAME);
-    match replies.next::<ServerFrame>().await {
-        Ok(reply) => welcome(reply).map(|()| (control, replies)),
-        Err(e) => Err(fail("hello", e)),
+    loop {
+        match replies.next::<ServerFrame>().await {
+            Ok(reply) => {
+                if welcome(reply)? {
+                    return Ok((control, replies));
+                }
+            }
+            Err(e) => return Err(fail("hello", e)),
+        }
     }
 }
 
@@ -115,10 +121,13 @@ pub(super) fn hello_frame(token: &str) -> ClientFrame {
     }
 }
 
-/// Whether the server's first frame (`None`: the stream ended) welcomed the session.
-pub(super) fn welcome(reply: Option<ServerFrame>) -> Result<(), SetupError> {
+/// What a frame that answers `Hello` (`None`: the stream ended) says: `true`
+/// once welcomed, `false` to read on (a connect hook's `ConnectInfo` may come
+/// first), or why the session was refused.
+pub(super) fn welcome(reply: Option<ServerFrame>) -> Result<bool, SetupError> {
     match reply {
-        Some(ServerFrame::Welcome { .. }) => Ok(()),
+        Some(ServerFrame::Welcome { .. }) => Ok(true),
+        Some(ServerFrame::ConnectInfo { .. }) => Ok(false),
         Some(ServerFrame::Error { code, message, .. }) => {
             Err(fail(&format!("hello: {code:?}"), message))
         }
@@ -218,7 +227,9 @@ impl Joins {
             ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. } => {
                 self.online_frames += 1
             }
-            ServerFrame::Broadcast { .. } | ServerFrame::Notification { .. } => {}
+            ServerFrame::Broadcast { .. }
+            | ServerFrame::Notification { .. }
+            | ServerFrame::RpcReply { .. } => {}
             ServerFrame::Error { code, message, .. } => {
                 return Err(fail(&format!("join: {code:?}"), message))
             }
@@ -407,7 +418,14 @@ mod tests {
             max_frame: 65_536,
             online: None,
         };
-        assert!(welcome(Some(welcome_frame)).is_ok());
+        assert!(welcome(Some(welcome_frame)).unwrap());
+        let info = ServerFrame::ConnectInfo {
+            data: bytes::Bytes::from_static(b"{}"),
+        };
+        assert!(
+            !welcome(Some(info)).unwrap(),
+            "a connect hook's data: read on"
+        );
         let err = welcome(Some(ServerFrame::Error {
             req: 0,
             code: ErrorCode::Unauthorized,

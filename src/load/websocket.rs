@@ -131,13 +131,15 @@ async fn hello(socket: &mut WsStream, token: &str) -> Result<(), SetupError> {
         .send(Message::Binary(hello))
         .await
         .map_err(|e| fail("hello", e))?;
-    let message = next_binary(socket, "hello").await?;
-    match lane::parse(&message) {
-        Ok(Lane::Control(body)) => match lane::decode_control::<ServerFrame>(body) {
-            Ok(frame) => welcome(Some(frame)),
-            Err(e) => Err(fail("hello", e)),
-        },
-        other => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+    loop {
+        let message = next_binary(socket, "hello").await?;
+        let frame = match lane::parse(&message) {
+            Ok(Lane::Control(body)) => lane::decode_control::<ServerFrame>(body),
+            other => return Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+        };
+        if welcome(Some(frame.map_err(|e| fail("hello", e))?))? {
+            return Ok(());
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use thiserror::Error;
 const TAG_PUBLISH: u64 = 3;
 /// postcard tag of `ServerFrame::Message`.
 pub(crate) const TAG_MESSAGE: u64 = 6;
-/// postcard tags of `ServerFrame::PresenceJoin` and `PresenceLeave`.
-const TAGS_PRESENCE: [u64; 2] = [7, 8];
+/// postcard tags of `ServerFrame::PresenceJoin`, `PresenceLeave` and `PresenceBatch`.
+const TAGS_PRESENCE: [u64; 3] = [7, 8, 17];
 /// postcard tag of `Datagram::Send`.
 const TAG_DATAGRAM_SEND: u64 = 0;
 /// postcard tag of `Datagram::Recv`.
@@ -167,8 +167,8 @@ pub fn parse_message(frame: &[u8]) -> Result<Option<MessageRef<'_>>, WireError> 
     }))
 }
 
-/// Whether a `ServerFrame` body is a room presence event (`PresenceJoin` or
-/// `PresenceLeave`).
+/// Whether a `ServerFrame` body is a room presence event (`PresenceJoin`,
+/// `PresenceLeave` or `PresenceBatch`).
 pub fn is_presence(frame: &[u8]) -> bool {
     matches!(get_varint(frame), Ok(Some((tag, _))) if TAGS_PRESENCE.contains(&tag))
 }
@@ -282,6 +282,10 @@ mod tests {
         let user = || "u".to_owned();
         assert!(is_presence(&body(&ServerFrame::PresenceJoin {
             user: user()
+        })));
+        assert!(is_presence(&body(&ServerFrame::PresenceBatch {
+            joins: vec!["a".into()],
+            leaves: vec![],
         })));
         assert!(is_presence(&body(&ServerFrame::PresenceLeave {
             user: user()

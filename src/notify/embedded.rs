@@ -1,7 +1,12 @@
 //! Inboxes in an embedded redb database: durable across restarts, nothing to install.
+//!
+//! A write that fails (a full disk, an I/O error: redb then refuses every later
+//! transaction) marks the store as failing, which `/healthz` reports, and closes
+//! the database; the next call opens it again (redb repairs what the failure left),
+//! so the inbox recovers without a restart once the disk does.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,8 +32,18 @@ struct Stored {
 /// redb-backed inboxes under a data directory.
 #[derive(Debug, Clone)]
 pub struct Embedded {
-    db: Arc<Database>,
+    store: Arc<Store>,
     max_per_user: u64,
+}
+
+#[derive(Debug)]
+struct Store {
+    path: PathBuf,
+    /// `None` after a failed write: the next call reopens it. Std locks, held
+    /// only to clone or swap the handle, never across an await.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why the last write failed, until one succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> InboxError {
@@ -41,19 +56,58 @@ impl Embedded {
     pub fn open(dir: &Path, max_per_user: usize) -> Result<Self, InboxError> {
         std::fs::create_dir_all(dir).map_err(|e| store_err(format!("{}: {e}", dir.display())))?;
         let path = dir.join("inbox.redb");
-        let db =
-            Database::create(&path).map_err(|e| store_err(format!("{}: {e}", path.display())))?;
-        let tx = db.begin_write().map_err(store_err)?;
-        tx.open_table(INBOX).map_err(store_err)?;
-        tx.open_table(USERS).map_err(store_err)?;
-        tx.commit().map_err(store_err)?;
+        let db = open_db(&path)?;
         Ok(Embedded {
-            db: Arc::new(db),
+            store: Arc::new(Store {
+                path,
+                db: RwLock::new(Some(Arc::new(db))),
+                failing: Mutex::new(None),
+            }),
             max_per_user: max_per_user.max(1) as u64,
         })
     }
 
-    fn push_sync(&self, user: &str, kind: &str, body: Bytes) -> Result<Pushed, InboxError> {
+    /// The open database, opening it again after a failure.
+    fn db(&self) -> Result<Arc<Database>, InboxError> {
+        let store = &self.store;
+        if let Some(db) = &*store.db.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(db.clone());
+        }
+        let mut slot = store.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        // Fails while a call still holds the old handle: the next call tries again.
+        let db = Arc::new(open_db(&store.path)?);
+        tracing::info!(path = %store.path.display(), "inbox store reopened");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Records how a write went: a failure closes the database, to be reopened.
+    fn wrote<T>(&self, result: Result<T, InboxError>) -> Result<T, InboxError> {
+        let store = &self.store;
+        let mut failing = store.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => *failing = None,
+            Err(InboxError::Store(why)) => {
+                if failing.is_none() {
+                    tracing::warn!(path = %store.path.display(), "inbox store failed: {why}");
+                }
+                *failing = Some(why.clone());
+                *store.db.write().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+        result
+    }
+
+    fn push_sync(
+        &self,
+        db: &Database,
+        user: &str,
+        kind: &str,
+        body: Bytes,
+    ) -> Result<Pushed, InboxError> {
         let ts = now_millis();
         let stored = Stored {
             kind: kind.to_owned(),
@@ -61,7 +115,7 @@ impl Embedded {
             ts,
         };
         let bytes = postcard::to_stdvec(&stored).map_err(store_err)?;
-        let tx = self.db.begin_write().map_err(store_err)?;
+        let tx = db.begin_write().map_err(store_err)?;
         let (id, evicted) = {
             let mut users = tx.open_table(USERS).map_err(store_err)?;
             let mut inbox = tx.open_table(INBOX).map_err(store_err)?;
@@ -104,8 +158,8 @@ impl Embedded {
         })
     }
 
-    fn pending_sync(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+    fn pending_sync(db: &Database, user: &str) -> Result<Vec<Notification>, InboxError> {
+        let tx = db.begin_read().map_err(store_err)?;
         let inbox = tx.open_table(INBOX).map_err(store_err)?;
         let mut out = Vec::new();
         for entry in inbox
@@ -124,8 +178,8 @@ impl Embedded {
         Ok(out)
     }
 
-    fn ack_sync(&self, user: &str, id: u64) -> Result<bool, InboxError> {
-        let tx = self.db.begin_write().map_err(store_err)?;
+    fn ack_sync(db: &Database, user: &str, id: u64) -> Result<bool, InboxError> {
+        let tx = db.begin_write().map_err(store_err)?;
         let removed = {
             let mut inbox = tx.open_table(INBOX).map_err(store_err)?;
             let removed = inbox.remove((user, id)).map_err(store_err)?.is_some();
@@ -146,50 +200,71 @@ impl Embedded {
         Ok(removed)
     }
 
-    fn total_sync(&self) -> Result<u64, InboxError> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+    fn total_sync(db: &Database) -> Result<u64, InboxError> {
+        let tx = db.begin_read().map_err(store_err)?;
         let inbox = tx.open_table(INBOX).map_err(store_err)?;
         inbox.len().map_err(store_err)
     }
 
-    /// Runs a blocking store call off the async workers (redb fsyncs on commit).
+    /// Runs a blocking store call off the async workers (redb fsyncs on commit); a
+    /// `write` reports its outcome to the failure tracking.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Embedded) -> Result<T, InboxError> + Send + 'static,
+        write: bool,
+        f: impl FnOnce(&Embedded, &Database) -> Result<T, InboxError> + Send + 'static,
     ) -> Result<T, InboxError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(me))
-            .await
-            .map_err(store_err)?
+        tokio::task::spawn_blocking(move || {
+            let result = me.db().and_then(|db| f(&me, &db));
+            if write {
+                me.wrote(result)
+            } else {
+                result
+            }
+        })
+        .await
+        .map_err(store_err)?
     }
+}
+
+/// Opens (or creates, or repairs) the database and its tables.
+fn open_db(path: &Path) -> Result<Database, InboxError> {
+    let db = Database::create(path).map_err(|e| store_err(format!("{}: {e}", path.display())))?;
+    let tx = db.begin_write().map_err(store_err)?;
+    tx.open_table(INBOX).map_err(store_err)?;
+    tx.open_table(USERS).map_err(store_err)?;
+    tx.commit().map_err(store_err)?;
+    Ok(db)
 }
 
 #[async_trait]
 impl Inbox for Embedded {
     async fn push(&self, user: &str, kind: &str, body: Bytes) -> Result<Pushed, InboxError> {
         let (user, kind) = (user.to_owned(), kind.to_owned());
-        self.blocking(move |me| me.push_sync(&user, &kind, body))
+        self.blocking(true, move |me, db| me.push_sync(db, &user, &kind, body))
             .await
     }
 
     async fn pending(&self, user: &str) -> Result<Vec<Notification>, InboxError> {
         let user = user.to_owned();
-        self.blocking(move |me| me.pending_sync(&user)).await
+        self.blocking(false, move |_, db| Embedded::pending_sync(db, &user))
+            .await
     }
 
     async fn ack(&self, user: &str, id: u64) -> Result<bool, InboxError> {
         let user = user.to_owned();
-        self.blocking(move |me| me.ack_sync(&user, id)).await
+        self.blocking(true, move |_, db| Embedded::ack_sync(db, &user, id))
+            .await
     }
 
     async fn total_pending(&self) -> Result<u64, InboxError> {
-        self.blocking(|me| me.total_sync()).await
+        self.blocking(false, |_, db| Embedded::total_sync(db)).await
     }
 
     async fn revoke(&self, user: &str, unix_secs: u64) -> Result<(), InboxError> {
         let user = user.to_owned();
-        self.blocking(move |me| {
-            let tx = me.db.begin_write().map_err(store_err)?;
+        self.blocking(true, move |_, db| {
+            let tx = db.begin_write().map_err(store_err)?;
             {
                 let mut table = tx.open_table(REVOKED).map_err(store_err)?;
                 let old = table
@@ -206,8 +281,8 @@ impl Inbox for Embedded {
 
     async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError> {
         let user = user.to_owned();
-        self.blocking(move |me| {
-            let tx = me.db.begin_read().map_err(store_err)?;
+        self.blocking(false, move |_, db| {
+            let tx = db.begin_read().map_err(store_err)?;
             let table = match tx.open_table(REVOKED) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -219,6 +294,14 @@ impl Inbox for Embedded {
                 .map(|v| v.value()))
         })
         .await
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let failing = self.store.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match &*failing {
+            Some(why) => Err(format!("the inbox store cannot write: {why}")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -69,4 +69,10 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// The mark of [`Inbox::revoke`] for `user`, if any.
     async fn revoked_until(&self, user: &str) -> Result<Option<u64>, InboxError>;
+
+    /// Why the store cannot take writes right now (its last write failed), for
+    /// `/healthz`; `Ok` when it can, as far as it knows.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

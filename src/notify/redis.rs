@@ -5,6 +5,11 @@
 //! |---|---|---|
 //! | `wtgate:inbox:{user}` | sorted set | score = id, member = `"{id}:{postcard(kind, body, ts)}"` |
 //! | `wtgate:inbox-id:{user}` | string | the last id given (ids never repeat) |
+//!
+//! Ids never go below the push's time in milliseconds × [`IDS_PER_MS`]: should
+//! Redis lose its data (no persistence, a failover to an empty replica), the
+//! counter starts again from the clock, not from 1, so ids stay increasing per
+//! user and clients do not skip new notifications as already seen.
 //! | `wtgate:inbox-total` | string | notifications pending across all users |
 //!
 //! Push and ack are Lua scripts, so the bound, the counters and the set change
@@ -24,10 +29,20 @@ use crate::broker::now_millis;
 /// How long one Redis call may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// KEYS: set, id counter, total. ARGV: stored, max per user.
+/// Ids a user can be given per millisecond before they run ahead of the clock
+/// (they stay unique and increasing then too): ids stay below 2^53, exact in
+/// JavaScript, until the year 2255.
+const IDS_PER_MS: u64 = 1000;
+
+/// KEYS: set, id counter, total. ARGV: stored, max per user, the id floor.
 /// Returns `{id, evicted}`.
 const PUSH: &str = r#"
 local id = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if id < floor then
+  id = floor
+  redis.call('SET', KEYS[2], ARGV[3])
+end
 redis.call('ZADD', KEYS[1], id, string.format('%d', id) .. ':' .. ARGV[1])
 local n = redis.call('ZCARD', KEYS[1])
 local max = tonumber(ARGV[2])
@@ -154,7 +169,8 @@ impl Inbox for RedisInbox {
             .key(format!("wtgate:inbox-id:{user}"))
             .key(TOTAL)
             .arg(bytes)
-            .arg(self.max_per_user);
+            .arg(self.max_per_user)
+            .arg(ts * IDS_PER_MS);
         let mut conn = self.conn.clone();
         let (id, evicted): (u64, u64) = self.call(invocation.invoke_async(&mut conn)).await?;
         Ok(Pushed {

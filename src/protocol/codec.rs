@@ -40,10 +40,10 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for ClientFrame {
-    const VARIANTS: u32 = 7;
+    const VARIANTS: u32 = 9;
 }
 impl Frame for ServerFrame {
-    const VARIANTS: u32 = 15;
+    const VARIANTS: u32 = 18;
 }
 impl Frame for Datagram {
     const VARIANTS: u32 = 2;

@@ -44,13 +44,20 @@ pub enum ErrorCode {
     /// The session's token expired and no `Refresh` replaced it; the session is
     /// closed (reconnect with a new token).
     TokenExpired,
+    /// The application's backend refused the request (a connect, join, publish or
+    /// RPC hook); the message is the backend's. A backend may also answer with its
+    /// own code in 1000..=4999, which the client receives as is.
+    Rejected,
+    /// The application's backend could not answer: down, too slow, or too many
+    /// calls already in flight. Retrying later may succeed.
+    BackendUnavailable,
     /// A code this build does not know.
     Other(u32),
 }
 
 impl ErrorCode {
     /// Every code this build knows, in wire order.
-    pub const KNOWN: [ErrorCode; 17] = [
+    pub const KNOWN: [ErrorCode; 19] = [
         ErrorCode::Protocol,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -68,6 +75,8 @@ impl ErrorCode {
         ErrorCode::TooManySessions,
         ErrorCode::Internal,
         ErrorCode::TokenExpired,
+        ErrorCode::Rejected,
+        ErrorCode::BackendUnavailable,
     ];
 
     /// The stable wire number of this code.
@@ -90,6 +99,8 @@ impl ErrorCode {
             ErrorCode::TooManySessions => 15,
             ErrorCode::Internal => 16,
             ErrorCode::TokenExpired => 17,
+            ErrorCode::Rejected => 18,
+            ErrorCode::BackendUnavailable => 19,
             ErrorCode::Other(n) => n,
         }
     }
@@ -131,6 +142,8 @@ impl From<u32> for ErrorCode {
             15 => ErrorCode::TooManySessions,
             16 => ErrorCode::Internal,
             17 => ErrorCode::TokenExpired,
+            18 => ErrorCode::Rejected,
+            19 => ErrorCode::BackendUnavailable,
             n => ErrorCode::Other(n),
         }
     }

@@ -22,6 +22,12 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default upper bound on one encoded frame body (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
+/// The most users one list of who is online holds (`Welcome.online`, `Online`):
+/// the first ones in byte order; a list this long may go on, read with
+/// [`ClientFrame::OnlinePage`]. Bounds what a session's arrival costs in a
+/// namespace of many users.
+pub const ONLINE_PAGE: usize = 1000;
+
 /// A position in a room's message sequence: the last message a client saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Since {
@@ -86,6 +92,27 @@ pub enum ClientFrame {
         req: u32,
         /// The new token.
         token: String,
+    },
+    /// Calls `method` on the application's backend (the namespace's RPC hook);
+    /// answered with [`ServerFrame::RpcReply`], or an `Error` with the same `req`.
+    Rpc {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The backend's method name, e.g. `history.search`.
+        method: String,
+        /// Opaque argument, passed to the backend as is.
+        body: Bytes,
+    },
+    /// Reads who is online in the namespace page by page: the users after `after`
+    /// in byte order, at most `limit` (and at most [`ONLINE_PAGE`]); answered with
+    /// [`ServerFrame::Online`]. A page shorter than asked is the last.
+    OnlinePage {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// The last user of the previous page; empty for the first page.
+        after: String,
+        /// Users wanted.
+        limit: u32,
     },
 }
 
@@ -217,6 +244,27 @@ pub enum ServerFrame {
         body: Bytes,
         /// Server time when it was stored, milliseconds since the Unix epoch.
         ts: u64,
+    },
+    /// The backend's answer to an `Rpc`.
+    RpcReply {
+        /// Request id.
+        req: u32,
+        /// Opaque result, as the backend returned it.
+        body: Bytes,
+    },
+    /// What the application's connect hook attached to the session; sent right
+    /// before `Welcome` when the hook returned data.
+    ConnectInfo {
+        /// Opaque data, as the backend returned it.
+        data: Bytes,
+    },
+    /// Several users entered or left the room (on the room stream): what changed
+    /// while the room churned, sent at once instead of a frame per user.
+    PresenceBatch {
+        /// Users who entered (their first session in the room).
+        joins: Vec<String>,
+        /// Users who left (their last session in the room).
+        leaves: Vec<String>,
     },
 }
 

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use super::Gateway;
-use crate::hub::{bounded_queues, Closer, QueueLimits, SessionRx};
+use super::{FlushPolicy, Gateway};
+use crate::hub::{bounded_queues, Closer, Outbound, QueueLimits, SessionRx};
 use crate::session::{Backends, Session as Core};
 
 /// Frames written in one go before the loop looks at its other inputs again.
-pub(super) const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: usize = 64;
 /// How long a fatal error frame may take to reach the client before the close.
 pub(super) const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// After a fatal error frame was written, how long the client has to read it and
@@ -36,16 +36,29 @@ pub(super) fn register(gateway: &Gateway, core: &mut Core) -> Option<(SessionRx,
     registered.then_some((rx, closer))
 }
 
-/// The hub, broker and inbox, as the session's effects see them.
-pub(super) fn backends<'a>(gateway: &'a Gateway, core: &'a Core) -> Backends<'a> {
-    Backends {
-        hub: &gateway.hub,
-        broker: gateway.broker.as_ref(),
-        inbox: gateway.inbox.as_ref(),
-        ns: core.ns(),
-        id: core.id(),
-        user: core.user(),
+/// Holds `first` and whatever else the hub queued (up to [`WRITE_BATCH`]); whether
+/// they are due now: the session was quiet for a whole flush window, or the batch
+/// is full. Otherwise they wait for the window's end, to share a write.
+pub(super) fn gather(
+    first: Outbound,
+    rx: &mut SessionRx,
+    held: &mut Vec<Outbound>,
+    flush: &FlushPolicy,
+    window: Duration,
+) -> bool {
+    held.push(first);
+    while held.len() < WRITE_BATCH {
+        match rx.frames.try_recv() {
+            Ok(item) => held.push(item),
+            Err(_) => break,
+        }
     }
+    flush.due(tokio::time::Instant::now(), window) || held.len() >= WRITE_BATCH
+}
+
+/// The hub, broker, inbox and hooks, as the session's effects see them.
+pub(super) fn backends<'a>(gateway: &'a Gateway, core: &'a Core) -> Backends<'a> {
+    gateway.backends(core.ns(), core.id(), core.user())
 }
 
 /// `deadline` on tokio's clock, or a day from now for none (the arm is disabled).

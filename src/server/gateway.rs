@@ -16,11 +16,13 @@ use super::admission::{Admission, ConnectLimiter};
 use crate::auth::{TokenVerifier, SERVER_USER};
 use crate::broker::{Broker, BrokerError};
 use crate::config::{Config, Settings};
+use crate::hooks::{HookRunner, Hooks};
 use crate::hub::{validate_room_name, Hub, QueuedBytes};
 use crate::metrics::Metrics;
 use crate::notify::{Inbox, InboxError, Notification};
 use crate::protocol::{frame_bytes, ErrorCode, ServerFrame};
-use crate::session::Rules;
+use crate::session::{Backends, Rules};
+use crate::webhooks::Webhooks;
 
 /// Longest notification kind, in bytes.
 pub const MAX_KIND_LEN: usize = 64;
@@ -75,6 +77,10 @@ pub struct Gateway {
     pub flush_window: super::FlushWindow,
     /// Limits and the token check every session obeys.
     pub(crate) rules: Arc<Rules>,
+    /// The application backend's hooks, bounded in time and calls in flight.
+    pub(crate) hooks: Arc<HookRunner>,
+    /// Events for the application backend.
+    pub(crate) webhooks: Webhooks,
     /// Bytes queued for every session, against `outbound_bytes_total`.
     pub(crate) queued_bytes: Arc<QueuedBytes>,
     /// Connections not welcomed yet, against `max_awaiting_hello`.
@@ -103,9 +109,14 @@ impl Gateway {
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         inbox: Arc<dyn Inbox>,
+        hooks: Arc<dyn Hooks>,
+        webhooks: Webhooks,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let settings_limits = settings.config.limits.clone();
         Gateway {
+            webhooks,
+            hooks: Arc::new(HookRunner::new(hooks, &settings.config)),
             config: settings.config.clone(),
             rules: Arc::new(Rules {
                 limits: settings.config.limits.clone(),
@@ -114,9 +125,7 @@ impl Gateway {
             hub,
             broker,
             inbox,
-            metrics: Arc::new(Metrics::new(
-                settings.config.namespaces.keys().map(String::as_str),
-            )),
+            metrics,
             flush_window: super::FlushWindow::new(settings.config.limits.flush_interval),
             queued_bytes: QueuedBytes::new(settings.config.limits.outbound_bytes_total),
             awaiting_hello: super::admission::AwaitingHello::new(
@@ -140,6 +149,21 @@ impl Gateway {
     pub(super) fn admit(&self, peer: SocketAddr, validated: bool) -> Admission {
         let mut connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
         connects.admit(peer.ip(), validated, Instant::now())
+    }
+
+    /// What the effects of session `id` (of `user`, in `ns`) run against; every
+    /// driver performs them through this.
+    pub(crate) fn backends<'a>(&'a self, ns: &'a str, id: u64, user: &'a str) -> Backends<'a> {
+        Backends {
+            hub: &self.hub,
+            broker: self.broker.as_ref(),
+            inbox: self.inbox.as_ref(),
+            ns,
+            id,
+            user,
+            hooks: &self.hooks,
+            webhooks: &self.webhooks,
+        }
     }
 
     pub(super) fn new_session_id(&self) -> u64 {
@@ -279,6 +303,9 @@ impl Gateway {
         m.frames_dropped
             .inner()
             .store(stats.frames_dropped, Ordering::Relaxed);
+        m.presence_frames
+            .inner()
+            .store(stats.presence_frames, Ordering::Relaxed);
         m.datagrams_overflow
             .inner()
             .store(stats.datagrams_dropped, Ordering::Relaxed);

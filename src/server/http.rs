@@ -8,7 +8,7 @@
 //! | `POST /api/broadcast` | `{namespace, body \| body_base64}` | `{}` |
 //! | `GET /api/presence` | `?namespace=/chat&room=R` (room optional) | `{users}` |
 //! | `POST /api/disconnect` | `{user, revoke?}` | `{closed}` |
-//! | `GET /healthz` | | `{status, sessions}` |
+//! | `GET /healthz` | | `{status, sessions}`; 503 with `broker` or `inbox` saying what fails |
 //! | `GET /metrics` | | Prometheus text |
 //!
 //! `/api/*` needs `Authorization: Bearer <key>`. Without a configured key the API
@@ -556,14 +556,18 @@ async fn disconnect(
 /// while the cluster backend is unreachable (new sessions are refused meanwhile).
 async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
     let sessions = gateway.hub.session_count();
-    match gateway.broker.health() {
-        BrokerHealth::Ok => Json(json!({ "status": "ok", "sessions": sessions })).into_response(),
-        BrokerHealth::Unavailable(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "sessions": sessions, "broker": why })),
-        )
-            .into_response(),
+    let mut body = json!({ "status": "ok", "sessions": sessions });
+    if let BrokerHealth::Unavailable(why) = gateway.broker.health() {
+        body["broker"] = json!(why);
     }
+    if let Err(why) = gateway.inbox.health() {
+        body["inbox"] = json!(why);
+    }
+    if body.get("broker").is_none() && body.get("inbox").is_none() {
+        return Json(body).into_response();
+    }
+    body["status"] = json!("degraded");
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

@@ -36,9 +36,13 @@ use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 use crate::broker::{Broker, Local, Redis};
 use crate::certs;
 use crate::config::Settings;
+use crate::hooks::{Hooks, HttpHooks, NoHooks};
 use crate::hub::{Hub, SessionLimits};
+use crate::metrics::Metrics;
 use crate::notify::{Embedded, Inbox, RedisInbox};
 use crate::protocol::ErrorCode;
+use crate::webhooks::{self, EmbeddedQueue, RedisQueue, Webhooks};
+use futures::future::BoxFuture;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -49,6 +53,9 @@ pub enum ServerError {
     /// The data directory (notification inboxes) is unusable.
     #[error("data directory: {0}")]
     DataDir(String),
+    /// The backend hooks cannot be set up.
+    #[error("hooks: {0}")]
+    Hooks(String),
     /// Cluster mode (`--redis`) could not start: Redis unreachable or a bad setting.
     #[error("cluster mode: {0}")]
     Cluster(String),
@@ -85,6 +92,10 @@ pub struct Server {
     gateway: Arc<Gateway>,
     /// The single-process broker; `None` in cluster mode (Redis).
     local: Option<Arc<Local>>,
+    /// The webhook writer and sender, when webhooks are on.
+    webhook_tasks: Option<(BoxFuture<'static, ()>, BoxFuture<'static, ()>)>,
+    /// Stops them, once the sessions are gone.
+    webhook_stop: CancellationToken,
     cert_hash: String,
 }
 
@@ -92,6 +103,39 @@ impl Server {
     /// Loads (or makes) the certificate, binds the UDP socket and the TCP socket of
     /// the server API on the same port number.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        let hooks: Arc<dyn Hooks> = if settings
+            .config
+            .namespaces
+            .values()
+            .any(|ns| !ns.hooks.url.is_empty())
+        {
+            let secret = settings.hook_secret.as_ref().unwrap_or(&settings.secret);
+            Arc::new(
+                HttpHooks::new(&settings.config, secret.as_bytes())
+                    .map_err(|e| ServerError::Hooks(e.to_string()))?,
+            )
+        } else {
+            Arc::new(NoHooks)
+        };
+        for (path, ns) in &settings.config.namespaces {
+            if ns.hooks.any() && ns.hooks.url.is_empty() {
+                return Err(ServerError::Hooks(format!(
+                    "namespaces.{}.hooks: a hook is on but url is empty (a Rust program \
+                     passes its own hooks to Server::bind_with_hooks)",
+                    path.trim_start_matches('/')
+                )));
+            }
+        }
+        Self::bind_with_hooks(settings, hooks).await
+    }
+
+    /// [`bind`](Self::bind) with the application's own [`Hooks`], run in-process
+    /// (for Rust programs that embed wtgate) instead of the HTTP hooks; the
+    /// configuration still says which hooks each namespace calls.
+    pub async fn bind_with_hooks(
+        settings: Settings,
+        hooks: Arc<dyn Hooks>,
+    ) -> Result<Server, ServerError> {
         let identity = identity::load(&settings.tls).await?;
         let cert_hash = certs::hash_der(identity.certificate_chain().as_slice()[0].der());
         let api_tls = http::tls_config(&identity)
@@ -99,15 +143,23 @@ impl Server {
         let (endpoint, api) = bind_sockets(&settings, identity).await?;
         let config = &settings.config;
         let limits = &config.limits;
-        let hub = Arc::new(Hub::new(
-            config.namespaces.keys().map(String::as_str),
-            SessionLimits {
-                max_sessions: limits.max_sessions,
-                max_sessions_per_user: limits.max_sessions_per_user,
-            },
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                config.namespaces.keys().map(String::as_str),
+                SessionLimits {
+                    max_sessions: limits.max_sessions,
+                    max_sessions_per_user: limits.max_sessions_per_user,
+                },
+            )
+            .with_presence_window(limits.presence_window),
+        );
+        let mut node = None;
         let (broker, inbox, local): (Arc<dyn Broker>, Arc<dyn Inbox>, _) = match &settings.redis {
-            Some(url) => cluster_backends(&settings, url, hub.clone()).await?,
+            Some(url) => {
+                let (broker, inbox, id) = cluster_backends(&settings, url, hub.clone()).await?;
+                node = Some(id);
+                (broker, inbox, None)
+            }
             None => {
                 let local = Arc::new(Local::new(hub.clone(), config));
                 match local.restore(&snapshot_path(&settings)) {
@@ -120,8 +172,39 @@ impl Server {
                 (local.clone(), Arc::new(inbox), Some(local))
             }
         };
-        let gateway = Arc::new(Gateway::new(settings, hub, broker, inbox));
+        let metrics = Arc::new(Metrics::new(config.namespaces.keys().map(String::as_str)));
+        let webhook_stop = CancellationToken::new();
+        let (webhooks, webhook_tasks) = if config.webhooks.url.is_empty() {
+            (Webhooks::off(), None)
+        } else {
+            let queue: Arc<dyn webhooks::Queue> = match (&settings.redis, &node) {
+                (Some(url), Some(node)) => Arc::new(
+                    RedisQueue::connect(url, node)
+                        .await
+                        .map_err(|e| ServerError::Cluster(e.to_string()))?,
+                ),
+                _ => Arc::new(
+                    EmbeddedQueue::open(&settings.data_dir)
+                        .map_err(|e| data_dir_error(&settings.data_dir, e))?,
+                ),
+            };
+            let secret = settings.hook_secret.as_ref().unwrap_or(&settings.secret);
+            let started = webhooks::start(
+                &config.webhooks,
+                queue,
+                secret.as_bytes(),
+                metrics.clone(),
+                webhook_stop.clone(),
+            )
+            .map_err(|e| ServerError::Hooks(e.to_string()))?;
+            (started.webhooks, Some((started.writer, started.sender)))
+        };
+        let gateway = Arc::new(Gateway::new(
+            settings, hub, broker, inbox, hooks, webhooks, metrics,
+        ));
         Ok(Server {
+            webhook_tasks,
+            webhook_stop,
             endpoint,
             api,
             api_tls,
@@ -158,8 +241,12 @@ impl Server {
     /// Accepts sessions and serves the API until `shutdown` is cancelled, then closes
     /// every session with `GoingAway` and waits for them and for API requests in
     /// flight, at most `shutdown_grace`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tasks = self.gateway.tasks.clone();
+        let webhook_tasks = self
+            .webhook_tasks
+            .take()
+            .map(|(writer, sender)| (tokio::spawn(writer), tokio::spawn(sender)));
         // Only the single-process broker keeps rooms in memory; Redis expires them.
         let sweeper = self.local.clone().map(|local| {
             tasks.spawn(sweep_rooms(
@@ -169,6 +256,14 @@ impl Server {
             ))
         });
         tasks.spawn(follow_load(self.gateway.clone(), shutdown.clone()));
+        let window = self.gateway.config.limits.presence_window;
+        if !window.is_zero() {
+            tasks.spawn(flush_presence(
+                self.gateway.hub.clone(),
+                window,
+                shutdown.clone(),
+            ));
+        }
         let (udp_addr, api_addr) = (self.local_addr(), self.api_addr());
         tasks.spawn(http::serve(
             self.api,
@@ -220,6 +315,14 @@ impl Server {
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             warn!("sessions still open after {grace:?}; closing the endpoint");
+        }
+        // The sessions' last events (session.closed) are queued; what is not sent
+        // yet waits in the queue for the next start.
+        self.webhook_stop.cancel();
+        if let Some((writer, sender)) = webhook_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            sender.abort();
+            let _ = sender.await;
         }
         if let Some(local) = &self.local {
             match local.save(&snapshot_path(self.gateway.settings())) {
@@ -371,7 +474,7 @@ async fn cluster_backends(
     settings: &Settings,
     url: &str,
     hub: Arc<Hub>,
-) -> Result<(Arc<dyn Broker>, Arc<dyn Inbox>, Option<Arc<Local>>), ServerError> {
+) -> Result<(Arc<dyn Broker>, Arc<dyn Inbox>, String), ServerError> {
     let config = &settings.config;
     let broker = Redis::connect(url, settings.node_id.clone(), hub, config)
         .await
@@ -379,7 +482,8 @@ async fn cluster_backends(
     let inbox = RedisInbox::connect(url, config.limits.max_inbox)
         .await
         .map_err(|e| ServerError::Cluster(e.to_string()))?;
-    Ok((Arc::new(broker), Arc::new(inbox), None))
+    let node = broker.node_id().to_owned();
+    Ok((Arc::new(broker), Arc::new(inbox), node))
 }
 
 /// Sets the coalescing window from the delivery rate, measured every 100 ms.
@@ -401,6 +505,20 @@ async fn follow_load(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 }
 
 /// Drops the history of rooms that emptied more than `ttl` ago.
+/// Sends churning rooms' presence batches as their windows end.
+async fn flush_presence(hub: Arc<Hub>, window: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(window / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                hub.flush_presence(tokio::time::Instant::now().into_std());
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 async fn sweep_rooms(local: Arc<Local>, ttl: Duration, shutdown: CancellationToken) {
     let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);

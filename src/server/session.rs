@@ -16,8 +16,8 @@ use wtransport::error::ConnectionError;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::driver::{
-    backends, far_or, hello_deadline, now, register, sleep_until_flush, unix_now, CLOSE_LINGER,
-    CLOSE_READ_GRACE, WRITE_BATCH,
+    backends, far_or, gather, hello_deadline, now, register, sleep_until_flush, unix_now,
+    CLOSE_LINGER, CLOSE_READ_GRACE,
 };
 use super::{FlushPolicy, Gateway};
 use crate::config::NamespaceConfig;
@@ -264,17 +264,8 @@ impl Session {
                 }
                 item = live.rx.frames.recv() => {
                     let Some(item) = item else { return Ok(()) };
-                    live.held.push(item);
-                    while live.held.len() < WRITE_BATCH {
-                        match live.rx.frames.try_recv() {
-                            Ok(item) => live.held.push(item),
-                            Err(_) => break,
-                        }
-                    }
                     let window = self.gateway.flush_window.get();
-                    if live.flush.due(tokio::time::Instant::now(), window)
-                        || live.held.len() >= WRITE_BATCH
-                    {
+                    if gather(item, &mut live.rx, &mut live.held, &live.flush, window) {
                         self.flush_held(live).await?;
                     }
                 }

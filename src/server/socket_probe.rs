@@ -1,7 +1,9 @@
-//! How many bytes a TCP connection's kernel send buffer still holds, so the
-//! WebSocket driver can tell a backed-up client and drop volatile frames for it
-//! instead of queueing them (PROTOCOL.md §16.3). Linux's `SIOCOUTQ`; elsewhere the
-//! probe knows nothing and volatile frames are always written.
+//! How many bytes a TCP connection's kernel send buffer holds that were not sent
+//! yet, so the WebSocket driver can tell a backed-up client and drop volatile
+//! frames for it instead of queueing them (PROTOCOL.md §16.3). Linux's
+//! `SIOCOUTQNSD`: bytes in flight on a long, healthy path do not count, only those
+//! the peer's window or the congestion window holds back. Elsewhere the probe
+//! knows nothing and volatile frames are always written.
 
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,16 +29,16 @@ impl SocketProbe {
         }
     }
 
-    /// Bytes written to the socket that the peer has not acknowledged yet; `None`
-    /// where the platform cannot tell.
+    /// Bytes written to the socket and not sent yet; `None` where the platform
+    /// cannot tell.
     pub(crate) fn unsent(&self) -> Option<usize> {
         #[cfg(target_os = "linux")]
         {
             let mut unsent: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one int through the
-            // pointer, which points at a live c_int; the descriptor is the open
-            // connection's (see the type's doc), and a stale one only fails.
-            let r = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut unsent) };
+            // SAFETY: SIOCOUTQNSD writes one int through the pointer, which points
+            // at a live c_int; the descriptor is the open connection's (see the
+            // type's doc), and a stale one only fails.
+            let r = unsafe { libc::ioctl(self.fd, libc::SIOCOUTQNSD, &mut unsent) };
             (r == 0).then_some(unsent.max(0) as usize)
         }
         #[cfg(not(target_os = "linux"))]

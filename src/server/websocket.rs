@@ -26,8 +26,8 @@ use tracing::{debug, info, info_span, Instrument};
 
 use super::admission::{Admission, AwaitingGuard};
 use super::driver::{
-    backends, far_or, hello_deadline, now, register, sleep_until_flush, unix_now, CLOSE_LINGER,
-    CLOSE_READ_GRACE, WRITE_BATCH,
+    backends, far_or, gather, hello_deadline, now, register, sleep_until_flush, unix_now,
+    CLOSE_LINGER, CLOSE_READ_GRACE,
 };
 use super::socket_probe::SocketProbe;
 use super::{FlushPolicy, Gateway};
@@ -253,20 +253,19 @@ impl WsSession {
     async fn handshake(&self, mut core: Core, mut socket: WebSocket) -> Result<Live, Stop> {
         core.control_opened();
         let deadline = hello_deadline(&core);
+        let limits = &self.gateway.config.limits;
+        // A token needs a few hundred bytes: `Hello` gets a small cap of its own.
+        let max_hello = limits.max_hello.min(limits.max_frame);
         let mut heard = Instant::now();
         let first = tokio::select! {
-            r = timeout_at(deadline, next_message(&mut socket, &mut heard)) => r,
+            r = timeout_at(deadline, next_message(&mut socket, &mut heard, max_hello)) => r,
             _ = self.gateway.shutdown.cancelled() => {
                 core.close_requested(ErrorCode::GoingAway);
                 return Err(self.close_decided(&mut core, &mut socket).await);
             }
         };
-        let max_hello = self.gateway.config.limits.max_hello;
         match first {
             Err(_) => core.handle_timeout(now()),
-            Ok(Incoming::Control(body)) if body.len() > max_hello => {
-                core.handle_read_error(&too_large(body.len(), max_hello))
-            }
             Ok(Incoming::Control(body)) => match lane::decode_control::<ClientFrame>(&body) {
                 Ok(frame) => {
                     let health = self.gateway.broker.health();
@@ -340,6 +339,7 @@ impl WsSession {
         let mut keepalive = tokio::time::interval(PING_AFTER);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let datagrams_in = live.core.accepts_datagrams();
+        let max_frame = self.gateway.config.limits.max_frame;
         loop {
             tokio::select! {
                 biased;
@@ -359,20 +359,13 @@ impl WsSession {
                 }
                 item = live.rx.frames.recv() => {
                     let Some(item) = item else { return Ok(()) };
-                    live.held.push(item);
-                    while live.held.len() < WRITE_BATCH {
-                        match live.rx.frames.try_recv() {
-                            Ok(item) => live.held.push(item),
-                            Err(_) => break,
-                        }
-                    }
                     let window = self.gateway.flush_window.get();
-                    if live.flush.due(Instant::now(), window) || live.held.len() >= WRITE_BATCH {
+                    if gather(item, &mut live.rx, &mut live.held, &live.flush, window) {
                         self.flush_held(live).await?;
                     }
                 }
                 Some(datagram) = live.rx.datagrams.recv() => self.write_volatile(live, datagram).await?,
-                incoming = next_message(&mut live.socket, &mut live.heard) => match incoming {
+                incoming = next_message(&mut live.socket, &mut live.heard, max_frame) => match incoming {
                     Incoming::Control(body) => match lane::decode_control::<ClientFrame>(&body) {
                         Ok(frame) => live.core.handle_frame(now(), frame),
                         Err(e) => live.core.handle_read_error(&e.into()),
@@ -532,7 +525,11 @@ impl WsSession {
 /// Reads until a message that matters: pings, pongs and unknown lanes are taken
 /// care of (by the WebSocket, or skipped) on the way. Cancel-safe: a message is
 /// either returned or still in the socket.
-async fn next_message(socket: &mut WebSocket, heard: &mut Instant) -> Incoming {
+///
+/// A control frame body over `max_frame` is refused here, exactly as WebTransport
+/// refuses it; the WebSocket's own limit (a little higher, for the lane header)
+/// already kept anything much larger from being read.
+async fn next_message(socket: &mut WebSocket, heard: &mut Instant, max_frame: usize) -> Incoming {
     loop {
         let message = match socket.next().await {
             None => return Incoming::Closed,
@@ -548,6 +545,9 @@ async fn next_message(socket: &mut WebSocket, heard: &mut Instant) -> Incoming {
         };
         let rest = |body: &[u8]| data.slice_ref(body);
         return match lane::parse(&data) {
+            Ok(Lane::Control(body)) if body.len() > max_frame => {
+                Incoming::Bad(too_large(body.len(), max_frame))
+            }
             Ok(Lane::Control(body)) => Incoming::Control(rest(body)),
             Ok(Lane::Volatile(body)) => Incoming::Volatile(rest(body)),
             Ok(Lane::Room { .. } | Lane::RoomEnd { .. }) => Incoming::Bad(malformed(
@@ -629,6 +629,7 @@ async fn guarded_write(
 /// code 4000 + the error code, for at most [`CLOSE_LINGER`], giving the client
 /// [`CLOSE_READ_GRACE`] to answer the close before the connection is dropped.
 async fn close_with(socket: &mut WebSocket, close: Close) -> Stop {
+    // A hook's own codes (1000 and above) do not fit: 4999, and the frame has it.
     let code = 4000 + close.code.to_code().min(999) as u16;
     let reason = close.reason_within(MAX_CLOSE_REASON).to_owned();
     let _ = timeout(CLOSE_LINGER, async {

@@ -4,19 +4,53 @@
 //! and returns an [`Outcome`] the driver feeds back with `Session::complete`. Every
 //! driver shares this code; only sockets differ between them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Refusal;
-use crate::broker::{Broker, BrokerError};
-use crate::hub::{Hub, Recovery, SessionId};
+use crate::broker::{Broker, BrokerError, PresenceChange};
+use crate::hooks::{Caller, ConnectReply, HookError, HookRunner, JoinReply, PublishReply};
+use crate::hub::{Hub, Outbound, Recovery, SessionId};
 use crate::notify::{Inbox, InboxError, Notification};
-use crate::protocol::{ErrorCode, Since};
+use crate::protocol::{frame_bytes, ServerFrame, Since, ONLINE_PAGE};
+use crate::webhooks::{Event, EventKind, Webhooks};
 
 /// Backend work the core asked for.
 #[derive(Debug)]
 pub(crate) enum Effect {
     /// Read the user's token revocation mark (before registration).
     Revocation,
+    /// Ask the connect hook (before registration).
+    Connect,
+    /// Ask the join hook whether the session may join.
+    JoinCheck {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Where the client left off.
+        since: Option<Since>,
+    },
+    /// Ask the publish hook about a message.
+    PublishCheck {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// Payload.
+        body: Bytes,
+    },
+    /// Call the RPC hook beside the session's commands; the answer comes back on the
+    /// session's queue ([`Outbound::RpcReply`]).
+    Rpc {
+        /// The request.
+        req: u32,
+        /// The backend method.
+        method: String,
+        /// Its argument.
+        body: Bytes,
+    },
     /// Announce the user online (when `announce`), read who is online (when
     /// `online`) and the pending notifications (when `inbox`).
     Welcome {
@@ -48,10 +82,14 @@ pub(crate) enum Effect {
         /// Payload.
         body: Bytes,
     },
-    /// Read who is online in the namespace.
+    /// Read a page of who is online in the namespace.
     Online {
         /// The request.
         req: u32,
+        /// The page starts after this user (`None`: the first page).
+        after: Option<String>,
+        /// Users at most.
+        limit: usize,
     },
     /// Remove a notification from the user's inbox.
     AckNotification {
@@ -67,6 +105,11 @@ pub(crate) enum Effect {
         room: String,
         /// Room presence is on.
         presence: bool,
+    },
+    /// A notification was handed to the session (a webhook event).
+    Delivered {
+        /// Notification id.
+        id: u64,
     },
     /// Leave every room and the namespace, announcing what changed.
     Depart {
@@ -132,6 +175,37 @@ pub(crate) enum Outcome {
     },
     /// Of [`Effect::Revocation`]: tokens issued at or before this are revoked.
     Revocation(Result<Option<u64>, InboxError>),
+    /// Of [`Effect::Connect`].
+    Connected(Result<ConnectReply, HookError>),
+    /// Of [`Effect::JoinCheck`].
+    JoinChecked {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// As asked.
+        since: Option<Since>,
+        /// The hook's answer.
+        result: Result<JoinReply, HookError>,
+    },
+    /// Of [`Effect::PublishCheck`].
+    PublishChecked {
+        /// The request.
+        req: u32,
+        /// Room name.
+        room: String,
+        /// The client's payload.
+        body: Bytes,
+        /// The hook's answer.
+        result: Result<PublishReply, HookError>,
+    },
+    /// Of [`Effect::Rpc`] when it could not start (the session is gone from the hub).
+    RpcFailed {
+        /// The request.
+        req: u32,
+        /// Why.
+        error: HookError,
+    },
     /// Of effects that report nothing.
     Done,
 }
@@ -151,6 +225,42 @@ pub(crate) struct Backends<'a> {
     pub(crate) id: SessionId,
     /// Its user.
     pub(crate) user: &'a str,
+    /// The application backend's hooks.
+    pub(crate) hooks: &'a Arc<HookRunner>,
+    /// Events for the application backend.
+    pub(crate) webhooks: &'a Webhooks,
+}
+
+impl Backends<'_> {
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind, self.ns, self.user, self.id)
+    }
+
+    fn emit(&self, kind: EventKind) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind));
+        }
+    }
+
+    fn emit_room(&self, kind: EventKind, room: &str) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind).room(room));
+        }
+    }
+
+    fn emit_notification(&self, kind: EventKind, id: u64) {
+        if self.webhooks.is_on() {
+            self.webhooks.emit(self.event(kind).notification(id));
+        }
+    }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            ns: self.ns,
+            user: self.user,
+            session: self.id,
+        }
+    }
 }
 
 impl Effect {
@@ -159,6 +269,20 @@ impl Effect {
     pub(crate) async fn perform(self, b: Backends<'_>) -> Outcome {
         match self {
             Effect::Revocation => Outcome::Revocation(b.inbox.revoked_until(b.user).await),
+            Effect::Connect => Outcome::Connected(b.hooks.connect(b.caller()).await),
+            Effect::JoinCheck { req, room, since } => Outcome::JoinChecked {
+                result: b.hooks.join(b.caller(), &room).await,
+                req,
+                room,
+                since,
+            },
+            Effect::PublishCheck { req, room, body } => Outcome::PublishChecked {
+                result: b.hooks.publish(b.caller(), &room, &body).await,
+                req,
+                room,
+                body,
+            },
+            Effect::Rpc { req, method, body } => rpc(b, req, method, body),
             Effect::Welcome {
                 announce,
                 online,
@@ -182,18 +306,25 @@ impl Effect {
                 req,
                 result: b.broker.publish(b.ns, &room, b.user, body).await,
             },
-            Effect::Online { req } => Outcome::Online {
+            Effect::Online { req, after, limit } => Outcome::Online {
                 req,
-                result: b.broker.online_users(b.ns).await,
+                result: b.broker.online_page(b.ns, after.as_deref(), limit).await,
             },
-            Effect::AckNotification { req, id } => Outcome::Acked {
-                req,
-                result: b.inbox.ack(b.user, id).await,
-            },
+            Effect::AckNotification { req, id } => {
+                let result = b.inbox.ack(b.user, id).await;
+                if let Ok(true) = result {
+                    b.emit_notification(EventKind::NotificationAcked, id);
+                }
+                Outcome::Acked { req, result }
+            }
+            Effect::Delivered { id } => {
+                b.emit_notification(EventKind::NotificationDelivered, id);
+                Outcome::Done
+            }
             Effect::LeaveRoom { room, presence } => {
-                if let Ok(true) = b.hub.leave(b.ns, &room, b.id) {
-                    if presence {
-                        let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
+                if let Ok(left) = b.hub.leave_room(b.ns, &room, b.id) {
+                    if left.last_for_user {
+                        room_changed(b, &room, false, left.vacated, presence).await;
                     }
                 }
                 Outcome::Done
@@ -206,12 +337,41 @@ impl Effect {
     }
 }
 
+/// Starts the RPC on its own task, so the session goes on serving; its answer is
+/// queued for the session like any other frame.
+fn rpc(b: Backends<'_>, req: u32, method: String, body: Bytes) -> Outcome {
+    let Some(tx) = b.hub.session_tx(b.ns, b.id) else {
+        let error = HookError::Unavailable("the session is closing".into());
+        return Outcome::RpcFailed { req, error };
+    };
+    let hooks = b.hooks.clone();
+    let (ns, user, session) = (b.ns.to_owned(), b.user.to_owned(), b.id);
+    tokio::spawn(async move {
+        let caller = Caller {
+            ns: &ns,
+            user: &user,
+            session,
+        };
+        let frame = match hooks.rpc(caller, &method, body).await {
+            Ok(body) => ServerFrame::RpcReply { req, body },
+            Err(e) => {
+                let (code, message) = e.to_client();
+                ServerFrame::Error { req, code, message }
+            }
+        };
+        tx.send(Outbound::RpcReply(frame_bytes(&frame)));
+    });
+    Outcome::Done
+}
+
 async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> Outcome {
+    b.emit(EventKind::SessionOpened);
     if announce {
         let _ = b.broker.online_presence(b.ns, b.user, true).await;
     }
     let online = if online {
-        Some(b.broker.online_users(b.ns).await.unwrap_or_default())
+        let first = b.broker.online_page(b.ns, None, ONLINE_PAGE).await;
+        Some(first.unwrap_or_default())
     } else {
         None
     };
@@ -241,11 +401,12 @@ async fn join(
         Ok(recovery) => recovery,
         Err(e) => {
             let _ = b.hub.leave(b.ns, room, b.id);
-            return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
+            // TooManyRooms for a full namespace, Internal for a broker failure.
+            return Err(Refusal::new(e.code(), e.to_string()));
         }
     };
-    if joined.first_for_user && presence {
-        let _ = b.broker.room_presence(b.ns, room, b.user, true).await;
+    if joined.first_for_user {
+        room_changed(b, room, true, joined.created, presence).await;
     }
     let members = if presence {
         b.broker
@@ -262,15 +423,51 @@ async fn join(
     })
 }
 
-async fn depart(b: Backends<'_>, presence: bool, online: bool) {
-    let gone = b.hub.unregister(b.ns, b.id);
-    if presence {
-        for (room, last) in gone.rooms {
-            if last {
-                let _ = b.broker.room_presence(b.ns, &room, b.user, false).await;
-            }
+/// The user's first session entered (`joined`) or last one left `room` on this
+/// node, `here` saying whether the room got its first or lost its last member on
+/// this node: tells the broker (with room presence on) and emits the webhooks of
+/// what changed — cluster-wide as the broker answers in a cluster, else (a single
+/// node, presence off, or the broker failed) as this node sees it.
+async fn room_changed(b: Backends<'_>, room: &str, joined: bool, here: bool, presence: bool) {
+    let change = if presence {
+        b.broker
+            .room_presence(b.ns, room, b.user, joined)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let change = change.unwrap_or(PresenceChange {
+        user: true,
+        room: here,
+    });
+    if joined {
+        if change.room {
+            b.emit_room(EventKind::RoomCreated, room);
+        }
+        if change.user {
+            b.emit_room(EventKind::RoomJoined, room);
+        }
+    } else {
+        if change.user {
+            b.emit_room(EventKind::RoomLeft, room);
+        }
+        if change.room {
+            b.emit_room(EventKind::RoomVacated, room);
         }
     }
+}
+
+async fn depart(b: Backends<'_>, presence: bool, online: bool) {
+    let gone = b.hub.unregister(b.ns, b.id);
+    for (room, last) in &gone.rooms {
+        if *last {
+            let vacated = gone.vacated.contains(room);
+            room_changed(b, room, false, vacated, presence).await;
+        }
+    }
+    b.emit(EventKind::SessionClosed);
     if online && gone.last_for_user {
         let _ = b.broker.online_presence(b.ns, b.user, false).await;
     }
@@ -293,6 +490,8 @@ mod tests {
         hub: Arc<Hub>,
         broker: Local,
         inbox: Embedded,
+        hooks: Arc<HookRunner>,
+        webhooks: Webhooks,
         _dir: tempfile::TempDir,
     }
 
@@ -310,6 +509,8 @@ mod tests {
         World {
             broker: Local::new(hub.clone(), &config),
             inbox: Embedded::open(dir.path(), 10).unwrap(),
+            hooks: Arc::new(HookRunner::new(Arc::new(crate::hooks::NoHooks), &config)),
+            webhooks: Webhooks::off(),
             hub,
             _dir: dir,
         }
@@ -330,6 +531,8 @@ mod tests {
                 ns: "/chat",
                 id,
                 user,
+                hooks: &self.hooks,
+                webhooks: &self.webhooks,
             }
         }
     }
@@ -342,7 +545,7 @@ mod tests {
                     let mut buf = BytesMut::from(&frame[..]);
                     decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap()
                 }
-                Outbound::Notification { .. } => None,
+                Outbound::Notification { .. } | Outbound::RpcReply(_) => None,
             })
             .collect()
     }

@@ -87,7 +87,7 @@ impl Session {
                 self.revoked_until = mark;
                 match self.claims.as_ref().map(|c| super::token::revoked(c, mark)) {
                     Some(Err(refusal)) => self.fatal(refusal.code, refusal.message),
-                    _ => self.actions.push_back(Action::Register),
+                    _ => self.connect_or_register(),
                 }
             }
             Err(e) => self.fatal(
@@ -124,6 +124,9 @@ impl Session {
         online: Option<Vec<String>>,
         pending: Option<Result<Vec<Notification>, InboxError>>,
     ) {
+        if let Some(data) = self.connect_data.take() {
+            self.queue_frame(&ServerFrame::ConnectInfo { data });
+        }
         self.queue_frame(&ServerFrame::Welcome {
             session: self.id,
             user: self.user().to_owned(),
@@ -141,6 +144,8 @@ impl Session {
                         body: n.body,
                         ts: n.ts,
                     });
+                    self.actions
+                        .push_back(Action::Perform(Effect::Delivered { id: n.id }));
                 }
             }
             Some(Err(e)) => {

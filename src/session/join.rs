@@ -22,12 +22,7 @@ pub(super) struct Opening {
 impl Session {
     pub(super) fn join(&mut self, req: u32, room: String, since: Option<Since>) {
         match self.check_join(&room) {
-            Ok(()) => self.actions.push_back(Action::Perform(Effect::Join {
-                req,
-                room,
-                since,
-                presence: self.ns_config.presence,
-            })),
+            Ok(()) => self.join_checked_locally(req, room, since),
             Err(refusal) => self.refuse(req, refusal),
         }
     }

@@ -15,6 +15,7 @@
 mod datagram;
 mod effect;
 mod hello;
+mod hooks;
 mod join;
 mod leave;
 mod notifications;
@@ -38,7 +39,7 @@ use crate::auth::{Claims, TokenVerifier};
 use crate::config::{Limits, NamespaceConfig};
 use crate::hub::{Outbound, SessionId};
 use crate::metrics::Metrics;
-use crate::protocol::{frame_bytes, ClientFrame, CodecError, ErrorCode, ServerFrame};
+use crate::protocol::{frame_bytes, ClientFrame, CodecError, ErrorCode, ServerFrame, ONLINE_PAGE};
 use crate::transport::ReadError;
 
 /// Longest close reason sent to the client, in bytes (PROTOCOL.md §5.4).
@@ -197,6 +198,10 @@ pub(crate) struct Session {
     command_bucket: TokenBucket,
     /// Highest notification id written, to skip live copies of inbox ones.
     last_notification: u64,
+    /// What the connect hook attached, sent as `ConnectInfo` before `Welcome`.
+    connect_data: Option<Bytes>,
+    /// RPCs started and not answered yet.
+    rpcs_in_flight: usize,
     actions: VecDeque<Action>,
 }
 
@@ -228,6 +233,8 @@ impl Session {
             datagram_bucket: TokenBucket::new(limits.datagram_rate, limits.datagram_burst, now),
             command_bucket: TokenBucket::new(limits.command_rate, limits.command_burst, now),
             last_notification: 0,
+            connect_data: None,
+            rpcs_in_flight: 0,
             actions: VecDeque::new(),
             rules,
             metrics,
@@ -305,8 +312,10 @@ impl Session {
         if let ClientFrame::Join { req, .. }
         | ClientFrame::Leave { req, .. }
         | ClientFrame::Online { req }
+        | ClientFrame::OnlinePage { req, .. }
         | ClientFrame::AckNotification { req, .. }
-        | ClientFrame::Refresh { req, .. } = &frame
+        | ClientFrame::Refresh { req, .. }
+        | ClientFrame::Rpc { req, .. } = &frame
         {
             if !self.command_bucket.try_take(now) {
                 let limits = &self.rules.limits;
@@ -324,9 +333,11 @@ impl Session {
             ClientFrame::Join { req, room, since } => self.join(req, room, since),
             ClientFrame::Leave { req, room } => self.leave(req, room),
             ClientFrame::Publish { req, room, body } => self.publish(now, req, room, body),
-            ClientFrame::Online { req } => self.online(req),
+            ClientFrame::Online { req } => self.online(req, None, ONLINE_PAGE as u32),
+            ClientFrame::OnlinePage { req, after, limit } => self.online(req, Some(after), limit),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
             ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
+            ClientFrame::Rpc { req, method, body } => self.rpc(req, method, body),
         }
     }
 
@@ -383,8 +394,17 @@ impl Session {
     pub(crate) fn deliver(&mut self, item: Outbound) -> Option<Write> {
         match item {
             Outbound::Control(frame) => Some(Write::Control(frame)),
+            Outbound::RpcReply(frame) => {
+                self.rpc_answered();
+                Some(Write::Control(frame))
+            }
             Outbound::Notification { id, frame } => {
-                self.take_notification(id).then_some(Write::Control(frame))
+                let new = self.take_notification(id);
+                if new {
+                    self.actions
+                        .push_back(Action::Perform(Effect::Delivered { id }));
+                }
+                new.then_some(Write::Control(frame))
             }
             Outbound::Room {
                 handle,
@@ -420,6 +440,20 @@ impl Session {
         }
         match outcome {
             Outcome::Revocation(result) => self.revocation_read(result),
+            Outcome::Connected(result) => self.connected(result),
+            Outcome::JoinChecked {
+                req,
+                room,
+                since,
+                result,
+            } => self.join_hooked(req, room, since, result),
+            Outcome::PublishChecked {
+                req,
+                room,
+                body,
+                result,
+            } => self.publish_hooked(req, room, body, result),
+            Outcome::RpcFailed { req, error } => self.rpc_failed(req, error),
             Outcome::Welcome { online, pending } => self.welcomed(online, pending),
             Outcome::Joined {
                 req,

@@ -7,16 +7,14 @@ use bytes::Bytes;
 
 use super::{Action, Effect, Refusal, Session};
 use crate::broker::BrokerError;
-use crate::protocol::{ErrorCode, ServerFrame};
+use crate::protocol::{ErrorCode, ServerFrame, ONLINE_PAGE};
 
 impl Session {
     /// Checks in the documented order: `NotJoined`, `Forbidden`, `RateLimited`;
     /// a publish refused for another reason takes no token.
     pub(super) fn publish(&mut self, now: Instant, req: u32, room: String, body: Bytes) {
         match self.check_publish(now, &room) {
-            Ok(()) => self
-                .actions
-                .push_back(Action::Perform(Effect::Publish { req, room, body })),
+            Ok(()) => self.publish_checked_locally(req, room, body),
             Err(refusal) => self.refuse(req, refusal),
         }
     }
@@ -58,13 +56,16 @@ impl Session {
     }
 
     /// `Online`: who is online in the namespace, when namespace presence is on.
-    pub(super) fn online(&mut self, req: u32) {
+    /// `Online` (the first page) or `OnlinePage` (the users after `after`): at most
+    /// [`ONLINE_PAGE`] users, whatever `limit` asks.
+    pub(super) fn online(&mut self, req: u32, after: Option<String>, limit: u32) {
         if !self.ns_config.online {
             let message = format!("namespace presence is disabled in {}", self.ns);
             return self.refuse(req, Refusal::new(ErrorCode::Forbidden, message));
         }
+        let limit = (limit as usize).min(ONLINE_PAGE);
         self.actions
-            .push_back(Action::Perform(Effect::Online { req }));
+            .push_back(Action::Perform(Effect::Online { req, after, limit }));
     }
 
     pub(super) fn online_done(&mut self, req: u32, result: Result<Vec<String>, BrokerError>) {

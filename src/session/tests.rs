@@ -757,7 +757,7 @@ fn joins_leaves_online_and_acks_share_a_rate() {
     assert!(matches!(effect(&mut s), Effect::Publish { req: 40, .. }));
     // Half a second later the bucket holds one more command, and only one.
     s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 41 });
-    assert!(matches!(effect(&mut s), Effect::Online { req: 41 }));
+    assert!(matches!(effect(&mut s), Effect::Online { req: 41, .. }));
     s.handle_frame(t0 + 500 * MS, ClientFrame::Online { req: 42 });
     assert_eq!(refused(&mut s), (42, ErrorCode::RateLimited));
 }
@@ -926,7 +926,7 @@ fn online_needs_namespace_presence() {
     assert_eq!(refused(&mut s), (1, ErrorCode::Forbidden));
     let mut s = live(t0);
     s.handle_frame(t0, ClientFrame::Online { req: 2 });
-    assert!(matches!(effect(&mut s), Effect::Online { req: 2 }));
+    assert!(matches!(effect(&mut s), Effect::Online { req: 2, .. }));
     s.complete(Outcome::Online {
         req: 2,
         result: Ok(vec!["alice".into()]),
@@ -1074,4 +1074,301 @@ fn a_revoked_token_is_refused_at_hello_and_at_refresh() {
     let old = token(&Claims::new("alice", UNIX, 7200));
     s.handle_frame(t0, ClientFrame::Refresh { req: 1, token: old });
     assert_eq!(refused(&mut s), (1, ErrorCode::Unauthorized));
+}
+
+// ---------------------------------------------------------------------------------
+// Backend hooks
+// ---------------------------------------------------------------------------------
+
+fn hooked(f: impl FnOnce(&mut crate::config::HooksConfig)) -> NamespaceConfig {
+    let mut ns = NamespaceConfig::default();
+    ns.hooks.url = "http://127.0.0.1:1/".into();
+    f(&mut ns.hooks);
+    ns
+}
+
+/// `Hello` with a valid token, past the revocation check: the connect hook is asked.
+fn at_connect_hook(ns: NamespaceConfig, t0: Instant) -> Session {
+    let mut s = new_session(ns, t0);
+    s.control_opened();
+    s.handle_hello(t0, UNIX, hello(token(&alice())), BrokerHealth::Ok);
+    assert!(matches!(effect(&mut s), Effect::Revocation));
+    s.complete(Outcome::Revocation(Ok(None)));
+    assert!(matches!(effect(&mut s), Effect::Connect));
+    s
+}
+
+fn unavailable<T>() -> Result<T, HookError> {
+    Err(HookError::Unavailable("connection refused".into()))
+}
+
+use crate::hooks::{ConnectReply, HookError, JoinReply, PublishReply};
+
+#[test]
+fn the_connect_hook_attaches_data_sent_before_welcome() {
+    let t0 = Instant::now();
+    let mut s = at_connect_hook(hooked(|h| h.connect = true), t0);
+    s.complete(Outcome::Connected(Ok(ConnectReply {
+        data: Some(Bytes::from_static(b"{\"name\":\"Alice\"}")),
+    })));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+    s.registered(Ok(Registered {
+        first_for_user: true,
+    }));
+    assert!(matches!(effect(&mut s), Effect::Welcome { .. }));
+    s.complete(Outcome::Welcome {
+        online: None,
+        pending: None,
+    });
+    match control(&drain(&mut s)).as_slice() {
+        [ServerFrame::ConnectInfo { data }, ServerFrame::Welcome { .. }] => {
+            assert_eq!(&data[..], b"{\"name\":\"Alice\"}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_connect_hook_refuses_with_the_backends_code_and_closes() {
+    let t0 = Instant::now();
+    let mut s = at_connect_hook(hooked(|h| h.connect = true), t0);
+    s.complete(Outcome::Connected(Err(HookError::refused_with(
+        Some(4003),
+        "banned",
+    ))));
+    let (code, frame) = closed(&mut s);
+    assert_eq!(code, ErrorCode::Other(4003));
+    assert!(matches!(frame, Some(ServerFrame::Error { message, .. }) if message == "banned"));
+}
+
+#[test]
+fn an_unavailable_connect_hook_refuses_or_allows_per_the_namespace() {
+    let t0 = Instant::now();
+    let mut s = at_connect_hook(hooked(|h| h.connect = true), t0);
+    s.complete(Outcome::Connected(unavailable()));
+    let (code, frame) = closed(&mut s);
+    assert_eq!(code, ErrorCode::BackendUnavailable);
+    assert!(
+        matches!(frame, Some(ServerFrame::Error { message, .. }) if message.contains("connection refused"))
+    );
+
+    let allow = hooked(|h| {
+        h.connect = true;
+        h.on_unavailable = crate::config::OnUnavailable::Allow;
+    });
+    let mut s = at_connect_hook(allow, t0);
+    s.complete(Outcome::Connected(unavailable()));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Register]));
+}
+
+fn join_frame(room: &str, since: Option<Since>) -> ClientFrame {
+    ClientFrame::Join {
+        req: 3,
+        room: room.into(),
+        since,
+    }
+}
+
+#[test]
+fn the_join_hook_allows_refuses_or_drops_history() {
+    let t0 = Instant::now();
+    let ns = hooked(|h| h.join = true);
+    let mut s = live_with(ns.clone(), alice(), t0);
+    let since = Some(Since { epoch: 1, seq: 4 });
+    s.handle_frame(t0, join_frame("lobby", since));
+    let Effect::JoinCheck { req, room, since } = effect(&mut s) else {
+        panic!("the join hook is asked first");
+    };
+    s.complete(Outcome::JoinChecked {
+        req,
+        room: room.clone(),
+        since,
+        result: Ok(JoinReply { history: false }),
+    });
+    assert!(matches!(
+        effect(&mut s),
+        Effect::Join { since: None, ref room, .. } if room == "lobby"
+    ));
+
+    let mut s = live_with(ns.clone(), alice(), t0);
+    s.handle_frame(t0, join_frame("lobby", since));
+    let _ = effect(&mut s);
+    s.complete(Outcome::JoinChecked {
+        req: 3,
+        room: "lobby".into(),
+        since,
+        result: Ok(JoinReply::default()),
+    });
+    assert!(matches!(
+        effect(&mut s),
+        Effect::Join { since: Some(_), .. }
+    ));
+
+    let mut s = live_with(ns, alice(), t0);
+    s.handle_frame(t0, join_frame("lobby", None));
+    let _ = effect(&mut s);
+    s.complete(Outcome::JoinChecked {
+        req: 3,
+        room: "lobby".into(),
+        since: None,
+        result: Err(HookError::refused("members only")),
+    });
+    assert_eq!(refused(&mut s), (3, ErrorCode::Rejected));
+    // The session's own checks come first: no hook call for a bad room name.
+    s.handle_frame(t0, join_frame("", None));
+    assert_eq!(refused(&mut s), (3, ErrorCode::InvalidRoom));
+}
+
+#[test]
+fn the_publish_hook_replaces_refuses_or_is_unavailable() {
+    let t0 = Instant::now();
+    let ns = hooked(|h| h.publish = true);
+    let mut s = live_with(ns.clone(), alice(), t0);
+    join_room(&mut s, "lobby", 1, None);
+    publish(&mut s, t0, 5, "lobby");
+    let Effect::PublishCheck { req, room, body } = effect(&mut s) else {
+        panic!("the publish hook is asked first");
+    };
+    assert_eq!(&body[..], b"hi");
+    s.complete(Outcome::PublishChecked {
+        req,
+        room,
+        body,
+        result: Ok(PublishReply {
+            body: Some(Bytes::from_static(b"hi (edited)")),
+        }),
+    });
+    assert!(matches!(
+        effect(&mut s),
+        Effect::Publish { req: 5, ref body, .. } if &body[..] == b"hi (edited)"
+    ));
+
+    let outcome = |result| Outcome::PublishChecked {
+        req: 6,
+        room: "lobby".into(),
+        body: Bytes::from_static(b"hi"),
+        result,
+    };
+    s.complete(outcome(Err(HookError::refused_with(Some(1001), "no"))));
+    assert_eq!(refused(&mut s), (6, ErrorCode::Other(1001)));
+    s.complete(outcome(unavailable()));
+    assert_eq!(refused(&mut s), (6, ErrorCode::BackendUnavailable));
+    let huge = Bytes::from(vec![b'x'; DEFAULT_MAX_FRAME]);
+    s.complete(outcome(Ok(PublishReply { body: Some(huge) })));
+    assert_eq!(refused(&mut s), (6, ErrorCode::BackendUnavailable));
+    // Still live.
+    publish(&mut s, t0, 7, "lobby");
+    assert!(matches!(
+        effect(&mut s),
+        Effect::PublishCheck { req: 7, .. }
+    ));
+
+    let allow = hooked(|h| {
+        h.publish = true;
+        h.on_unavailable = crate::config::OnUnavailable::Allow;
+    });
+    let mut s = live_with(allow, alice(), t0);
+    s.complete(outcome(unavailable()));
+    assert!(matches!(
+        effect(&mut s),
+        Effect::Publish { req: 6, ref body, .. } if &body[..] == b"hi"
+    ));
+}
+
+fn rpc_frame(req: u32, method: &str) -> ClientFrame {
+    ClientFrame::Rpc {
+        req,
+        method: method.into(),
+        body: Bytes::from_static(b"{}"),
+    }
+}
+
+#[test]
+fn rpcs_are_bounded_per_session_and_counted_off_by_their_replies() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    s.handle_frame(t0, rpc_frame(1, "history.search"));
+    assert_eq!(refused(&mut s), (1, ErrorCode::Forbidden));
+
+    let ns = hooked(|h| {
+        h.rpc = true;
+        h.max_rpcs_per_session = 2;
+    });
+    let mut s = live_with(ns, alice(), t0);
+    for (req, method) in [(1, ""), (2, "bad\nname")] {
+        s.handle_frame(t0, rpc_frame(req, method));
+        assert_eq!(refused(&mut s), (req, ErrorCode::Rejected));
+    }
+    s.handle_frame(t0, rpc_frame(3, &"m".repeat(129)));
+    assert_eq!(refused(&mut s), (3, ErrorCode::Rejected));
+    for req in [4, 5] {
+        s.handle_frame(t0, rpc_frame(req, "history.search"));
+        assert!(matches!(effect(&mut s), Effect::Rpc { req: r, .. } if r == req));
+    }
+    s.handle_frame(t0, rpc_frame(6, "history.search"));
+    assert_eq!(refused(&mut s), (6, ErrorCode::BackendUnavailable));
+    // A reply frees a place.
+    let reply = frame_bytes(&ServerFrame::RpcReply {
+        req: 4,
+        body: Bytes::new(),
+    });
+    assert!(matches!(
+        s.deliver(Outbound::RpcReply(reply)),
+        Some(Write::Control(_))
+    ));
+    s.handle_frame(t0, rpc_frame(7, "history.search"));
+    assert!(matches!(effect(&mut s), Effect::Rpc { req: 7, .. }));
+    // One that could not start answers at once, and frees its place too.
+    s.complete(Outcome::RpcFailed {
+        req: 7,
+        error: HookError::Unavailable("closing".into()),
+    });
+    assert_eq!(refused(&mut s), (7, ErrorCode::BackendUnavailable));
+    s.handle_frame(t0, rpc_frame(8, "history.search"));
+    assert!(matches!(effect(&mut s), Effect::Rpc { req: 8, .. }));
+}
+
+#[test]
+fn online_lists_come_a_page_at_a_time() {
+    use crate::protocol::ONLINE_PAGE;
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    s.handle_frame(t0, ClientFrame::Online { req: 1 });
+    match effect(&mut s) {
+        Effect::Online {
+            req: 1,
+            after: None,
+            limit,
+        } => assert_eq!(limit, ONLINE_PAGE),
+        other => panic!("{other:?}"),
+    }
+    let after = "zoë".to_owned();
+    s.handle_frame(
+        t0,
+        ClientFrame::OnlinePage {
+            req: 2,
+            after: after.clone(),
+            limit: 10,
+        },
+    );
+    match effect(&mut s) {
+        Effect::Online {
+            req: 2,
+            after: Some(a),
+            limit: 10,
+        } => assert_eq!(a, after),
+        other => panic!("{other:?}"),
+    }
+    s.handle_frame(
+        t0,
+        ClientFrame::OnlinePage {
+            req: 3,
+            after,
+            limit: u32::MAX,
+        },
+    );
+    match effect(&mut s) {
+        Effect::Online { req: 3, limit, .. } => assert_eq!(limit, ONLINE_PAGE, "capped"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -30,19 +30,6 @@ async fn server_with(
     TestServer::start_adjusted(dir, data, config, adjust).await
 }
 
-fn message(e: &Event) -> Option<(String, u64, String, Bytes)> {
-    match e {
-        Event::Message {
-            room,
-            seq,
-            from,
-            body,
-            ..
-        } => Some((room.clone(), *seq, from.clone(), body.clone())),
-        _ => None,
-    }
-}
-
 async fn joined(server: &TestServer, user: &str, room: &str) -> Client {
     let c = server.client("/chat", user).await;
     c.join(room, None).await.unwrap();

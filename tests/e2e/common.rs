@@ -74,6 +74,7 @@ impl TestServer {
             api_key: Some(API_KEY.into()),
             redis: None,
             node_id: None,
+            hook_secret: None,
         };
         adjust(&mut settings);
         let server = Server::bind(settings).await.expect("server binds");
@@ -199,6 +200,20 @@ pub fn hello(server: &TestServer, user: &str) -> wtgate::protocol::ClientFrame {
     wtgate::protocol::ClientFrame::Hello {
         version: wtgate::protocol::PROTOCOL_VERSION,
         token: server.token(user),
+    }
+}
+
+/// A room message event as (room, seq, from, body).
+pub fn message(e: &Event) -> Option<(String, u64, String, bytes::Bytes)> {
+    match e {
+        Event::Message {
+            room,
+            seq,
+            from,
+            body,
+            ..
+        } => Some((room.clone(), *seq, from.clone(), body.clone())),
+        _ => None,
     }
 }
 

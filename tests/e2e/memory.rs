@@ -156,3 +156,101 @@ async fn silent_members_pin_their_budgets_and_memory_goes_back_after_the_burst()
     );
     child.kill().await.unwrap();
 }
+
+/// A session that creates rooms (join a new room, publish one 60 KiB message,
+/// leave, again): rooms and history stay within their budgets, so the server's
+/// memory levels off instead of growing for `room_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_creating_loop_levels_off_at_the_history_budget() {
+    const SESSIONS: usize = 8;
+    const LOOP: Duration = Duration::from_secs(8);
+    const BUDGET_MIB: f64 = 24.0;
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, data) = (dir.path().join("certs"), dir.path().join("data"));
+    let config = dir.path().join("wtgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nhistory_bytes_total = {}\ncommand_rate = 1000.0\ncommand_burst = 1000\n",
+            (BUDGET_MIB * MIB) as usize
+        ),
+    )
+    .unwrap();
+    let (mut child, banner) = spawn_serve(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            SECRET,
+            "--publish-rate",
+            "1000",
+            "--log",
+            "warn",
+            "--config",
+            config.to_str().unwrap(),
+            "--certs-dir",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "certificate sha-256:",
+    )
+    .await;
+    let pid = child.id().unwrap();
+    let addr = banner_line(&banner, "wtgate listening on https://");
+    let addr = addr.split_whitespace().next().unwrap().to_owned();
+    let trust = Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_mib(pid);
+
+    let body = Bytes::from(vec![b'r'; BODY]);
+    let mut loops = Vec::new();
+    for i in 0..SESSIONS {
+        let (url, trust, body) = (format!("https://{addr}/chat"), trust.clone(), body.clone());
+        let token = token_for(&wtgate::auth::Claims::new(
+            &format!("maker{i}"),
+            now(),
+            3600,
+        ));
+        loops.push(tokio::spawn(async move {
+            let client = Client::connect(&url, &token, &trust).await.unwrap();
+            let started = Instant::now();
+            let mut rooms = 0;
+            while started.elapsed() < LOOP {
+                let room = format!("r{i}-{rooms}");
+                client.join(&room, None).await.unwrap();
+                client.publish(&room, body.clone()).await.unwrap();
+                client.leave(&room).await.unwrap();
+                rooms += 1;
+            }
+            rooms
+        }));
+    }
+    let mut peak = before;
+    let all = futures::future::join_all(loops);
+    tokio::pin!(all);
+    let made: usize = loop {
+        tokio::select! {
+            done = &mut all => break done.into_iter().map(|r| r.unwrap()).sum(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_mib(pid)),
+        }
+    };
+    peak = peak.max(rss_mib(pid));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_mib(pid);
+    let made_mib = made as f64 * BODY as f64 / MIB;
+    println!(
+        "server RSS: {before:.1} MiB before, {peak:.1} at peak, {after:.1} after; {made} rooms \
+         made with {made_mib:.0} MiB of messages, history budget {BUDGET_MIB} MiB"
+    );
+    assert!(
+        made_mib > 2.0 * BUDGET_MIB,
+        "the loop outgrew the budget ({made_mib:.0} MiB)"
+    );
+    assert!(
+        peak - before < BUDGET_MIB + 64.0,
+        "peak {peak:.1} MiB from {before:.1}: over the {BUDGET_MIB} MiB history budget + 64"
+    );
+    child.kill().await.unwrap();
+}

@@ -196,6 +196,18 @@ fn the_configuration_example_is_complete_and_shows_the_defaults() {
         let all = toml::Value::try_from(ns).unwrap();
         assert_eq!(keys(shown), keys(&all), "every key of {name} is shown");
     }
+    let hooks = toml::Value::try_from(&Config::default().namespaces["/chat"].hooks).unwrap();
+    assert_eq!(
+        keys(&written["namespaces"]["chat"]["hooks"]),
+        keys(&hooks),
+        "every hook key is shown"
+    );
+    let webhooks = toml::Value::try_from(&Config::default().webhooks).unwrap();
+    assert_eq!(
+        keys(&written["webhooks"]),
+        keys(&webhooks),
+        "every webhook key is shown"
+    );
 }
 
 #[tokio::test]

@@ -15,19 +15,6 @@ use wtgate::protocol::{ClientFrame, ErrorCode, ServerFrame, Since};
 
 use crate::common::*;
 
-fn message(e: &Event) -> Option<(String, u64, String, Bytes)> {
-    match e {
-        Event::Message {
-            room,
-            seq,
-            from,
-            body,
-            ..
-        } => Some((room.clone(), *seq, from.clone(), body.clone())),
-        _ => None,
-    }
-}
-
 #[tokio::test]
 async fn websocket_and_webtransport_members_share_a_room() {
     let server = TestServer::start().await;
@@ -336,6 +323,18 @@ async fn oversized_messages_are_refused_before_they_are_read() {
     let (errors, close) = read_to_close(&mut raw).await;
     assert_eq!(close, Some(4005));
     assert_eq!(errors, vec![ErrorCode::FrameTooLarge]);
+    // One byte over max_frame: refused as over WebTransport.
+    let mut raw = raw_ws(&server, "/chat").await;
+    send(&mut raw, lane::control_message(&hello(&server, "mallory"))).await;
+    expect_welcome(&mut raw).await;
+    let mut over = lane::control_message(&ClientFrame::Online { req: 1 }).to_vec();
+    over.resize(1 + 4096 + 1, 0);
+    send(&mut raw, over.into()).await;
+    let (errors, close) = read_to_close(&mut raw).await;
+    assert_eq!(
+        (errors, close),
+        (vec![ErrorCode::FrameTooLarge], Some(4005))
+    );
     // Just under the limit is fine.
     let fine = server.ws_client("/chat", "fine").await;
     fine.join("r", None).await.unwrap();
@@ -605,4 +604,78 @@ async fn read_to_close(ws: &mut WsStream) -> (Vec<ErrorCode>, Option<u16>) {
         }
     })
     .await
+}
+
+/// Volatile frames for a member that stops reading are dropped once its socket is
+/// backed up, never queued: the member stays, and its reliable frames still come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_frames_for_a_backed_up_socket_are_dropped() {
+    let mut config = Config::default();
+    config.limits.datagram_rate = 100_000.0;
+    config.limits.datagram_burst = 100_000;
+    let server = TestServer::start_with(config).await;
+    let mut silent = raw_ws(&server, "/chat").await;
+    send(&mut silent, lane::control_message(&hello(&server, "quiet"))).await;
+    expect_welcome(&mut silent).await;
+    let join = ClientFrame::Join {
+        req: 1,
+        room: "v".into(),
+        since: None,
+    };
+    send(&mut silent, lane::control_message(&join)).await;
+    let sender = server.ws_client("/chat", "loud").await;
+    sender.join("v", None).await.unwrap();
+    // Let the silent member's join settle before it stops reading.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let api = server.api_client(None);
+    let body = Bytes::from(vec![b'v'; 1000]);
+    let mut dropped = 0.0;
+    for _ in 0..200 {
+        for _ in 0..100 {
+            let _ = sender.send_volatile("v", body.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        dropped = sample(
+            &api.metrics().await.unwrap(),
+            "wtgate_datagrams_dropped_total",
+        );
+        if dropped > 100.0 {
+            break;
+        }
+    }
+    assert!(dropped > 100.0, "only {dropped} volatile frames dropped");
+    assert_eq!(
+        server.gateway.hub.session_count(),
+        2,
+        "the silent member stays"
+    );
+    let sent = sample(&api.metrics().await.unwrap(), "wtgate_datagrams_out_total");
+    // Bounded by the socket: the kernel's buffers plus 64 KiB, far below what was sent.
+    assert!(sent > 0.0, "none written before the socket backed up");
+    assert!(
+        sent * 1000.0 < 16.0 * 1024.0 * 1024.0,
+        "{sent} volatile frames written"
+    );
+    eprintln!("volatile frames: {sent} written, {dropped} dropped");
+
+    // Reading again, the member gets what comes next reliably.
+    let seq = sender
+        .publish("v", Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    within("the reliable message", async {
+        loop {
+            if let Some(Ok(Message::Binary(data))) = silent.next().await {
+                if let Ok(Lane::Room { body, .. }) = lane::parse(&data) {
+                    if let Ok(ServerFrame::Message { seq: got, .. }) = lane::decode_control(body) {
+                        if got == seq {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    server.stop().await;
 }

@@ -5,6 +5,7 @@
 
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -48,6 +49,7 @@ for (const name of ENGINES) {
     });
 
     describe('library', libraryTests);
+    describe('library over a WebSocket, and the fallback', websocketTests);
     describe('demo page', demoTests);
     describe('hidden page (background tab)', hiddenTests);
   });
@@ -62,6 +64,8 @@ async function libraryPage(label, target = server, on = browser) {
     window.lib = await import('/wtgate.js');
     const cert = await (await fetch('/cert-hash')).json();
     window.base = cert.url;
+    // The dev server's WebSocket endpoint, on the page's own loopback listener.
+    window.wsBase = `ws://${location.host}`;
     /** Options for connect() as `user`, fetching a token and the hash on every (re)connection. */
     window.options = (user, extra = {}) => ({
       token: async () => {
@@ -103,11 +107,15 @@ async function libraryPage(label, target = server, on = browser) {
   return page;
 }
 
-/** The demo page as `user`, signed in and in #lobby. */
-async function demoPage(user) {
+/**
+ * The demo page as `user`, signed in and in #lobby. `query` is added to the page's
+ * URL (e.g. `?transports=websocket`); `prepare(page)` runs before it loads.
+ */
+async function demoPage(user, { query = '', prepare = null } = {}) {
   const page = await newPage(browser, user);
   pages.push(page);
-  await page.goto(server.demoUrl);
+  if (prepare) await prepare(page);
+  await page.goto(new URL(query, server.demoUrl).href);
   await fill(page, '#name', user);
   await page.click('#enter');
   await page.waitForSelector('#status-chat[data-state="connected"]', { timeout: WAIT });
@@ -275,16 +283,18 @@ function libraryTests() {
       const good = { serverCertificateHashes: [hash] };
       const port = new URL(window.base).port;
       const out = {};
-      out.badToken = await attempt(`${window.base}/chat`, { ...good, token: 'not-a-token' });
-      out.notFound = await attempt(`${window.base}/no-such-namespace`, window.options('err-ann'));
-      out.wrongHash = await attempt(`${window.base}/chat`, { ...window.options('err-ann'), serverCertificateHashes: ['ab'.repeat(32)] });
+      // WebTransport alone: what it reports (the fallback has tests of its own).
+      const only = { transports: ['webtransport'] };
+      out.badToken = await attempt(`${window.base}/chat`, { ...good, ...only, token: 'not-a-token' });
+      out.notFound = await attempt(`${window.base}/no-such-namespace`, window.options('err-ann', only));
+      out.wrongHash = await attempt(`${window.base}/chat`, { ...window.options('err-ann', only), serverCertificateHashes: ['ab'.repeat(32)] });
       // A UDP port nobody listens on (the demo's TCP port, say).
-      out.nobody = await attempt(`https://localhost:${location.port}/chat`, { ...window.options('err-ann'), timeout: 5000 });
+      out.nobody = await attempt(`https://localhost:${location.port}/chat`, { ...window.options('err-ann', only), timeout: 5000 });
       out.badHash = await attempt(`${window.base}/chat`, { token: 'x', serverCertificateHashes: ['xyz'] });
       const saved = globalThis.WebTransport;
       globalThis.WebTransport = undefined;
       try {
-        out.unsupported = await attempt(`${window.base}/chat`, { ...good, token: 'x' });
+        out.unsupported = await attempt(`${window.base}/chat`, { ...good, ...only, token: 'x' });
       } finally {
         globalThis.WebTransport = saved;
       }
@@ -437,6 +447,336 @@ function libraryTests() {
   });
 }
 
+/** Console lines of failed WebSocket and WebTransport attempts, expected where a test makes them fail. */
+const FAILED_CONNECTIONS = [/Failed to establish a connection/, /WebTransport/, /WebSocket connection to .* failed/, /Firefox can.t establish a connection/, /Failed to load resource/];
+
+/** A UDP socket on loopback that takes every datagram and answers none: UDP "blocked". */
+async function udpBlackHole() {
+  const socket = createSocket('udp4');
+  await new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', resolve);
+  });
+  let datagrams = 0;
+  socket.on('message', () => { datagrams += 1; });
+  return {
+    port: socket.address().port,
+    get datagrams() { return datagrams; },
+    close: () => new Promise((resolve) => socket.close(resolve)),
+  };
+}
+
+function websocketTests() {
+  test("transports: ['websocket']: publish/ack, members, presence, volatile, online; with a WebTransport client in the same room", { timeout: 60_000 }, async () => {
+    const page = await libraryPage('ws');
+    const result = await page.evaluate(async () => {
+      const { connect } = window.lib;
+      const overWebSocket = (user) => window.options(user, { transports: ['websocket'], websocketUrl: `${window.wsBase}/chat` });
+      const a = await connect(`${window.base}/chat`, overWebSocket('wsl-ann'));
+      const b = await connect(`${window.base}/chat`, window.options('wsl-ben'));
+      const socket = a._currentSession().socket;
+      const seen = { a: [], b: [] };
+      const roomA = await a.join('wsl-room');
+      window.record(roomA, ['message', 'presence', 'volatile', 'join'], seen.a);
+      const roomB = await b.join('wsl-room');
+      window.record(roomB, ['message', 'presence', 'volatile', 'join'], seen.b);
+      const has = (list, pred) => () => list.some(pred);
+      await window.until(has(seen.a, (e) => e.event === 'presence' && e.kind === 'join' && e.user === 'wsl-ben'), 'ben in ann\'s presence');
+      const seq1 = await roomA.publish('héllo over a WebSocket');
+      const seq2 = await roomB.publish(new Uint8Array([0, 1, 2, 255]));
+      await window.until(has(seen.b, (e) => e.event === 'message' && e.seq === seq1), 'ann\'s message at ben');
+      await window.until(has(seen.a, (e) => e.event === 'message' && e.seq === seq2), 'ben\'s message at ann');
+      // Volatile both ways (datagrams on ben's side may be lost: send a few).
+      for (let i = 0; i < 5 && !seen.b.some((e) => e.event === 'volatile'); i++) {
+        roomA.sendVolatile('typing from ws');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      for (let i = 0; i < 5 && !seen.a.some((e) => e.event === 'volatile'); i++) {
+        roomB.sendVolatile('typing from wt');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await window.until(has(seen.b, (e) => e.event === 'volatile'), 'ann\'s volatile at ben');
+      await window.until(has(seen.a, (e) => e.event === 'volatile'), 'ben\'s volatile at ann');
+      let tooLarge = null;
+      try {
+        roomA.sendVolatile(new Uint8Array(1025));
+      } catch (e) {
+        tooLarge = `${e.kind}: ${e.message}`;
+      }
+      const online = await a.fetchOnline();
+      await roomB.leave();
+      await window.until(has(seen.a, (e) => e.event === 'presence' && e.kind === 'leave' && e.user === 'wsl-ben'), 'ben\'s leave at ann');
+      const out = {
+        transports: [a.transport, b.transport],
+        socket: { url: socket.url, protocol: socket.protocol, isWebSocket: socket instanceof WebSocket },
+        seq1, seq2, seen, tooLarge, online: online.sort(), members: roomA.members.sort(),
+      };
+      await a.close();
+      await b.close();
+      out.socketState = socket.readyState;
+      return out;
+    });
+    assert.deepEqual(result.transports, ['websocket', 'webtransport']);
+    assert.deepEqual(result.socket, { url: `ws://${server.demoListen}/chat`, protocol: 'wtgate.v1', isWebSocket: true });
+    assert.equal(result.socketState, 3, 'close() closed the socket');
+    assert.equal(result.seq2, result.seq1 + 1);
+    const fromA = result.seen.a.filter((e) => e.event === 'message');
+    const fromB = result.seen.b.filter((e) => e.event === 'message');
+    assert.deepEqual(fromA.map((m) => [m.from, m.seq]), [['wsl-ann', result.seq1], ['wsl-ben', result.seq2]]);
+    assert.deepEqual(fromB.map((m) => [m.from, m.seq]), [['wsl-ann', result.seq1], ['wsl-ben', result.seq2]]);
+    assert.equal(fromB[0].text, 'héllo over a WebSocket');
+    assert.deepEqual(fromA[1].bytes, [0, 1, 2, 255]);
+    assert.ok(result.seen.b.some((e) => e.event === 'volatile' && e.from === 'wsl-ann' && e.text === 'typing from ws'));
+    assert.ok(result.seen.a.some((e) => e.event === 'volatile' && e.from === 'wsl-ben' && e.text === 'typing from wt'));
+    assert.ok(!result.seen.a.some((e) => e.event === 'volatile' && e.from === 'wsl-ann'), 'no echo of one\'s own volatile events');
+    assert.deepEqual(result.seen.a[0], { event: 'join', rejoin: false, recovered: false, seq: 0, members: ['wsl-ann'] });
+    assert.match(result.tooLarge, /^invalid: a volatile body is at most 1024 bytes/);
+    assert.ok(result.online.includes('wsl-ann') && result.online.includes('wsl-ben'), JSON.stringify(result.online));
+    assert.deepEqual(result.members, ['wsl-ann']);
+    await closePages();
+  });
+
+  test('over a WebSocket: notifications from the CLI, ack, and the inbox of a new session', { timeout: 60_000 }, async () => {
+    const page = await libraryPage('ws-notes');
+    await page.evaluate(async () => {
+      const { connect } = window.lib;
+      window.notes = await connect(`${window.base}/notifications`, window.options('wsn-gus', { transports: ['websocket'], websocketUrl: `${window.wsBase}/notifications` }));
+      window.got = [];
+      window.notes.on('notification', (n) => window.got.push(n));
+    });
+    for (const text of ['first over ws', 'second over ws']) {
+      const sent = server.cli(['notify', '--server', `https://${server.webtransport}`, '--cert-hash', server.certHash, '--user', 'wsn-gus', '--kind', 'mention', text]);
+      assert.equal(sent.status, 0, `wtgate notify: ${sent.stderr}`);
+    }
+    const result = await page.evaluate(async () => {
+      const { connect } = window.lib;
+      await window.until(() => window.got.length === 2, 'two notifications');
+      const transport = window.notes.transport;
+      await window.got[0].ack();
+      await window.notes.close();
+      const again = await connect(`${window.base}/notifications`, window.options('wsn-gus', { transports: ['websocket'], websocketUrl: `${window.wsBase}/notifications` }));
+      const later = [];
+      again.on('notification', (n) => later.push(n.text));
+      await window.until(() => later.length >= 1, 'the inbox');
+      await new Promise((r) => setTimeout(r, 300));
+      await again.close();
+      return { transport, got: window.got.map((n) => ({ kind: n.kind, text: n.text })), later };
+    });
+    assert.equal(result.transport, 'websocket');
+    assert.deepEqual(result.got.map((n) => [n.kind, n.text]), [['mention', 'first over ws'], ['mention', 'second over ws']]);
+    assert.deepEqual(result.later, ['second over ws'], 'only what was not acknowledged');
+    await closePages();
+  });
+
+  test('over a WebSocket: reconnects and recovers (since) after a dropped connection and a server restart', { timeout: 120_000 }, async () => {
+    const own = await WtgateServer.start();
+    try {
+      const page = await libraryPage('ws-reconnect', own);
+      await page.evaluate(async () => {
+        const { connect } = window.lib;
+        const overWebSocket = (user, extra = {}) => window.options(user, { transports: ['websocket'], websocketUrl: `${window.wsBase}/chat`, ...extra });
+        window.a = await connect(`${window.base}/chat`, overWebSocket('wsr-ann'));
+        window.b = await connect(`${window.base}/chat`, overWebSocket('wsr-ben', { reconnect: { initialDelay: 1000, maxDelay: 2000 } }));
+        window.client = [];
+        window.seen = [];
+        window.record(window.b, ['disconnect', 'connect'], window.client);
+        window.roomA = await window.a.join('wsr-room');
+        window.roomB = await window.b.join('wsr-room');
+        window.record(window.roomB, ['message', 'join'], window.seen);
+        await window.roomA.publish('m1');
+        await window.until(() => window.seen.some((e) => e.text === 'm1'), 'm1');
+        window.firstSession = String(window.b.sessionId);
+        // Drop b's connection (not through close()): a reconnection with since.
+        const reconnecting = new Promise((resolve) => window.b.once('reconnecting', resolve));
+        window.b._currentSession().socket.close();
+        await reconnecting;
+        window.stateDuring = window.b.state;
+        for (const text of ['m2', 'm3']) await window.roomA.publish(text);
+        await window.until(() => window.seen.filter((e) => e.event === 'join').length === 2, 'the rejoin', 20_000);
+        await window.until(() => window.seen.some((e) => e.text === 'm3'), 'the replay of m2, m3');
+        window.secondSession = String(window.b.sessionId);
+      });
+      // The server restarts (GoAway, close 4013): both reconnect; b recovers what a sent meanwhile.
+      await own.restart();
+      await page.waitForFunction(() => window.seen.filter((e) => e.event === 'join').length === 3 && window.a.state === 'connected', { timeout: 30_000, polling: 50 });
+      const result = await page.evaluate(async () => {
+        await window.roomA.publish('m4');
+        await window.until(() => window.seen.some((e) => e.text === 'm4'), 'm4');
+        const out = {
+          stateDuring: window.stateDuring, firstSession: window.firstSession, secondSession: window.secondSession,
+          client: window.client, seen: window.seen, transport: window.b.transport, roomState: window.roomB.state,
+        };
+        await window.a.close();
+        await window.b.close();
+        return out;
+      });
+      assert.equal(result.stateDuring, 'reconnecting');
+      assert.notEqual(result.secondSession, result.firstSession, 'a new session after the dropped socket');
+      assert.equal(result.transport, 'websocket');
+      assert.equal(result.roomState, 'joined');
+      const messages = result.seen.filter((e) => e.event === 'message');
+      assert.deepEqual(messages.map((m) => m.text), ['m1', 'm2', 'm3', 'm4'], 'every message exactly once, in order');
+      assert.deepEqual(messages.map((m) => m.replayed), [false, true, true, false]);
+      assert.deepEqual(result.seen.filter((e) => e.event === 'join').map((j) => [j.rejoin, j.recovered]), [[false, false], [true, true], [true, true]]);
+      const disconnects = result.client.filter((e) => e.event === 'disconnect');
+      assert.equal(disconnects.length, 2, JSON.stringify(result.client));
+      // socket.close() without a code: the close event says 1005 (no status), a lost connection.
+      assert.equal(disconnects[0].code, null, `the dropped socket: ${JSON.stringify(disconnects)}`);
+      assert.equal(disconnects[1].code, 13, `the restart closes with GoingAway (4013): ${JSON.stringify(disconnects[1])}`);
+      assert.ok(disconnects.every((d) => d.willReconnect));
+      await closePages({ allow: FAILED_CONNECTIONS });
+    } catch (e) {
+      console.log(`--- restarted server's stderr (tail) ---\n${own.stderr.slice(-6000)}`);
+      throw e;
+    } finally {
+      await own.stop();
+    }
+  });
+
+  test('over a WebSocket: a bad token is Unauthorized (close 4002); an unknown namespace is unreachable (404)', { timeout: 60_000 }, async () => {
+    const page = await libraryPage('ws-errors');
+    const errors = await page.evaluate(async () => {
+      const { connect } = window.lib;
+      const attempt = async (url, options) => {
+        try {
+          const client = await connect(url, options);
+          await client.close();
+          return { connected: true };
+        } catch (e) {
+          return { kind: e.kind, code: e.code, codeName: e.codeName, message: e.message };
+        }
+      };
+      const ws = (ns) => ({ transports: ['websocket'], websocketUrl: `${window.wsBase}/${ns}` });
+      return {
+        badToken: await attempt(`${window.base}/chat`, { ...ws('chat'), token: 'not-a-token' }),
+        notFound: await attempt(`${window.base}/no-such-namespace`, window.options('wse-ann', ws('no-such-namespace'))),
+      };
+    });
+    assert.equal(errors.badToken.kind, 'server', JSON.stringify(errors.badToken));
+    assert.equal(errors.badToken.code, 2);
+    assert.equal(errors.badToken.codeName, 'Unauthorized');
+    assert.equal(errors.notFound.kind, 'unreachable', JSON.stringify(errors.notFound));
+    assert.ok(errors.notFound.message.includes(`ws://${server.demoListen}/no-such-namespace`), errors.notFound.message);
+    assert.match(errors.notFound.message, /404/);
+    await closePages({ allow: FAILED_CONNECTIONS });
+  });
+
+  test('falls back by itself when UDP to the WebTransport port goes unanswered: chats, gets notifications, remembers it', { timeout: 90_000 }, async () => {
+    const hole = await udpBlackHole();
+    try {
+      const page = await libraryPage('fallback');
+      const result = await page.evaluate(async (udpPort) => {
+        const { connect } = window.lib;
+        // Counts WebTransport attempts (the library's own constructor, wrapped).
+        const Real = window.WebTransport;
+        window.webTransports = 0;
+        window.WebTransport = class extends Real {
+          constructor(...args) {
+            super(...args);
+            window.webTransports += 1;
+          }
+        };
+        // The application's code: the same connect() as ever, with the WebSocket URL
+        // of the dev server; the WebTransport URL leads to UDP nobody answers.
+        const blocked = `https://127.0.0.1:${udpPort}`;
+        const options = (user, ns) => window.options(user, { websocketUrl: `${window.wsBase}/${ns}` });
+        let started = performance.now();
+        const ann = await connect(`${blocked}/chat`, options('fb-ann', 'chat'));
+        const fallbackMs = Math.round(performance.now() - started);
+        // Another namespace of the same server: straight to the WebSocket.
+        started = performance.now();
+        const notes = await connect(`${blocked}/notifications`, options('fb-ann', 'notifications'));
+        const rememberedMs = Math.round(performance.now() - started);
+        const got = [];
+        notes.on('notification', (n) => got.push(n.text));
+
+        // Ben is on WebTransport to the same server; they chat.
+        const ben = await connect(`${window.base}/chat`, window.options('fb-ben'));
+        const seenA = [];
+        const seenB = [];
+        const roomA = await ann.join('fb-room');
+        window.record(roomA, ['message', 'join'], seenA);
+        const roomB = await ben.join('fb-room');
+        window.record(roomB, ['message'], seenB);
+        await roomA.publish('from the fallback');
+        await roomB.publish('from WebTransport');
+        await window.until(() => seenA.filter((e) => e.event === 'message').length === 2 && seenB.length === 2, 'both messages on both sides');
+
+        // A dropped connection: the reconnection goes to the WebSocket again, and recovers.
+        const reconnected = new Promise((resolve) => ann.once('connect', resolve));
+        ann._currentSession().socket.close();
+        const again = await reconnected;
+        await roomB.publish('after the reconnection');
+        await window.until(() => seenA.some((e) => e.text === 'after the reconnection'), 'the message after the reconnection');
+        window.fallback = { ann, notes, ben, got };
+        return {
+          fallbackMs, rememberedMs, webTransports: window.webTransports,
+          transports: [ann.transport, notes.transport, ben.transport, again.transport],
+          seenA: seenA.map((e) => e.event === 'join' ? `join ${e.rejoin} ${e.recovered}` : `${e.from}: ${e.text}`),
+        };
+      }, hole.port);
+      console.log(`[${engine}] fallback connect: ${result.fallbackMs} ms (WebTransport to a UDP port that answers nothing, then the WebSocket); remembered: ${result.rememberedMs} ms; ${hole.datagrams} datagrams went unanswered`);
+      assert.ok(hole.datagrams > 0, 'the browser did try WebTransport over UDP');
+      assert.ok(result.fallbackMs < 5000, `fallback connect took ${result.fallbackMs} ms`);
+      assert.ok(result.fallbackMs >= 1000, `WebTransport had its 1200 ms before the fallback (${result.fallbackMs} ms)`);
+      assert.deepEqual(result.transports, ['websocket', 'websocket', 'webtransport', 'websocket']);
+      assert.equal(result.webTransports, 2, 'one WebTransport attempt to the blocked server (then remembered), one to the real one');
+      assert.ok(result.rememberedMs < 1000, `the remembered fallback skipped WebTransport: ${result.rememberedMs} ms`);
+      assert.deepEqual(result.seenA, ['join false false', 'fb-ann: from the fallback', 'fb-ben: from WebTransport', 'join true true', 'fb-ben: after the reconnection']);
+
+      const sent = server.cli(['notify', '--server', `https://${server.webtransport}`, '--cert-hash', server.certHash, '--user', 'fb-ann', '--kind', 'mention', 'to the fallback']);
+      assert.equal(sent.status, 0, `wtgate notify: ${sent.stderr}`);
+      const got = await page.evaluate(async () => {
+        await window.until(() => window.fallback.got.length === 1, 'the notification');
+        const { ann, notes, ben, got } = window.fallback;
+        await Promise.all([ann.close(), notes.close(), ben.close()]);
+        return got;
+      });
+      assert.deepEqual(got, ['to the fallback']);
+      await closePages({ allow: FAILED_CONNECTIONS });
+    } finally {
+      await hole.close();
+    }
+  });
+
+  test('falls back when nothing listens on the WebTransport port, and at once without WebTransport in the browser', { timeout: 60_000 }, async () => {
+    const page = await libraryPage('fallback-closed');
+    const result = await page.evaluate(async () => {
+      const { connect } = window.lib;
+      // The demo listener's port: TCP, with nothing on UDP.
+      let started = performance.now();
+      const a = await connect(`https://127.0.0.1:${location.port}/chat`, window.options('fbc-ann', { websocketUrl: `${window.wsBase}/chat` }));
+      const closedPortMs = Math.round(performance.now() - started);
+      const saved = window.WebTransport;
+      window.WebTransport = undefined;
+      let b;
+      try {
+        started = performance.now();
+        b = await connect(`${window.base}/chat`, window.options('fbc-ben', { websocketUrl: `${window.wsBase}/chat` }));
+      } finally {
+        window.WebTransport = saved;
+      }
+      const missingMs = Math.round(performance.now() - started);
+      const room = await a.join('fbc-room');
+      const roomB = await b.join('fbc-room');
+      const got = [];
+      roomB.on('message', (m) => got.push(m.text));
+      await room.publish('hi');
+      await window.until(() => got.length === 1, 'the message');
+      const out = { closedPortMs, missingMs, transports: [a.transport, b.transport], got };
+      await a.close();
+      await b.close();
+      return out;
+    });
+    console.log(`[${engine}] fallback connect: ${result.closedPortMs} ms (nothing on the WebTransport UDP port); ${result.missingMs} ms (no WebTransport in the browser)`);
+    assert.deepEqual(result.transports, ['websocket', 'websocket']);
+    assert.deepEqual(result.got, ['hi']);
+    assert.ok(result.closedPortMs < 5000, `${result.closedPortMs} ms`);
+    assert.ok(result.missingMs < 1000, `no WebTransport: no waiting (${result.missingMs} ms)`);
+    await closePages({ allow: FAILED_CONNECTIONS });
+  });
+}
+
 function demoTests() {
   test('two users chat: message, presence, online list, typing indicator', { timeout: 90_000 }, async () => {
     const alice = await demoPage('alice');
@@ -487,6 +827,50 @@ function demoTests() {
       copyFileSync(shot, docsShot);
     }
     await screenshot(bob, 'demo-bob');
+    await closePages();
+  });
+
+  test('over a WebSocket (?transports=websocket): two users chat with typing; the status says WebSocket; a notification arrives', { timeout: 90_000 }, async () => {
+    const hana = await demoPage('hana', { query: '?transports=websocket' });
+    const ivan = await demoPage('ivan', { query: '?transports=websocket' });
+    for (const page of [hana, ivan]) {
+      await page.waitForSelector('#status-chat[data-transport="websocket"]', { timeout: WAIT });
+      await page.waitForSelector('#status-notifications[data-state="connected"][data-transport="websocket"]', { timeout: WAIT });
+      assert.match(await textContent(page, '#status-chat'), /connected · WebSocket/);
+      assert.match(await textContent(page, '#transport-note'), /one WebSocket per namespace/);
+    }
+    await hana.waitForSelector('#members [data-user="ivan"]', { timeout: WAIT });
+    await fill(hana, '#composer-input', 'Hi Ivan, over a WebSocket');
+    await press(hana, '#composer-input', 'Enter');
+    await waitForText(ivan, '#messages li[data-from="hana"]', 'Hi Ivan, over a WebSocket');
+    await ivan.type('#composer-input', 'Hello Hana', { delay: 150 });
+    await waitForText(hana, '#typing', 'ivan is typing…');
+    await press(ivan, '#composer-input', 'Enter');
+    await waitForText(hana, '#messages li[data-from="ivan"]', 'Hello Hana');
+    const sent = server.cli(['notify', '--server', `https://${server.webtransport}`, '--cert-hash', server.certHash, '--user', 'hana', '--kind', 'mention', 'a WebSocket notification']);
+    assert.equal(sent.status, 0, `wtgate notify: ${sent.stderr}`);
+    await waitForText(hana, '#notifications li', 'a WebSocket notification');
+    const transports = await hana.evaluate(() => [window.demo.chat.transport, window.demo.notifications.transport]);
+    assert.deepEqual(transports, ['websocket', 'websocket']);
+    await screenshot(hana, 'demo-websocket');
+    await closePages();
+  });
+
+  test('in a browser without WebTransport the demo falls back by itself and chats with a WebTransport user', { timeout: 90_000 }, async () => {
+    const judy = await demoPage('judy', { prepare: (page) => page.evaluateOnNewDocument(() => { delete window.WebTransport; }) });
+    const karl = await demoPage('karl');
+    assert.equal(await judy.evaluate(() => typeof window.WebTransport), 'undefined');
+    await judy.waitForSelector('#status-chat[data-transport="websocket"]', { timeout: WAIT });
+    await karl.waitForSelector('#status-chat[data-transport="webtransport"]', { timeout: WAIT });
+    assert.match(await textContent(karl, '#status-chat'), /connected · WebTransport/);
+    await judy.waitForSelector('#members [data-user="karl"]', { timeout: WAIT });
+    await fill(judy, '#composer-input', 'from the fallback');
+    await press(judy, '#composer-input', 'Enter');
+    await waitForText(karl, '#messages li[data-from="judy"]', 'from the fallback');
+    await karl.type('#composer-input', 'from WebTransport', { delay: 150 });
+    await waitForText(judy, '#typing', 'karl is typing…');
+    await press(karl, '#composer-input', 'Enter');
+    await waitForText(judy, '#messages li[data-from="karl"]', 'from WebTransport');
     await closePages();
   });
 

@@ -15,11 +15,18 @@ import {
   encodeClientFrame,
   encodeDatagram,
   encodeServerFrame,
+  encodeControlMessage,
+  encodeRoomEndMessage,
+  encodeRoomMessage,
+  encodeServerControlMessage,
+  encodeVolatileMessage,
   errorName,
   ErrorCode,
+  Lane,
+  parseLaneMessage,
   readLengthPrefix,
 } from '../protocol.js';
-import { VECTORS_DIR, bytesToHex, hexToBytes, load, parseJsonLossless } from './vectors.mjs';
+import { VECTORS_DIR, bytesToHex, hexToBytes, load, loadLanes, parseJsonLossless } from './vectors.mjs';
 
 const FILES = {
   client_frames: { encode: encodeClientFrame, decode: decodeClientFrame, prefixed: true, variants: VARIANTS.client },
@@ -48,9 +55,9 @@ function tryDecode(kind, bytes) {
   return frames.next();
 }
 
-test('the vector files are the three known ones', () => {
+test('the vector files are the known ones: three frame files and the WebSocket lanes', () => {
   const files = readdirSync(VECTORS_DIR).filter((f) => f.endsWith('.json')).sort();
-  assert.deepEqual(files, Object.keys(FILES).map((f) => `${f}.json`).sort());
+  assert.deepEqual(files, [...Object.keys(FILES), 'websocket'].map((f) => `${f}.json`).sort());
 });
 
 for (const [kind, { encode, variants }] of Object.entries(FILES)) {
@@ -223,6 +230,106 @@ describe('malformed input', () => {
         flipped[bit >> 3] ^= 1 << (bit & 7);
         onlyCodecErrors(() => tryDecode(kind, flipped), `${v.name} bit ${bit}`);
       }
+    }
+  });
+});
+
+describe('vectors: websocket (lanes, PROTOCOL.md §16)', () => {
+  const vectors = loadLanes();
+  const LANE_NUMBER = { control: Lane.Control, room: Lane.Room, room_end: Lane.RoomEnd, volatile: Lane.Volatile };
+  const DECODE = { ClientFrame: decodeClientFrame, ServerFrame: decodeServerFrame, Datagram: decodeDatagram };
+
+  /** The encoder for a vector: what the client sends, or what tests play as the server. */
+  function encode(v) {
+    switch (v.lane) {
+      case 'control': return v.type === 'ClientFrame' ? encodeControlMessage(v.frame) : encodeServerControlMessage(v.frame);
+      case 'room': return encodeRoomMessage(v.handle, v.frame);
+      case 'room_end': return encodeRoomEndMessage(v.handle);
+      case 'volatile': return encodeVolatileMessage(v.frame);
+      default: throw new Error(`unknown lane ${v.lane} in websocket.json`);
+    }
+  }
+
+  test('every lane, both directions of control, and both datagrams have a vector', () => {
+    const covered = new Set(vectors.map((v) => `${v.lane}/${v.type}`));
+    for (const needed of ['control/ClientFrame', 'control/ServerFrame', 'room/ServerFrame', 'room_end/null', 'volatile/Datagram']) {
+      assert.ok(covered.has(needed), `no vector for ${needed}`);
+    }
+    const datagrams = new Set(vectors.filter((v) => v.lane === 'volatile').map((v) => v.frame.type));
+    assert.deepEqual([...datagrams].sort(), ['Recv', 'Send']);
+    assert.ok(vectors.some((v) => v.handle !== null && v.handle >= 128), 'a handle of more than one LEB128 byte');
+  });
+
+  for (const v of vectors) {
+    test(`${v.name}: encodes to the vector's bytes`, () => {
+      assert.equal(bytesToHex(encode(v)), v.hex);
+    });
+
+    test(`${v.name}: parses to the vector's lane, handle and frame`, () => {
+      const bytes = hexToBytes(v.hex);
+      assert.equal(bytes[0], LANE_NUMBER[v.lane]);
+      const parsed = parseLaneMessage(bytes);
+      assert.equal(parsed.lane, v.lane);
+      if (v.lane === 'room' || v.lane === 'room_end') assert.equal(parsed.handle, v.handle);
+      else assert.equal(parsed.handle, undefined);
+      if (v.lane === 'room_end') {
+        assert.equal(v.frame, null);
+        assert.equal(parsed.body, undefined);
+      } else {
+        assert.deepEqual(DECODE[v.type](parsed.body), v.frame);
+      }
+    });
+  }
+
+  test('a control message is the length-prefixed frame without its prefix', () => {
+    for (const v of vectors.filter((v) => v.lane === 'control')) {
+      const prefixed = v.type === 'ClientFrame' ? encodeClientFrame(v.frame) : encodeServerFrame(v.frame);
+      const body = prefixed.subarray(readLengthPrefix(prefixed).size);
+      assert.equal(bytesToHex(encode(v)), '00' + bytesToHex(body), v.name);
+    }
+  });
+
+  test('malformed lane messages: empty, truncated or overlong handle, bytes after a room end', () => {
+    const bad = (hex, why) => assert.throws(() => parseLaneMessage(hexToBytes(hex)), (e) => e instanceof CodecError && e.kind === 'Malformed', why);
+    bad('', 'empty');
+    bad('01', 'room without a handle');
+    bad('0180', 'room with a truncated handle');
+    bad('02', 'room end without a handle');
+    bad('0280', 'room end with a truncated handle');
+    bad('02ffffffff1f', 'a handle above u32');
+    bad('020000', 'a byte after the room end');
+    assert.throws(() => encodeRoomEndMessage(2 ** 32), RangeError);
+    assert.throws(() => encodeRoomMessage(-1, { type: 'PresenceJoin', user: 'x' }), RangeError);
+  });
+
+  test('reserved lanes 4-255 are reported as unknown, to be ignored', () => {
+    for (const lane of [4, 17, 255]) {
+      assert.deepEqual(parseLaneMessage(Uint8Array.of(lane, 1, 2, 3)), { lane: 'unknown', value: lane });
+      assert.deepEqual(parseLaneMessage(Uint8Array.of(lane)), { lane: 'unknown', value: lane });
+    }
+  });
+
+  test('an empty control or volatile body parses (its frame decoder then refuses it)', () => {
+    assert.deepEqual(parseLaneMessage(Uint8Array.of(0)), { lane: 'control', body: new Uint8Array(0) });
+    assert.throws(() => decodeServerFrame(parseLaneMessage(Uint8Array.of(0)).body), (e) => e.kind === 'Malformed');
+    assert.deepEqual(parseLaneMessage(Uint8Array.of(3)), { lane: 'volatile', body: new Uint8Array(0) });
+  });
+
+  test('random lane messages never throw anything but CodecError', () => {
+    let state = 0x1234567;
+    const rand = () => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) / 2 ** 32;
+    };
+    for (let i = 0; i < 20_000; i++) {
+      const bytes = Uint8Array.from({ length: Math.floor(rand() * 24) }, (_, j) => (j === 0 ? Math.floor(rand() * 6) : Math.floor(rand() * 256)));
+      onlyCodecErrors(() => {
+        const m = parseLaneMessage(bytes);
+        if (m.lane === 'control' || m.lane === 'room') decodeServerFrame(m.body);
+        if (m.lane === 'volatile') decodeDatagram(m.body);
+      }, `lane message #${i}`);
     }
   });
 });

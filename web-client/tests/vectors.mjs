@@ -24,7 +24,7 @@ export function parseJsonLossless(text) {
 
 /**
  * Maps one serde externally tagged frame (`{"Join": {"req": 1, ...}}`) to the
- * protocol.js shape (`{type: 'Join', req: 1, ...}`): byte arrays become
+ * protocol.js shape (`{type: 'Join', req: 1, ...}`): byte arrays (`body`, `data`) become
  * Uint8Array; everything else already matches (numbers, bigints above 2^53 − 1,
  * null for None, arrays of strings, error codes as numbers).
  */
@@ -35,7 +35,7 @@ export function fromSerde(frame) {
   const [type, fields] = entries[0];
   const out = { type };
   for (const [name, value] of Object.entries(fields ?? {})) {
-    out[name] = name === 'body' ? Uint8Array.from(value) : value;
+    out[name] = name === 'body' || name === 'data' ? Uint8Array.from(value) : value;
   }
   return out;
 }
@@ -50,4 +50,23 @@ export const bytesToHex = (bytes) => Array.from(bytes, (b) => b.toString(16).pad
 export function load(file) {
   const text = readFileSync(new URL(`${file}.json`, `file://${VECTORS_DIR}`), 'utf8');
   return parseJsonLossless(text).map((v) => ({ name: v.name, frame: fromSerde(v.frame), hex: v.hex, serde: v.frame }));
+}
+
+/**
+ * The WebSocket lane vectors (`websocket.json`, PROTOCOL.md §16.5): `lane` is
+ * `control`, `room`, `room_end` or `volatile`; `type` the frame's enum (null for
+ * `room_end`); `handle` for the room lanes; `frame` mapped as in `load` (null for
+ * `room_end`); `hex` the whole message.
+ * @returns {Array<{name: string, lane: string, type: string|null, handle: number|null, frame: object|null, hex: string}>}
+ */
+export function loadLanes() {
+  const text = readFileSync(new URL('websocket.json', `file://${VECTORS_DIR}`), 'utf8');
+  return parseJsonLossless(text).map((v) => ({
+    name: v.name,
+    lane: v.lane,
+    type: v.type,
+    handle: v.handle,
+    frame: v.frame === null ? null : fromSerde(v.frame),
+    hex: v.hex,
+  }));
 }

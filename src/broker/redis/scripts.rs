@@ -32,19 +32,94 @@ local function place(t)
   return pre .. 'online:' .. ns, pre .. 'ch:all', user,
     function(flag) return 'O' .. flag .. ns .. ' ' .. user end
 end
--- One more node has the user there: the first one announces the join.
+-- One more node has the user there: the first one announces the join. Returns 0
+-- (no change), 1 (the user's first node there) or 3 (and the first user there).
+-- Beside each count hash, `index:{hash}` holds its users sorted (a sorted set of
+-- equal scores), so lists are read a page at a time.
+local function index(hash) return pre .. 'index:' .. string.sub(hash, #pre + 1) end
 local function add(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, 1) == 1 then
+    redis.call('ZADD', index(hash), 0, user)
     redis.call('PUBLISH', chan, event('1'))
+    if redis.call('HLEN', hash) == 1 then return 3 end
+    return 1
   end
+  return 0
 end
--- One node less: the last one announces the leave.
+-- One node less: the last one announces the leave. Returns 0, 1 (the user's last
+-- node left) or 3 (and nobody is left there).
 local function drop(t)
   local hash, chan, user, event = place(t)
   if redis.call('HINCRBY', hash, user, -1) <= 0 then
     redis.call('HDEL', hash, user)
+    redis.call('ZREM', index(hash), user)
     redis.call('PUBLISH', chan, event('0'))
+    if redis.call('EXISTS', hash) == 0 then return 3 end
+    return 1
+  end
+  return 0
+end
+-- Uncounts a room's history bytes (`member` is 'ns room'), deleting it.
+local function forget_history(ns, room)
+  local member = ns .. ' ' .. room
+  local held = tonumber(redis.call('HGET', pre .. 'hist-bytes', member) or '0')
+  redis.call('DEL', pre .. 'hist:' .. ns .. ':' .. room)
+  redis.call('HDEL', pre .. 'hist-bytes', member)
+  redis.call('ZREM', pre .. 'hist-lru', member)
+  return redis.call('DECRBY', pre .. 'hist-total', held)
+end
+-- Rooms per namespace: a sorted set of room names by last activity. A room not
+-- in it yet takes a place, made when the namespace is full by forgetting rooms
+-- whose keys expired or, with `presence` on, the longest-idle room without
+-- members; returns false when no place can be made (every room has members).
+local function admit_room(ns, room, max, presence)
+  local rooms = pre .. 'rooms:' .. ns
+  local now = int(now_ms())
+  if redis.call('ZSCORE', rooms, room) then
+    redis.call('ZADD', rooms, now, room)
+    return true
+  end
+  if redis.call('ZCARD', rooms) >= max then
+    local made = false
+    for _, r in ipairs(redis.call('ZRANGE', rooms, 0, 31)) do
+      local key = pre .. 'room:' .. ns .. ':' .. r
+      local gone = redis.call('EXISTS', key) == 0
+      local empty = presence and redis.call('EXISTS', pre .. 'members:' .. ns .. ':' .. r) == 0
+      if gone or empty then
+        redis.call('DEL', key)
+        forget_history(ns, r)
+        redis.call('ZREM', rooms, r)
+        made = true
+        if empty then break end
+      end
+    end
+    if not made then return false end
+  end
+  redis.call('ZADD', rooms, now, room)
+  return true
+end
+-- History bytes of every room: `hist-bytes` ('ns room' → bytes) and `hist-total`,
+-- with `hist-lru` ordering rooms by last publish; all three hold at most the rooms
+-- of `rooms:{ns}`, which admit_room bounds. Over `max`, the least recently
+-- published rooms lose their whole history (a replay is never partial) until 9/10
+-- of it is left; rooms whose history expired are found there first and only
+-- uncounted.
+local function count_history(ns, room, delta, max)
+  local member = ns .. ' ' .. room
+  redis.call('HINCRBY', pre .. 'hist-bytes', member, delta)
+  local total = redis.call('INCRBY', pre .. 'hist-total', delta)
+  redis.call('ZADD', pre .. 'hist-lru', int(now_ms()), member)
+  if total <= max then return end
+  local target = math.floor(max / 10 * 9)
+  while total > target do
+    local oldest = redis.call('ZRANGE', pre .. 'hist-lru', 0, 0)[1]
+    if not oldest or oldest == member then break end
+    local sp = string.find(oldest, ' ', 1, true)
+    local ons, oroom = string.sub(oldest, 1, sp - 1), string.sub(oldest, sp + 1)
+    local okey = pre .. 'room:' .. ons .. ':' .. oroom
+    if redis.call('EXISTS', okey) == 1 then redis.call('HSET', okey, 'hbytes', 0) end
+    total = forget_history(ons, oroom)
   end
 end
 -- Removes everything a node contributed.
@@ -56,19 +131,31 @@ end
 "#;
 
 /// KEYS: room, hist, channel. ARGV: prefix, record, history cap, ttl ms, history
-/// bytes cap. Creates the room's epoch if needed, assigns the next seq, stores the
-/// message (the oldest go past the cap in messages or in bytes, kept in the room's
-/// `hbytes`) and publishes it. Returns the seq.
+/// bytes cap, namespace, room, rooms cap, '1' with room presence, history bytes
+/// cap of all rooms. Creates the room's epoch if needed (when the namespace has a
+/// place for it), assigns the next seq, stores the message (the oldest go past the
+/// cap in messages or in bytes, kept in the room's `hbytes`; least recently
+/// published rooms' history goes past the cap of all rooms) and publishes it.
+/// Returns the seq, or the error `TOOMANYROOMS`.
 const PUBLISH: &str = r#"
 local room, hist, chan = KEYS[1], KEYS[2], KEYS[3]
 local cap, ttl, max_bytes = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local ns, name = ARGV[6], ARGV[7]
+if not admit_room(ns, name, tonumber(ARGV[8]), ARGV[9] == '1') then
+  return redis.error_reply('TOOMANYROOMS ' .. ns .. ' holds the ' .. ARGV[8] .. ' rooms the server allows, all with members')
+end
 redis.call('HSETNX', room, 'epoch', int(now_ms()))
 local epoch = redis.call('HGET', room, 'epoch')
 local seq = redis.call('HINCRBY', room, 'seq', 1)
 local entry = int(seq) .. ':' .. ARGV[2]
 if cap > 0 then
-  if redis.call('EXISTS', hist) == 0 then redis.call('HSET', room, 'hbytes', 0) end
+  if redis.call('EXISTS', hist) == 0 then
+    -- New, or expired: whatever was counted for it is gone.
+    redis.call('HSET', room, 'hbytes', 0)
+    forget_history(ns, name)
+  end
   redis.call('RPUSH', hist, entry)
+  local before = tonumber(redis.call('HGET', room, 'hbytes') or '0')
   local bytes = redis.call('HINCRBY', room, 'hbytes', #entry)
   local held = redis.call('LLEN', hist)
   while held > 0 and (held > cap or bytes > max_bytes) do
@@ -77,17 +164,23 @@ if cap > 0 then
     held = held - 1
   end
   redis.call('PEXPIRE', hist, ttl)
+  count_history(ns, name, bytes - before, tonumber(ARGV[10]))
 end
 redis.call('PEXPIRE', room, ttl)
 redis.call('PUBLISH', chan, 'M' .. epoch .. ':' .. entry)
 return seq
 "#;
 
-/// KEYS: room, hist. ARGV: prefix, ttl ms, since epoch ('' for none), since seq.
-/// Creates the room's epoch if needed (a member's epoch stays valid) and returns
-/// `{epoch, last seq, 1 when recovered, entries after since}`.
+/// KEYS: room, hist. ARGV: prefix, ttl ms, since epoch ('' for none), since seq,
+/// namespace, room, rooms cap, '1' with room presence. Creates the room's epoch if
+/// needed (a member's epoch stays valid; a new room needs a place in the namespace)
+/// and returns `{epoch, last seq, 1 when recovered, entries after since}`, or the
+/// error `TOOMANYROOMS`.
 const RECOVER: &str = r#"
 local room, hist, ttl = KEYS[1], KEYS[2], ARGV[2]
+if not admit_room(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1') then
+  return redis.error_reply('TOOMANYROOMS ' .. ARGV[5] .. ' holds the ' .. ARGV[7] .. ' rooms the server allows, all with members')
+end
 redis.call('HSETNX', room, 'epoch', int(now_ms()))
 redis.call('PEXPIRE', room, ttl)
 redis.call('PEXPIRE', hist, ttl)
@@ -137,13 +230,13 @@ return {0, redis.call('LRANGE', hist, -n, -1)}
 
 /// ARGV: prefix, node, '1' join / '0' leave, tuple.
 /// Records or removes one presence of this node; cluster-wide transitions publish
-/// the join or leave event.
+/// the join or leave event, and are returned as `add`/`drop` say.
 const PRESENCE: &str = r#"
 local set = pre .. 'node:' .. ARGV[2]
 if ARGV[3] == '1' then
-  if redis.call('SADD', set, ARGV[4]) == 1 then add(ARGV[4]) end
+  if redis.call('SADD', set, ARGV[4]) == 1 then return add(ARGV[4]) end
 else
-  if redis.call('SREM', set, ARGV[4]) == 1 then drop(ARGV[4]) end
+  if redis.call('SREM', set, ARGV[4]) == 1 then return drop(ARGV[4]) end
 end
 return 0
 "#;

@@ -350,7 +350,8 @@ impl Inner {
                 }
             }
             Some(RoomEvent::Presence { user, joined }) => {
-                self.hub.deliver_presence(ns, room, &user, joined);
+                self.hub
+                    .deliver_presence(ns, room, &user, joined, std::time::Instant::now());
             }
             Some(RoomEvent::Volatile(v)) => {
                 // The sending node delivered to its own sessions already.

@@ -45,6 +45,13 @@ pub(super) fn online_key(ns: &str) -> String {
     format!("{PREFIX}online:{ns}")
 }
 
+/// The sorted set beside a presence count hash (`members:…`, `online:…`), for
+/// reading its users a page at a time (kept by the presence scripts).
+pub(super) fn index_key(hash_key: &str) -> String {
+    let name = hash_key.strip_prefix(PREFIX).unwrap_or(hash_key);
+    format!("{PREFIX}index:{name}")
+}
+
 const ROOM_CHANNEL: &str = "wtgate:ch:room:";
 
 /// The pub/sub channel of one room.

@@ -2,7 +2,7 @@
 // so that wtgate.d.ts stays in step with what applications write. Never run.
 
 import { connect, ErrorCode, errorName, MAX_VOLATILE_BODY, WtgateError } from 'wtgate';
-import type { Client, MessageEvent, Notification, Room, Since, U64 } from 'wtgate';
+import type { Client, MessageEvent, Notification, Room, Since, Transport, U64 } from 'wtgate';
 
 export async function chat(token: string, hash: string): Promise<U64> {
   const client: Client = await connect('https://localhost:4433/chat', {
@@ -10,8 +10,14 @@ export async function chat(token: string, hash: string): Promise<U64> {
     serverCertificateHashes: [hash],
     reconnect: { initialDelay: 500, maxDelay: 5_000 },
     timeout: 5_000,
+    transports: ['webtransport', 'websocket'],
+    webtransportTimeout: 1_500,
+    webtransportRetry: 60_000,
+    websocketUrl: 'ws://127.0.0.1:8080/chat',
   });
-  client.on('connect', (e) => console.log(e.user, e.session, e.reconnect));
+  client.on('connect', (e) => console.log(e.user, e.session, e.reconnect, e.transport));
+  const transport: Transport = client.transport;
+  console.log(transport === 'websocket' ? client.websocketUrl : client.url);
   client.on('disconnect', (e) => console.log(e.code, e.reason, e.willReconnect, e.error?.kind));
   client.on('online', (e) => console.log(e.kind, e.user, e.users.length));
   client.on('error', (e: WtgateError) => console.error(e.kind, e.code, e.codeName));
@@ -56,5 +62,7 @@ export function describe(error: unknown): string {
 
 // @ts-expect-error: a room is not constructed by applications
 new (await import('wtgate')).Room();
+// @ts-expect-error: the transports are 'webtransport' and 'websocket'
+export const badTransport = () => connect('https://localhost:4433/chat', { token: 't', transports: ['http'] });
 // @ts-expect-error: bodies are strings or bytes
 export const wrong = (room: Room) => room.publish(42);
