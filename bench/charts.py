@@ -28,12 +28,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 LABEL = {
     "wtgate": "wtgate",
     "wtgate-before": "wtgate before tuning",
+    "wtgate-ws": "wtgate over WebSocket",
     "socketio": "Socket.IO",
     "floor": "bare wtransport",
 }
 COLOR = {
     "wtgate": "tab:blue",
     "wtgate-before": "tab:cyan",
+    "wtgate-ws": "tab:green",
     "socketio": "tab:orange",
     "floor": "tab:gray",
 }

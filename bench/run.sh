@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: wtgate, the Socket.IO 4 reference and the bare-wtransport
-# "floor", one after the other in the same run, each server pinned to cpu0 and its
-# load generator to cpu1 (taskset). Prints a table with the ratios wtgate/Socket.IO
-# and wtgate/floor; raw reports (one JSON object per line) go to $OUT/results.jsonl.
+# Side-by-side benchmark: wtgate, wtgate over WebSocket, the Socket.IO 4 reference and
+# the bare-wtransport "floor", one after the other in the same run, each server pinned
+# to cpu0 and its load generator to cpu1 (taskset). Prints a table with the ratios
+# wtgate/Socket.IO, wtgate-ws/Socket.IO and wtgate/floor; raw reports (one JSON object
+# per line) go to $OUT/results.jsonl.
 #
 #   bash bench/run.sh            # full run, ≤ ~25 min
 #   bash bench/run.sh --quick    # ≤ ~5 min
-#   options: --only a,b,c,d,e,f,g,h   --servers wtgate,socketio,floor   --out DIR   --no-build
-#            --losses "0 1 2 5"   --charts DIR (default bench/charts)   --no-charts
+#   options: --only a,b,c,d,e,f,g,h   --servers wtgate,wtgate-ws,socketio,floor   --out DIR
+#            --no-build   --losses "0 1 2 5"   --charts DIR (default bench/charts)   --no-charts
+#
+# Servers: wtgate (WebTransport), wtgate-ws (the same server and settings, the
+# generator on `wtgate load --transport websocket`: wss:// on the same port's TCP
+# side, PROTOCOL.md §16), socketio, floor (bare wtransport; a, c, d only).
 #
 # Scenarios (see bench/RESULTS.md):
 #   a) 200 clients, 1 room, 10 senders: the rate steps up until p99 ≥ 100 ms or loss
@@ -42,7 +47,7 @@ cd "$ROOT"
 
 QUICK=0
 ONLY="a,b,c,d,e,f,g,h"
-SERVERS="wtgate,socketio,floor"
+SERVERS="wtgate,wtgate-ws,socketio,floor"
 OUT=""
 BUILD=1
 LOSSES="0 1 2 5"
@@ -128,7 +133,7 @@ start_server() {
   local name="$1" log="$WORK/$1.out"
   rm -rf "$WORK/data"
   case "$name" in
-    wtgate)
+    wtgate|wtgate-ws)
       PORT=4433
       "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --listen "$HOST:$PORT" --secret "$SECRET" \
         --certs-dir "$WORK/certs" --data-dir "$WORK/data" --config bench/wtgate-bench.toml \
@@ -182,9 +187,11 @@ load() {
     timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 node bench/socketio/load.js --url "https://$HOST:$PORT/chat" \
       --ca "$WORK/certs/cert.pem" --tls-name localhost --server-pid "$SERVER_PID" --json "$@" > "$json" 2> "$WORK/gen.err" || true
   else
+    local transport=webtransport
+    [ "$name" = wtgate-ws ] && transport=websocket
     timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 "$WTGATE" load --url "https://$HOST:$PORT/chat" \
-      --cert-hash "$HASH" --token-secret "$SECRET" --server-pid "$SERVER_PID" --json "$@" \
-      > "$json" 2> "$WORK/gen.err" || true
+      --transport "$transport" --cert-hash "$HASH" --token-secret "$SECRET" \
+      --server-pid "$SERVER_PID" --json "$@" > "$json" 2> "$WORK/gen.err" || true
   fi
   if ! jq -e . "$json" >/dev/null 2>&1; then
     echo "  $name $scenario $step: no report" >&2; tail -n 5 "$WORK/gen.err" >&2

@@ -1,5 +1,6 @@
 // Turns bench/run.sh's results.jsonl into markdown tables: the headline figures per
-// server with the ratios wtgate/Socket.IO and wtgate/floor, then every step.
+// server with the ratios wtgate/Socket.IO, wtgate-ws/Socket.IO (wtgate over WebSocket)
+// and wtgate/floor, then every step.
 //
 //   node bench/summarize.mjs bench/results/DATE/results.jsonl
 
@@ -9,8 +10,10 @@ const rows = readFileSync(process.argv[2], 'utf8')
   .split('\n')
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l));
-const SERVERS = ['wtgate', 'socketio', 'floor'];
-const LABEL = { wtgate: 'wtgate', socketio: 'Socket.IO', floor: 'floor' };
+const SERVERS = ['wtgate', 'wtgate-ws', 'socketio', 'floor'];
+const LABEL = { wtgate: 'wtgate', 'wtgate-ws': 'wtgate WebSocket', socketio: 'Socket.IO', floor: 'floor' };
+// TCP servers have no UDP receive buffer to overflow.
+const tcp = (s) => s === 'socketio' || s === 'wtgate-ws';
 const of = (server, scenario) => rows.filter((r) => r.server_name === server && r.scenario === scenario && r.clients);
 const clean = (r) => r.latency_ms.p99 < 100 && r.lost === 0 && r.passed;
 const cleanDatagram = (r) => r.latency_ms.p99 < 100 && r.expected > 0 && r.lost <= 0.01 * r.expected;
@@ -47,7 +50,7 @@ add('(c) idle sessions connected', (s) => of(s, 'c')[0]?.connected, 0);
 add('(c) server RSS KiB per idle session', (s) => of(s, 'c')[0]?.server?.rss_kb_per_session, 1);
 add('(c) sessions connected per second', (s) => of(s, 'c')[0]?.connects_per_sec, 0);
 add('(c) server CPU µs per connect', (s) => of(s, 'c')[0]?.server?.connect_cpu_us_per_session, 0);
-add('(c) server UDP receive-buffer drops while connecting', (s) => (s === 'socketio' ? undefined : of(s, 'c')[0]?.server_udp_drops), 0);
+add('(c) server UDP receive-buffer drops while connecting', (s) => (tcp(s) ? undefined : of(s, 'c')[0]?.server_udp_drops), 0);
 add('(c) connect p50 / p99 ms', (s) => {
   const r = of(s, 'c')[0];
   return r ? `${r.connect_ms.p50.toFixed(0)} / ${r.connect_ms.p99.toFixed(0)}` : undefined;
@@ -62,15 +65,20 @@ add('server peak RSS MiB (all scenarios)', (s) => {
 const present = SERVERS.filter((s) => rows.some((r) => r.server_name === s));
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
 const header = ['metric', ...present.map((s) => LABEL[s])];
-if (present.includes('wtgate') && present.includes('socketio')) header.push('wtgate/Socket.IO');
-if (present.includes('wtgate') && present.includes('floor')) header.push('wtgate/floor');
+// [column, numerator, denominator]: ratios of servers measured in the same run.
+const ratios = [
+  ['wtgate/Socket.IO', 'wtgate', 'socketio'],
+  ['WebSocket/Socket.IO', 'wtgate-ws', 'socketio'],
+  ['WebSocket/wtgate', 'wtgate-ws', 'wtgate'],
+  ['wtgate/floor', 'wtgate', 'floor'],
+].filter(([, a, b]) => present.includes(a) && present.includes(b));
+header.push(...ratios.map(([column]) => column));
 console.log(`| ${header.join(' | ')} |`);
 console.log(`|${header.map(() => '---').join('|')}|`);
 for (const [label, f, digits] of metrics) {
   const vals = Object.fromEntries(present.map((s) => [s, f(s)]));
   const cells = [label, ...present.map((s) => fmt(vals[s], digits))];
-  if (header.includes('wtgate/Socket.IO')) cells.push(ratio(vals.wtgate, vals.socketio));
-  if (header.includes('wtgate/floor')) cells.push(ratio(vals.wtgate, vals.floor));
+  cells.push(...ratios.map(([, a, b]) => ratio(vals[a], vals[b])));
   console.log(`| ${cells.join(' | ')} |`);
 }
 
@@ -82,7 +90,7 @@ for (const [scenario, title] of [['a', '(a) 200 clients, 1 room, 10 senders, str
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of list) {
     const errs = Object.entries(r.errors ?? {}).map(([k, n]) => `${k}: ${n}`).join('; ') || '–';
-    console.log(`| ${LABEL[r.server_name]} | ${r.rate} | ${fmt(r.deliveries_per_sec, 0)} | ${r.latency_ms.p50.toFixed(1)} | ${r.latency_ms.p99.toFixed(1)} | ${r.latency_ms.max.toFixed(1)} | ${r.lost} | ${fmt(r.server?.cpu_us_per_delivery, 2)} | ${r.server_name === 'socketio' ? '–' : fmt(r.server_udp_drops, 0)} | ${errs} |`);
+    console.log(`| ${LABEL[r.server_name]} | ${r.rate} | ${fmt(r.deliveries_per_sec, 0)} | ${r.latency_ms.p50.toFixed(1)} | ${r.latency_ms.p99.toFixed(1)} | ${r.latency_ms.max.toFixed(1)} | ${r.lost} | ${fmt(r.server?.cpu_us_per_delivery, 2)} | ${tcp(r.server_name) ? '–' : fmt(r.server_udp_drops, 0)} | ${errs} |`);
   }
 }
 // Scenarios e–h: one row per step, both servers side by side.

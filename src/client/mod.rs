@@ -38,7 +38,9 @@ mod websocket;
 pub use reach::{
     candidate_urls, connect_first, is_loopback_url, localhost_addrs, LOOPBACK_HEAD_START,
 };
-pub use websocket::{close_code as websocket_close_code, open_websocket, websocket_url, WsStream};
+pub use websocket::{
+    close_code as websocket_close_code, open_websocket, websocket_url, WsConnector, WsStream,
+};
 
 /// How long establishing a session may take (QUIC ignores ICMP unreachable, so an
 /// absent server is only noticed by waiting).

@@ -50,64 +50,99 @@ pub fn websocket_url(url: &str) -> String {
 /// `Hello`): the building block of [`Client::connect_websocket`](super::Client),
 /// and what tests use to speak raw messages. Messages of up to 16 MiB are read.
 pub async fn open_websocket(url: &str, trust: &Trust) -> Result<WsStream, ClientError> {
-    let url = websocket_url(url);
-    let fail = |reason: String| ClientError::Connect {
-        url: url.clone(),
-        reason,
-    };
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| fail(e.to_string()))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let uri = request.uri().clone();
-    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let tls = match uri.scheme_str() {
-        Some("wss") => true,
-        Some("ws") => false,
-        _ => {
-            return Err(fail(
-                "the URL must start with https://, wss:// or ws://".into(),
-            ))
+    WsConnector::new(trust).open(url).await
+}
+
+/// What opening a WebSocket takes besides the URL, made once for many (the load
+/// tester opens thousands): the TLS settings of `trust` and the WebSocket limits.
+#[derive(Clone)]
+pub struct WsConnector {
+    /// Only `wss://` needs it: a bad trust setting fails those alone.
+    tls: Result<tokio_rustls::TlsConnector, String>,
+    config: WebSocketConfig,
+}
+
+impl WsConnector {
+    /// Trusting the server as `trust` says (ALPN http/1.1: the upgrade is
+    /// HTTP/1.1's); messages of up to 16 MiB.
+    pub fn new(trust: &Trust) -> WsConnector {
+        let tls = crate::api_client::tls_config(trust).map(|mut config| {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+        WsConnector {
+            tls: tls.map_err(|e| e.to_string()),
+            config: WebSocketConfig::default()
+                .max_message_size(Some(16 << 20))
+                .max_frame_size(Some(16 << 20)),
         }
-    };
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let tcp = tokio::time::timeout(super::CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = if tls {
-        let mut config =
-            crate::api_client::tls_config(trust).map_err(|e| ClientError::Trust(e.to_string()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| fail(e.to_string()))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        Either::Right(
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(e.to_string()))?,
-        )
-    } else {
-        Either::Left(tcp)
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20));
-    let (socket, response) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-    let selected = response.headers().get("Sec-WebSocket-Protocol");
-    if selected.and_then(|v| v.to_str().ok()) != Some(SUBPROTOCOL) {
-        return Err(fail(format!("the server did not select {SUBPROTOCOL}")));
     }
-    Ok(socket)
+
+    /// Each connection's read buffer, allocated up front (tungstenite's
+    /// default: 128 KiB).
+    pub fn read_buffer(mut self, bytes: usize) -> WsConnector {
+        self.config = self.config.read_buffer_size(bytes);
+        self
+    }
+
+    /// Opens a bare WebSocket to `url`, as [`open_websocket`].
+    pub async fn open(&self, url: &str) -> Result<WsStream, ClientError> {
+        let url = websocket_url(url);
+        let fail = |reason: String| ClientError::Connect {
+            url: url.clone(),
+            reason,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| fail(e.to_string()))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let uri = request.uri().clone();
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => {
+                return Err(fail(
+                    "the URL must start with https://, wss:// or ws://".into(),
+                ))
+            }
+        };
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = tokio::time::timeout(super::CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if tls {
+            let connector = self
+                .tls
+                .as_ref()
+                .map_err(|e| ClientError::Trust(e.clone()))?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| fail(e.to_string()))?;
+            Either::Right(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?,
+            )
+        } else {
+            Either::Left(tcp)
+        };
+        let (socket, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(self.config))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        let selected = response.headers().get("Sec-WebSocket-Protocol");
+        if selected.and_then(|v| v.to_str().ok()) != Some(SUBPROTOCOL) {
+            return Err(fail(format!("the server did not select {SUBPROTOCOL}")));
+        }
+        Ok(socket)
+    }
 }
 
 /// The close code of a WebSocket close as the session's error code: 4000 + n is

@@ -11,12 +11,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wtransport::endpoint::endpoint_side;
-use wtransport::{Endpoint, VarInt};
 
-use super::connect::CONNECT_CONCURRENCY;
+use super::connect::{Dialer, CONNECT_CONCURRENCY};
 use super::report::micros_histogram;
-use super::{session, Ctx};
+use super::Ctx;
 use crate::auth::{self, Claims};
 
 /// What the churn sessions measured.
@@ -40,7 +38,7 @@ pub(super) struct Churn {
     /// Token secret.
     pub(super) secret: String,
     /// Their sockets.
-    pub(super) endpoints: Vec<Arc<Endpoint<endpoint_side::Client>>>,
+    pub(super) dialer: Dialer,
 }
 
 impl Churn {
@@ -80,7 +78,7 @@ impl Churn {
                 ctx.error("churn: cannot mint a token", 1);
                 continue;
             };
-            let endpoint = self.endpoints[k as usize % self.endpoints.len()].clone();
+            let dial = self.dialer.dial(k as u32);
             let room = ctx.rooms[(k % u64::from(ctx.plan.rooms)) as usize].clone();
             let (url, life, ctx, facts, stop) = (
                 self.url.clone(),
@@ -91,7 +89,7 @@ impl Churn {
             );
             alive.spawn(async move {
                 let measured = ctx.window.measures(ctx.now_ns());
-                let opened = session::open(&endpoint, &url, &token, &[room]).await;
+                let opened = dial.open(&url, &token, &[room]).await;
                 drop(permit);
                 match opened {
                     Ok(j) => {
@@ -99,13 +97,9 @@ impl Churn {
                             let mut f = facts.lock().unwrap_or_else(|p| p.into_inner());
                             f.sessions += 1;
                             f.connect_us
-                                .saturating_record(j.connect_time.as_micros().max(1) as u64);
+                                .saturating_record(j.connect_time().as_micros().max(1) as u64);
                         }
-                        tokio::select! {
-                            _ = tokio::time::sleep(life) => {}
-                            _ = stop.cancelled() => {}
-                        }
-                        j.conn.close(VarInt::from_u32(0), b"churn");
+                        j.linger(life, &stop).await;
                     }
                     Err(e) => {
                         if measured {

@@ -1,6 +1,6 @@
 //! Phase 1 of a run: client sockets, the server's address, and every session
 //! connected and joined (paced by `--connect-rate`, [`CONNECT_CONCURRENCY`] in
-//! flight at most).
+//! flight at most), over the transport of `--transport` ([`Dialer`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,14 +10,16 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, VarInt};
 
 use super::report::{count_error, micros_histogram};
-use super::session::{self, Joined};
-use super::{client_socket, LoadArgs, LoadError, Setup, CLIENTS_PER_ENDPOINT};
+use super::session::{self, SetupError};
+use super::websocket;
+use super::{client_socket, LoadArgs, LoadError, Setup, Transport, CLIENTS_PER_ENDPOINT};
 use crate::auth::{self, Claims};
-use crate::client::{candidate_urls, client_endpoint_on, connect_first, Trust};
+use crate::client::{candidate_urls, client_endpoint_on, connect_first, Trust, WsConnector};
 
 /// Sessions opened at once at most while connecting.
 pub const CONNECT_CONCURRENCY: usize = 256;
@@ -25,8 +27,115 @@ pub const CONNECT_CONCURRENCY: usize = 256;
 /// How long finding the address of a `localhost` URL may take.
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How clients reach the server: the client side of one transport.
+pub(super) enum Dialer {
+    /// QUIC endpoints: one UDP socket per [`CLIENTS_PER_ENDPOINT`] sessions.
+    WebTransport(Vec<Arc<Endpoint<endpoint_side::Client>>>),
+    /// TLS and WebSocket settings; a TCP connection per session.
+    WebSocket(Arc<WsConnector>),
+}
+
+/// What one client dials with (moved into its task).
+#[derive(Clone)]
+pub(super) enum Dial {
+    WebTransport(Arc<Endpoint<endpoint_side::Client>>),
+    WebSocket(Arc<WsConnector>),
+}
+
+/// A session that said `Hello` and joined its rooms, over either transport.
+pub(super) enum Joined {
+    WebTransport(session::Joined),
+    /// Boxed: a TLS connection's state is large.
+    WebSocket(Box<websocket::Joined>),
+}
+
+impl Dialer {
+    /// For `clients` sessions over `transport`, trusting the server as `trust` says.
+    pub(super) fn new(
+        transport: Transport,
+        trust: &Trust,
+        clients: u32,
+    ) -> Result<Dialer, LoadError> {
+        Ok(match transport {
+            Transport::WebTransport => Dialer::WebTransport(endpoints(trust, clients)?),
+            Transport::WebSocket => Dialer::WebSocket(Arc::new(websocket::connector(trust))),
+        })
+    }
+
+    /// What client `i` dials with.
+    pub(super) fn dial(&self, i: u32) -> Dial {
+        match self {
+            Dialer::WebTransport(endpoints) => {
+                let at = (i / CLIENTS_PER_ENDPOINT) as usize % endpoints.len();
+                Dial::WebTransport(endpoints[at].clone())
+            }
+            Dialer::WebSocket(connector) => Dial::WebSocket(connector.clone()),
+        }
+    }
+
+    /// The URLs the clients use: see [`reach`] and [`websocket::reach`].
+    pub(super) async fn reach(&self, urls: &[String]) -> Vec<String> {
+        match self {
+            Dialer::WebTransport(endpoints) => reach(&endpoints[0], urls).await,
+            Dialer::WebSocket(connector) => websocket::reach(connector, urls).await,
+        }
+    }
+
+    /// Waits (1 s at most) until the closed sessions' last packets left.
+    pub(super) async fn wait_idle(&self) {
+        if let Dialer::WebTransport(endpoints) = self {
+            for e in endpoints {
+                let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
+            }
+        }
+    }
+}
+
+impl Dial {
+    /// Opens a session on `url`, says `Hello` with `token` and joins `rooms`.
+    pub(super) async fn open(
+        &self,
+        url: &str,
+        token: &str,
+        rooms: &[String],
+    ) -> Result<Joined, SetupError> {
+        match self {
+            Dial::WebTransport(endpoint) => session::open(endpoint, url, token, rooms)
+                .await
+                .map(Joined::WebTransport),
+            Dial::WebSocket(connector) => websocket::open(connector, url, token, rooms)
+                .await
+                .map(|j| Joined::WebSocket(Box::new(j))),
+        }
+    }
+}
+
+impl Joined {
+    /// From the first packet until `Welcome`.
+    pub(super) fn connect_time(&self) -> Duration {
+        match self {
+            Joined::WebTransport(j) => j.connect_time,
+            Joined::WebSocket(j) => j.connect_time,
+        }
+    }
+
+    /// A churn session's stay: `life`, or until `stop`; then it closes.
+    pub(super) async fn linger(self, life: Duration, stop: &CancellationToken) {
+        match self {
+            Joined::WebTransport(j) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(life) => {}
+                    _ = stop.cancelled() => {}
+                }
+                j.conn.close(VarInt::from_u32(0), b"churn");
+            }
+            Joined::WebSocket(j) => j.linger(life, stop).await,
+        }
+    }
+}
+
 /// The client endpoints: one UDP socket per [`CLIENTS_PER_ENDPOINT`] sessions.
-pub(super) fn endpoints(
+fn endpoints(
     trust: &Trust,
     clients: u32,
 ) -> Result<Vec<Arc<Endpoint<endpoint_side::Client>>>, LoadError> {
@@ -43,10 +152,7 @@ pub(super) fn endpoints(
 /// address that answers, found once with one probe session, so that no client
 /// races two handshakes and connect times measure the server, not the race.
 /// A URL that cannot be reached is kept as given: its clients report why.
-pub(super) async fn reach(
-    endpoint: &Endpoint<endpoint_side::Client>,
-    urls: &[String],
-) -> Vec<String> {
+async fn reach(endpoint: &Endpoint<endpoint_side::Client>, urls: &[String]) -> Vec<String> {
     let mut reached = Vec::with_capacity(urls.len());
     for url in urls {
         if candidate_urls(url).len() < 2 {
@@ -95,7 +201,7 @@ fn connect_bar(clients: u32, target: ProgressDrawTarget) -> ProgressBar {
 pub(super) async fn connect_all(
     args: &LoadArgs,
     setup: &Setup,
-    endpoints: &[Arc<Endpoint<endpoint_side::Client>>],
+    dialer: &Dialer,
     urls: &[String],
     rooms: &[String],
     errors: &mut BTreeMap<String, u64>,
@@ -124,14 +230,14 @@ pub(super) async fn connect_all(
         let user = format!("load-{i}");
         let token = auth::mint(setup.secret.as_bytes(), &Claims::new(&user, unix_now, ttl))
             .map_err(|e| LoadError::Args(format!("cannot mint a token: {e}")))?;
-        let endpoint = endpoints[(i / CLIENTS_PER_ENDPOINT) as usize].clone();
+        let dial = dialer.dial(i);
         let url = urls[i as usize % urls.len()].clone();
         let names: Vec<String> = plan
             .rooms_of(i)
             .map(|r| rooms[r as usize].clone())
             .collect();
         connecting.spawn(async move {
-            let joined = session::open(&endpoint, &url, &token, &names).await;
+            let joined = dial.open(&url, &token, &names).await;
             drop(permit);
             (i, joined)
         });
@@ -144,7 +250,7 @@ pub(super) async fn connect_all(
         bar.inc(1);
         match joined {
             Ok(j) => {
-                connect_us.saturating_record(j.connect_time.as_micros().max(1) as u64);
+                connect_us.saturating_record(j.connect_time().as_micros().max(1) as u64);
                 clients[i as usize] = Some(j);
             }
             Err(e) => {

@@ -22,6 +22,11 @@
 //!    counts: expected = measured sent × receivers in the room (streams: every
 //!    member, the sender included, since the server echoes; datagrams: the others).
 //!
+//! `--transport` says what carries the sessions: WebTransport (`session.rs`:
+//! a control stream, a stream per room, datagrams) or a WebSocket
+//! (`websocket.rs`, PROTOCOL.md §16: one connection, frames behind lane bytes);
+//! the per-message work in `traffic.rs` is the same for both.
+//!
 //! The pure parts ([`plan`], [`tally`], [`report`], [`wire`], [`procfs`]) have no
 //! I/O; this module is the async shell around them.
 
@@ -33,6 +38,7 @@ pub mod report;
 mod session;
 pub mod tally;
 mod traffic;
+mod websocket;
 pub mod wire;
 
 pub use connect::CONNECT_CONCURRENCY;
@@ -48,11 +54,10 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use wtransport::endpoint::endpoint_side;
-use wtransport::Endpoint;
 
 use crate::auth;
-use crate::client::Trust;
+use crate::client::{Transport, Trust};
+use connect::Dialer;
 use plan::{Plan, Window, STAMP_LEN};
 use procfs::ProcSample;
 use report::{
@@ -87,6 +92,16 @@ pub struct LoadArgs {
     /// cluster unless every room's members land on one server).
     #[arg(long = "url", value_name = "URL", required = true)]
     pub urls: Vec<String>,
+    /// What carries the sessions: WebTransport, or a WebSocket on the same
+    /// port's TCP side (https:// URLs become wss://; ws:// for a `--dev`
+    /// server's loopback HTTP listener).
+    #[arg(
+        long,
+        env = "WTGATE_TRANSPORT",
+        default_value = "webtransport",
+        value_name = "webtransport|websocket"
+    )]
+    pub transport: Transport,
     /// Pin the server certificate's SHA-256 hash (hex), as printed by
     /// `wtgate serve` and `wtgate certs`.
     #[arg(long, value_name = "HEX", conflicts_with = "ca")]
@@ -180,6 +195,8 @@ fn args_error<T>(msg: impl Into<String>) -> Result<T, LoadError> {
 /// The arguments, checked.
 struct Setup {
     plan: Plan,
+    /// `--url`s as the transport dials them.
+    urls: Vec<String>,
     trust: Trust,
     secret: String,
 }
@@ -197,6 +214,15 @@ impl Setup {
         if args.urls.is_empty() {
             return args_error("give at least one --url");
         }
+        let urls = match args.transport {
+            Transport::WebTransport => args.urls.clone(),
+            Transport::WebSocket => args
+                .urls
+                .iter()
+                .map(|u| websocket::ws_url(u))
+                .collect::<Result<_, _>>()
+                .map_err(LoadError::Args)?,
+        };
         if plan.senders > 0 && !(args.rate.is_finite() && args.rate > 0.0) {
             return args_error("--rate must be a positive number of messages per second");
         }
@@ -239,6 +265,7 @@ impl Setup {
         )?;
         Ok(Setup {
             plan,
+            urls,
             trust,
             secret,
         })
@@ -387,8 +414,8 @@ fn progress_target(json: bool) -> ProgressDrawTarget {
 pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let setup = Setup::check(args)?;
     let plan = setup.plan;
-    let endpoints = connect::endpoints(&setup.trust, plan.clients)?;
-    let urls = connect::reach(&endpoints[0], &args.urls).await;
+    let dialer = Dialer::new(args.transport, &setup.trust, plan.clients)?;
+    let urls = dialer.reach(&setup.urls).await;
     let run_id: u16 = rand::random();
     let rooms: Vec<String> = (0..plan.rooms)
         .map(|r| format!("load-{run_id:04x}-{r}"))
@@ -402,7 +429,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     // 1. Connect and join.
     let target = progress_target(args.json);
     let connected =
-        connect::connect_all(args, &setup, &endpoints, &urls, &rooms, &mut errors, target).await?;
+        connect::connect_all(args, &setup, &dialer, &urls, &rooms, &mut errors, target).await?;
     let connected_sample = sampler.sample(&mut errors);
     let sessions = connected.clients.iter().flatten().count() as u64;
     let mut members = vec![0u64; plan.rooms as usize];
@@ -423,7 +450,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let traffic = Traffic {
         ctx: &ctx,
         sampler: &sampler,
-        endpoints: &endpoints,
+        dialer: &dialer,
         members: &members,
     };
     let mut measured = traffic.run(args, connected.clients, churn).await;
@@ -465,7 +492,7 @@ fn churn_setup(
         life: args.churn_life,
         url: urls[0].clone(),
         secret: setup.secret.clone(),
-        endpoints: connect::endpoints(&setup.trust, concurrent)?,
+        dialer: Dialer::new(args.transport, &setup.trust, concurrent)?,
     }))
 }
 
@@ -486,7 +513,7 @@ struct Measured {
 struct Traffic<'a> {
     ctx: &'a Arc<Ctx>,
     sampler: &'a Sampler,
-    endpoints: &'a [Arc<Endpoint<endpoint_side::Client>>],
+    dialer: &'a Dialer,
     members: &'a [u64],
 }
 
@@ -496,7 +523,7 @@ impl Traffic<'_> {
     async fn run(
         &self,
         args: &LoadArgs,
-        clients: Vec<Option<session::Joined>>,
+        clients: Vec<Option<connect::Joined>>,
         churn: Option<churn::Churn>,
     ) -> Measured {
         let ctx = self.ctx;
@@ -523,7 +550,7 @@ impl Traffic<'_> {
         stop.cancel();
         let _ = ticker.await;
         bar.finish_and_clear();
-        let counts = tasks.finish(self.endpoints).await;
+        let counts = tasks.finish(self.dialer).await;
         let churn = match churning {
             Some(task) => task
                 .await
@@ -559,6 +586,7 @@ impl Ctx {
             warmup: args.warmup,
             body_bytes: args.body,
             mode: args.mode,
+            transport: args.transport,
             sent_per_room: self
                 .sent
                 .iter()
@@ -677,6 +705,10 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(10));
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert_eq!((a.body, a.mode, a.json), (64, Mode::Stream, false));
+        assert_eq!(a.transport, Transport::WebTransport);
+        let a = parse(&["--url", "u", "--transport", "websocket"]).unwrap();
+        assert_eq!(a.transport, Transport::WebSocket);
+        assert!(parse(&["--url", "u", "--transport", "tcp"]).is_err());
         let a = parse(&[
             "--url",
             "https://a/chat",
@@ -758,6 +790,21 @@ mod tests {
         assert_eq!(senders(&["--clients", "5", "--senders", "2"]).unwrap(), 2);
         let err = senders(&["--clients", "5", "--senders", "6"]).unwrap_err();
         assert!(err.to_string().contains("--senders"), "{err}");
+        let urls = |extra: &[&str]| {
+            let mut v = vec!["--token-secret", "s"];
+            v.extend_from_slice(extra);
+            Setup::check(&parse(&v).unwrap()).map(|s| s.urls)
+        };
+        assert_eq!(
+            urls(&["--url", "https://a:1/chat", "--transport", "websocket"]).unwrap(),
+            ["wss://a:1/chat"]
+        );
+        assert_eq!(
+            urls(&["--url", "https://a:1/chat"]).unwrap(),
+            ["https://a:1/chat"]
+        );
+        let err = urls(&["--url", "ftp://a/chat", "--transport", "websocket"]).unwrap_err();
+        assert!(err.to_string().contains("ftp"), "{err}");
         let no_secret = LoadArgs {
             token_secret: None,
             ..parse(&["--url", "u"]).unwrap()

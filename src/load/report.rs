@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::plan::Plan;
 use super::procfs::ProcSample;
 use super::tally::Counts;
+use crate::client::Transport;
 
 /// How messages travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -274,6 +275,8 @@ pub struct RunFacts {
     pub body_bytes: usize,
     /// Streams or datagrams.
     pub mode: Mode,
+    /// What carried the sessions.
+    pub transport: Transport,
     /// Measured messages sent, per room.
     pub sent_per_room: Vec<u64>,
     /// Sessions that joined, per room.
@@ -319,6 +322,9 @@ pub struct Report {
     pub body_bytes: usize,
     /// `stream` or `datagram`.
     pub mode: Mode,
+    /// `webtransport` or `websocket`.
+    #[serde(serialize_with = "as_text")]
+    pub transport: Transport,
     /// Sessions that connected and joined.
     pub connected: u64,
     /// Sessions connected per second during the connect phase.
@@ -346,7 +352,8 @@ pub struct Report {
     /// Churn sessions, with `--churn-rate`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnReport>,
-    /// Time to open a session (QUIC + WebTransport + Hello/Welcome).
+    /// Time to open a session (QUIC + WebTransport, or TCP + TLS + the WebSocket
+    /// upgrade; then Hello/Welcome).
     pub connect_ms: ConnectMs,
     /// Errors by kind (server error codes, connection failures, skipped sends…).
     pub errors: BTreeMap<String, u64>,
@@ -357,6 +364,10 @@ pub struct Report {
     /// The server's CPU and memory, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
+}
+
+fn as_text<S: serde::Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
 }
 
 fn round3(x: f64) -> f64 {
@@ -402,6 +413,7 @@ impl Report {
             warmup_s: f.warmup.as_secs_f64(),
             body_bytes: f.body_bytes,
             mode: f.mode,
+            transport: f.transport,
             connected,
             connects_per_sec: if elapsed > 0.0 {
                 round3(connected as f64 / elapsed)
@@ -480,9 +492,13 @@ impl Report {
             Mode::Stream => "stream",
             Mode::Datagram => "datagram",
         };
+        let transport = match self.transport {
+            Transport::WebTransport => "WebTransport",
+            Transport::WebSocket => "WebSocket",
+        };
         let _ = writeln!(
             s,
-            "clients {} ({} connected) · rooms {} · senders {} · {} msg/s · {}-byte bodies · {mode} · {}s (+{}s warmup)",
+            "clients {} ({} connected) · rooms {} · senders {} · {} msg/s · {}-byte bodies · {mode} over {transport} · {}s (+{}s warmup)",
             self.clients,
             self.connected,
             self.rooms,
@@ -639,6 +655,7 @@ mod tests {
             warmup: Duration::from_secs(1),
             body_bytes: 64,
             mode,
+            transport: Transport::WebTransport,
             sent_per_room: vec![100, 100],
             members_per_room: vec![5, 5],
             connected: 10,
@@ -724,6 +741,7 @@ mod tests {
             serde_json::from_str(&Report::build(facts(Mode::Stream)).to_json()).unwrap();
         check_json_shape(&v).unwrap_or_else(|e| panic!("{e} in {v}"));
         assert_eq!(v["mode"], "stream");
+        assert_eq!(v["transport"], "webtransport");
         assert!(v.get("server").is_none());
     }
 

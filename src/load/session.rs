@@ -2,6 +2,10 @@
 //! client endpoint instead of going through [`crate::client::Client`], so a
 //! delivery costs no task hop, no channel and no allocation — the load tester
 //! shares the machine with the server it measures.
+//!
+//! What `Hello` and the joins expect back ([`hello_frame`], [`welcome`],
+//! [`Joins`]) has no I/O: the WebSocket session (`websocket.rs`) feeds it the
+//! same frames from its lanes.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +18,7 @@ use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ServerFrame, PROTO
 use crate::transport::FrameReader;
 
 /// How long opening a session, `Hello` and the join may take each.
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest frame accepted from the server.
 pub(crate) const MAX_FRAME: usize = crate::config::MAX_FRAME_LIMIT;
@@ -26,7 +30,7 @@ pub(crate) struct SetupError {
     pub(crate) detail: String,
 }
 
-fn fail(kind: &str, detail: impl ToString) -> SetupError {
+pub(super) fn fail(kind: &str, detail: impl ToString) -> SetupError {
     SetupError {
         kind: kind.to_owned(),
         detail: detail.to_string(),
@@ -92,27 +96,42 @@ async fn hello(
         .map_err(|e| fail("connect", e))?
         .await
         .map_err(|e| fail("connect", e))?;
-    let hello = frame_bytes(&ClientFrame::Hello {
-        version: PROTOCOL_VERSION,
-        token: token.to_owned(),
-    });
     control
-        .write_all(&hello)
+        .write_all(&frame_bytes(&hello_frame(token)))
         .await
         .map_err(|e| fail("hello", e))?;
     let mut replies = FrameReader::new(recv, MAX_FRAME);
-    let mut first = replies.next::<ServerFrame>().await;
-    // A namespace with a connect hook may send what it attached first.
-    if let Ok(Some(ServerFrame::ConnectInfo { .. })) = first {
-        first = replies.next::<ServerFrame>().await;
+    loop {
+        match replies.next::<ServerFrame>().await {
+            Ok(reply) => {
+                if welcome(reply)? {
+                    return Ok((control, replies));
+                }
+            }
+            Err(e) => return Err(fail("hello", e)),
+        }
     }
-    match first {
-        Ok(Some(ServerFrame::Welcome { .. })) => Ok((control, replies)),
-        Ok(Some(ServerFrame::Error { code, message, .. })) => {
+}
+
+/// The `Hello` a load client says with `token`.
+pub(super) fn hello_frame(token: &str) -> ClientFrame {
+    ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+    }
+}
+
+/// What a frame that answers `Hello` (`None`: the stream ended) says: `true`
+/// once welcomed, `false` to read on (a connect hook's `ConnectInfo` may come
+/// first), or why the session was refused.
+pub(super) fn welcome(reply: Option<ServerFrame>) -> Result<bool, SetupError> {
+    match reply {
+        Some(ServerFrame::Welcome { .. }) => Ok(true),
+        Some(ServerFrame::ConnectInfo { .. }) => Ok(false),
+        Some(ServerFrame::Error { code, message, .. }) => {
             Err(fail(&format!("hello: {code:?}"), message))
         }
-        Ok(other) => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
-        Err(e) => Err(fail("hello", e)),
+        other => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
     }
 }
 
@@ -125,51 +144,29 @@ async fn join(
     rooms: &[String],
 ) -> Result<(Vec<JoinedRoom>, u64), SetupError> {
     let mut frames = Vec::new();
-    for (i, room) in rooms.iter().enumerate() {
-        frames.extend_from_slice(&frame_bytes(&ClientFrame::Join {
-            req: i as u32 + 1,
-            room: room.clone(),
-            since: None,
-        }));
+    for frame in Joins::frames(rooms) {
+        frames.extend_from_slice(&frame_bytes(&frame));
     }
     control
         .write_all(&frames)
         .await
         .map_err(|e| fail("join", e))?;
-    let mut online_frames = 0;
-    let mut handles: Vec<Option<u32>> = vec![None; rooms.len()];
-    while handles.iter().any(Option::is_none) {
+    let mut joins = Joins::new(rooms.len());
+    while !joins.replied() {
         match replies.next::<ServerFrame>().await {
-            Ok(Some(ServerFrame::Joined { req, handle, .. })) => {
-                match handles.get_mut((req as usize).wrapping_sub(1)) {
-                    Some(slot @ None) => *slot = Some(handle),
-                    _ => return Err(fail("join", format!("unexpected Joined for request {req}"))),
-                }
-            }
-            // The namespace's pushes may come before the replies: other
-            // sessions coming online (namespace presence), broadcasts.
-            Ok(Some(ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. })) => {
-                online_frames += 1
-            }
-            Ok(Some(
-                ServerFrame::Broadcast { .. }
-                | ServerFrame::Notification { .. }
-                | ServerFrame::RpcReply { .. },
-            )) => {}
-            Ok(Some(ServerFrame::Error { code, message, .. })) => {
-                return Err(fail(&format!("join: {code:?}"), message))
-            }
-            Ok(other) => return Err(fail("join", format!("expected Joined, got {other:?}"))),
+            Ok(Some(frame)) => joins.on_reply(frame)?,
+            Ok(None) => return Err(fail("join", "expected Joined, got None")),
             Err(e) => return Err(fail("join", e)),
         }
     }
+    let handles = joins.handles();
     // Room streams may arrive in any order: match them by handle.
     let mut streams: Vec<Option<RoomReader>> = (0..rooms.len()).map(|_| None).collect();
     for _ in 0..rooms.len() {
         let stream = conn.accept_uni().await.map_err(|e| fail("join", e))?;
         let mut reader = RoomReader::new(stream);
         let h = reader.header().await.map_err(|e| fail("join", e))?;
-        let at = handles.iter().position(|&x| x.is_some() && x == h);
+        let at = h.and_then(|h| joins.position(h));
         match at.and_then(|i| streams.get_mut(i)) {
             Some(slot @ None) => *slot = Some(reader),
             _ => return Err(fail("join", format!("room stream header {h:?}"))),
@@ -181,14 +178,83 @@ async fn join(
             .zip(handles)
             .map(|(reader, handle)| JoinedRoom {
                 reader: reader.expect("every stream matched"),
-                handle: handle.expect("every room joined"),
+                handle,
             })
             .collect(),
-        online_frames,
+        joins.online_frames,
     ))
 }
 
-async fn within<T>(
+/// The replies to a session's joins, matched as they come (no I/O: both
+/// transports feed it the control frames they read).
+#[derive(Debug)]
+pub(super) struct Joins {
+    /// The handle of join `i` (request `i + 1`), once it was answered.
+    handles: Vec<Option<u32>>,
+    /// `OnlineJoin`/`OnlineLeave` frames that came in between.
+    pub(super) online_frames: u64,
+}
+
+impl Joins {
+    /// The `Join` of each room, with request ids 1, 2, …
+    pub(super) fn frames(rooms: &[String]) -> impl Iterator<Item = ClientFrame> + '_ {
+        rooms.iter().enumerate().map(|(i, room)| ClientFrame::Join {
+            req: i as u32 + 1,
+            room: room.clone(),
+            since: None,
+        })
+    }
+
+    /// Waiting for the replies to `rooms` joins.
+    pub(super) fn new(rooms: usize) -> Joins {
+        Joins {
+            handles: vec![None; rooms],
+            online_frames: 0,
+        }
+    }
+
+    /// Takes one control frame.
+    pub(super) fn on_reply(&mut self, frame: ServerFrame) -> Result<(), SetupError> {
+        match frame {
+            ServerFrame::Joined { req, handle, .. } => {
+                match self.handles.get_mut((req as usize).wrapping_sub(1)) {
+                    Some(slot @ None) => *slot = Some(handle),
+                    _ => return Err(fail("join", format!("unexpected Joined for request {req}"))),
+                }
+            }
+            // The namespace's pushes may come before the replies: other
+            // sessions coming online (namespace presence), broadcasts.
+            ServerFrame::OnlineJoin { .. } | ServerFrame::OnlineLeave { .. } => {
+                self.online_frames += 1
+            }
+            ServerFrame::Broadcast { .. }
+            | ServerFrame::Notification { .. }
+            | ServerFrame::RpcReply { .. } => {}
+            ServerFrame::Error { code, message, .. } => {
+                return Err(fail(&format!("join: {code:?}"), message))
+            }
+            other => return Err(fail("join", format!("expected Joined, got {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Whether every join was answered.
+    pub(super) fn replied(&self) -> bool {
+        self.handles.iter().all(Option::is_some)
+    }
+
+    /// The handle of each join, in order (once [`replied`](Self::replied)).
+    pub(super) fn handles(&self) -> Vec<u32> {
+        self.handles.iter().map(|h| h.unwrap_or(u32::MAX)).collect()
+    }
+
+    /// The join whose handle is `handle`.
+    pub(super) fn position(&self, handle: u32) -> Option<usize> {
+        self.handles.iter().position(|&h| h == Some(handle))
+    }
+}
+
+pub(super) async fn within<T>(
     f: impl std::future::Future<Output = Result<T, SetupError>>,
 ) -> Result<T, SetupError> {
     tokio::time::timeout(STEP_TIMEOUT, f)
@@ -282,5 +348,95 @@ impl RoomReader {
         let at = self.start + (used - len);
         self.start += used;
         Ok(Some(&self.buf[at..at + len]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    fn joined(req: u32, handle: u32) -> ServerFrame {
+        ServerFrame::Joined {
+            req,
+            room: "r".into(),
+            handle,
+            epoch: 1,
+            seq: 0,
+            recovered: false,
+            members: vec![],
+        }
+    }
+
+    #[test]
+    fn joins_are_matched_by_request_in_any_order() {
+        let rooms = ["a".to_owned(), "b".to_owned()];
+        let reqs: Vec<u32> = Joins::frames(&rooms)
+            .map(|f| match f {
+                ClientFrame::Join { req, .. } => req,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reqs, [1, 2]);
+        let mut joins = Joins::new(2);
+        joins.on_reply(joined(2, 7)).unwrap();
+        assert!(!joins.replied());
+        joins
+            .on_reply(ServerFrame::OnlineJoin { user: "x".into() })
+            .unwrap();
+        joins.on_reply(joined(1, 3)).unwrap();
+        assert!(joins.replied());
+        assert_eq!(joins.handles(), [3, 7]);
+        assert_eq!((joins.position(7), joins.position(9)), (Some(1), None));
+        assert_eq!(joins.online_frames, 1);
+    }
+
+    #[test]
+    fn a_bad_reply_fails_the_join_by_kind() {
+        let mut joins = Joins::new(1);
+        assert_eq!(joins.on_reply(joined(2, 1)).unwrap_err().kind, "join");
+        joins.on_reply(joined(1, 1)).unwrap();
+        assert!(joins.on_reply(joined(1, 1)).is_err(), "answered twice");
+        let err = Joins::new(1)
+            .on_reply(ServerFrame::Error {
+                req: 1,
+                code: ErrorCode::TooManyRooms,
+                message: "full".into(),
+            })
+            .unwrap_err();
+        assert_eq!(
+            (err.kind.as_str(), err.detail.as_str()),
+            ("join: TooManyRooms", "full")
+        );
+    }
+
+    #[test]
+    fn only_welcome_welcomes() {
+        let welcome_frame = ServerFrame::Welcome {
+            session: 1,
+            user: "u".into(),
+            max_frame: 65_536,
+            online: None,
+        };
+        assert!(welcome(Some(welcome_frame)).unwrap());
+        let info = ServerFrame::ConnectInfo {
+            data: bytes::Bytes::from_static(b"{}"),
+        };
+        assert!(
+            !welcome(Some(info)).unwrap(),
+            "a connect hook's data: read on"
+        );
+        let err = welcome(Some(ServerFrame::Error {
+            req: 0,
+            code: ErrorCode::Unauthorized,
+            message: "bad token".into(),
+        }))
+        .unwrap_err();
+        assert_eq!(err.kind, "hello: Unauthorized");
+        assert_eq!(welcome(None).unwrap_err().kind, "hello");
+        assert!(matches!(
+            hello_frame("t"),
+            ClientFrame::Hello { version: PROTOCOL_VERSION, token } if token == "t"
+        ));
     }
 }

@@ -96,6 +96,12 @@ pub fn encode_publish(out: &mut Vec<u8>, req: u32, room: &str, body: &[u8]) {
         + varint_len(body.len() as u64)
         + body.len();
     put_varint(out, len as u64);
+    encode_publish_body(out, req, room, body);
+}
+
+/// Appends the body of `ClientFrame::Publish { req, room, body }` without its
+/// length prefix (a WebSocket message has a length of its own).
+pub fn encode_publish_body(out: &mut Vec<u8>, req: u32, room: &str, body: &[u8]) {
     put_varint(out, TAG_PUBLISH);
     put_varint(out, u64::from(req));
     put_varint(out, room.len() as u64);
@@ -207,6 +213,21 @@ mod tests {
             let back: ClientFrame = decode_frame(&mut buf, 1 << 20).unwrap().unwrap();
             assert!(matches!(back, ClientFrame::Publish { req: r, .. } if r == req));
         }
+    }
+
+    #[test]
+    fn a_publish_message_matches_the_lane_codec() {
+        let frame = ClientFrame::Publish {
+            req: 300,
+            room: "lobby".into(),
+            body: Bytes::from_static(b"hi"),
+        };
+        let mut ours = vec![crate::protocol::lane::CONTROL];
+        encode_publish_body(&mut ours, 300, "lobby", b"hi");
+        assert_eq!(
+            ours,
+            crate::protocol::lane::control_message(&frame).as_ref()
+        );
     }
 
     #[test]

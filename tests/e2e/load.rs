@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use wtgate::client::Transport;
 use wtgate::config::Config;
 use wtgate::load::{self, LoadArgs, Mode};
 
@@ -22,6 +23,7 @@ async fn load_server() -> TestServer {
 fn args(server: &TestServer) -> LoadArgs {
     LoadArgs {
         urls: vec![server.url("/chat")],
+        transport: Transport::WebTransport,
         cert_hash: Some(server.hash.clone()),
         ca: None,
         certs_dir: "certs".into(),
@@ -337,5 +339,104 @@ async fn the_cli_runs_against_a_dev_style_server_with_no_other_flag() {
         v["presence_frames"]["namespace"].as_u64().unwrap() > 0,
         "{v}"
     );
+    server.stop().await;
+}
+
+/// The same run over WebSockets (`--transport websocket`): `https://` on the
+/// server API's port becomes `wss://`; a default-config server, so room presence
+/// and namespace presence frames come on lanes 1 and 0 between the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_clients_lose_nothing_on_a_default_server() {
+    let server = TestServer::start().await;
+    let a = LoadArgs {
+        urls: vec![format!("https://127.0.0.1:{}/chat", server.api.port())],
+        transport: Transport::WebSocket,
+        ..args(&server)
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
+        .await
+        .expect("the run ends in time")
+        .expect("the run starts");
+    let text = report.to_text();
+    assert_eq!(report.connected, 50, "{text}");
+    assert_eq!(report.transport, Transport::WebSocket);
+    assert!(text.contains("over WebSocket"), "{text}");
+    // 10 members per room, the sender included (the server echoes).
+    assert_eq!(report.expected, report.sent * 10, "{text}");
+    assert_clean(&report);
+    assert!(report.presence_frames.namespace > 0, "{text}");
+    assert!(report.presence_frames.room > 0, "{text}");
+    assert!(report.connect_ms.p50 > 0.0, "{text}");
+    server.stop().await;
+}
+
+/// Volatile frames on lane 3 (the server's datagrams over a WebSocket), clients
+/// in several rooms, and churn sessions that come and go over WebSockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_datagrams_several_rooms_and_churn() {
+    let server = load_server().await;
+    let ws = |a: LoadArgs| LoadArgs {
+        urls: vec![server.ws_url("/chat")],
+        transport: Transport::WebSocket,
+        ..a
+    };
+    let datagrams = ws(LoadArgs {
+        clients: 10,
+        rooms: 1,
+        senders: Some(2),
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        mode: Mode::Datagram,
+        ..args(&server)
+    });
+    let report = load::run(&datagrams).await.unwrap();
+    // Not echoed: 9 receivers each; the server drops volatile frames only for a
+    // backed-up socket, which this light run never has.
+    assert_eq!(report.expected, report.sent * 9, "{}", report.to_text());
+    assert_clean(&report);
+
+    let rooms_and_churn = ws(LoadArgs {
+        clients: 30,
+        rooms: 6,
+        rooms_per_client: 3,
+        senders: Some(6),
+        churn_rate: 20.0,
+        churn_life: Duration::from_millis(300),
+        ..args(&server)
+    });
+    let report = load::run(&rooms_and_churn).await.unwrap();
+    assert_clean(&report);
+    assert_eq!(report.expected, report.sent * 15, "{}", report.to_text());
+    assert_eq!(report.room_p99_ms.rooms, 6, "{}", report.to_text());
+    let churn = report.churn.expect("a churn report");
+    assert!((20..=45).contains(&churn.sessions), "{}", report.to_text());
+    assert_eq!(churn.failed, 0, "{}", report.to_text());
+    server.stop().await;
+}
+
+/// `wtgate load` with `WTGATE_TRANSPORT=websocket` and no other connection
+/// flag against a default-config `serve --dev`-style server on `[::1]`:
+/// `https://localhost:PORT` is probed to `wss://[::1]:PORT`, the development
+/// certificate in `./certs` is pinned. The process is killed if the test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_over_websockets_against_a_default_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_owned();
+    let server = default_server_on("[::1]:0", dir).await;
+    let url = format!("https://localhost:{}/chat", server.api.port());
+    let stdout = run_load(
+        Some(&cwd),
+        &["--url", &url, "--clients", "10", "--rooms", "2"],
+        &[("WTGATE_SECRET", SECRET), ("WTGATE_TRANSPORT", "websocket")],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    wtgate::load::report::check_json_shape(&v).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(v["transport"], "websocket", "{v}");
+    assert_eq!(v["connected"], 10, "{v}");
+    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["delivered"], v["expected"], "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    assert_eq!(v["passed"], true, "{v}");
     server.stop().await;
 }
