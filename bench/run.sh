@@ -229,7 +229,8 @@ step_rates() {
       failed=0
     else
       failed=$((failed + 1))
-      [ "$failed" -ge 2 ] && break
+      # An `if`, not `&&`: a failed last step must not end the script (set -e).
+      if [ "$failed" -ge 2 ]; then break; fi
     fi
   done
 }
