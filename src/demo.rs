@@ -110,6 +110,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = app(state).fallback_service(sessions);
+    use axum::serve::ListenerExt;
+    // WebSocket frames go out at once (no Nagle wait for a delayed ACK).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

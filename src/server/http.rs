@@ -179,6 +179,10 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        // Small replies and WebSocket frames go out at once: with Nagle, a frame
+        // written while the previous one is unacknowledged waited for the peer's
+        // delayed ACK (p99 35 ms at 50k deliveries/s over WebSockets).
+        let _ = tcp.set_nodelay(true);
         let probe = SocketProbe::of(&tcp);
         let service = connection_service(app.clone(), slot.clone(), request_timeout, peer, probe);
         let conn = serve_connection(
