@@ -803,6 +803,13 @@ async fn websocket_and_webtransport_users_meet_across_nodes() {
     assert_eq!(wanda.online_page("theo", 5).await.unwrap(), ["wanda"]);
     assert!(theo.online_page("wanda", 5).await.unwrap().is_empty());
     assert_eq!(wanda.online().await.unwrap(), ["theo", "wanda"]);
+    // And a room's members.
+    assert_eq!(theo.members_page("mixed", "", 1).await.unwrap(), ["theo"]);
+    assert_eq!(
+        wanda.members_page("mixed", "theo", 5).await.unwrap(),
+        ["wanda"]
+    );
+    assert_eq!(wanda.members("mixed").await.unwrap(), ["theo", "wanda"]);
 
     let seq = wanda
         .publish("mixed", Bytes::from_static(b"hi from ws"))

@@ -27,7 +27,7 @@ const MAX: usize = DEFAULT_MAX_FRAME;
 // compile here until it gets its tag, a strategy below and a test vector.
 // ---------------------------------------------------------------------------------
 
-const CLIENT_VARIANTS: u32 = 9;
+const CLIENT_VARIANTS: u32 = 10;
 const SERVER_VARIANTS: u32 = 18;
 const DATAGRAM_VARIANTS: u32 = 2;
 
@@ -42,6 +42,7 @@ fn client_tag(f: &ClientFrame) -> u32 {
         ClientFrame::Refresh { .. } => 6,
         ClientFrame::Rpc { .. } => 7,
         ClientFrame::OnlinePage { .. } => 8,
+        ClientFrame::MembersPage { .. } => 9,
     }
 }
 
@@ -338,6 +339,14 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             req,
             after,
             limit
+        }),
+        (u32s(), text(), text(), u32s()).prop_map(|(req, room, after, limit)| {
+            ClientFrame::MembersPage {
+                req,
+                room,
+                after,
+                limit,
+            }
         }),
     ]
 }
@@ -877,8 +886,9 @@ fn classify<T: PartialEq + Debug>(
 
 #[test]
 fn the_last_variants_carry_the_highest_tags() {
-    let last_client = ClientFrame::OnlinePage {
+    let last_client = ClientFrame::MembersPage {
         req: 0,
+        room: String::new(),
         after: String::new(),
         limit: 0,
     };
@@ -891,7 +901,7 @@ fn the_last_variants_carry_the_highest_tags() {
         from: String::new(),
         body: Bytes::new(),
     };
-    assert_eq!(body_of(&encode(&last_client))[0], 8);
+    assert_eq!(body_of(&encode(&last_client))[0], 9);
     assert_eq!(body_of(&encode(&last_server))[0], 17);
     assert_eq!(encode_datagram(&last_datagram)[0], 1);
     assert_eq!(client_tag(&last_client), CLIENT_VARIANTS - 1);
@@ -1305,6 +1315,7 @@ fn client_cases() -> Vec<(String, ClientFrame)> {
         ("rpc_empty", Rpc { req: 0, method: s(""), body: Bytes::new() }),
         ("online_page_first", OnlinePage { req: 15, after: s(""), limit: 1000 }),
         ("online_page_after", OnlinePage { req: 16, after: s("zoë"), limit: 200 }),
+        ("members_page", MembersPage { req: 17, room: s("lobby"), after: s("zoë"), limit: 1000 }),
     ];
     named(cases)
 }

@@ -28,8 +28,9 @@ export const DEFAULT_MAX_FRAME = 64 * 1024;
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
 /**
- * The most users one list of who is online holds (`Welcome.online`, `Online`); a
- * list this long may go on: read the rest with `OnlinePage`.
+ * The most users one list of users holds (`Welcome.online`, `Joined.members`,
+ * `Online`); a list this long may go on: read the rest with `OnlinePage` or
+ * `MembersPage`.
  */
 export const ONLINE_PAGE = 1000;
 
@@ -108,6 +109,7 @@ const CLIENT_FRAMES = [
   ['Refresh', [['req', 'u32'], ['token', 'string']]],
   ['Rpc', [['req', 'u32'], ['method', 'string'], ['body', 'bytes']]],
   ['OnlinePage', [['req', 'u32'], ['after', 'string'], ['limit', 'u32']]],
+  ['MembersPage', [['req', 'u32'], ['room', 'string'], ['after', 'string'], ['limit', 'u32']]],
 ];
 
 /** @type {Array<[string, Array<[string, FieldType]>]>} */

@@ -290,6 +290,9 @@ export class Session {
     try {
       const reply = await this.#request('Joined', (req) => ({ type: 'Join', req, room, since: since ?? null }));
       this.#handles.set(reply.handle, sink);
+      // A room of more than a page: the rest, so `members` is everyone. The room's
+      // presence frames wait in the sink's holder meanwhile.
+      reply.members = await this.#readOn(reply.members, (after) => ({ type: 'MembersPage', room, after }));
       return reply;
     } catch (e) {
       if (this.#sinks.get(room) === sink) this.#sinks.delete(room);
@@ -324,13 +327,25 @@ export class Session {
    * @returns {Promise<string[]>}
    */
   async online() {
-    const users = [];
-    for (;;) {
+    return this.#readOn([], (after) => ({ type: 'OnlinePage', after }), true);
+  }
+
+  /**
+   * A list of users read on a page at a time while pages come full: `first`, then
+   * pages after its last user (from the start when `fromStart`).
+   * @param {string[]} first
+   * @param {(after: string) => object} page the request frame, without `req` and `limit`
+   */
+  async #readOn(first, page, fromStart = false) {
+    const users = [...first];
+    let full = fromStart || first.length >= ONLINE_PAGE;
+    while (full) {
       const after = users.length ? users[users.length - 1] : '';
-      const page = (await this.#request('Online', (req) => ({ type: 'OnlinePage', req, after, limit: ONLINE_PAGE }))).users;
-      users.push(...page);
-      if (page.length < ONLINE_PAGE) return users;
+      const more = (await this.#request('Online', (req) => ({ ...page(after), req, limit: ONLINE_PAGE }))).users;
+      users.push(...more);
+      full = more.length >= ONLINE_PAGE;
     }
+    return users;
   }
 
   /** Removes a notification from the user's inbox. @param {number|bigint} id */

@@ -351,6 +351,16 @@ impl Broker for Local {
         Ok(self.hub.room_users(ns, room))
     }
 
+    async fn members_page(
+        &self,
+        ns: &str,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hub.members_page(ns, room, after, limit))
+    }
+
     async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError> {
         self.hub.deliver_online(ns, user, joined);
         Ok(())

@@ -122,6 +122,15 @@ pub trait Broker: Send + Sync + 'static {
     /// on this node.
     async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError>;
 
+    /// A page of a room's members, cluster-wide, as [`Broker::online_page`].
+    async fn members_page(
+        &self,
+        ns: &str,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError>;
+
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
 

@@ -445,6 +445,26 @@ impl Inner {
         Ok(users)
     }
 
+    /// A page of the users of a presence hash, from its sorted index: those after
+    /// `after`, at most `limit`, without reading the rest.
+    async fn user_page(
+        &self,
+        what: &str,
+        hash_key: String,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        let mut cmd = redis::cmd("ZRANGEBYLEX");
+        cmd.arg(wire::index_key(&hash_key))
+            .arg(after.map_or_else(|| "-".to_owned(), |a| format!("({a}")))
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let mut conn = self.conn.clone();
+        self.call(what, cmd.query_async(&mut conn)).await
+    }
+
     /// Records (or removes) one presence of this node in Redis.
     /// Records one presence tuple of this node; returns the script's transition code
     /// (0 none, 1 the user's, 3 the user's and the place's).
@@ -786,16 +806,20 @@ impl Broker for Redis {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BrokerError> {
-        let mut cmd = redis::cmd("ZRANGEBYLEX");
-        cmd.arg(wire::index_key(&wire::online_key(ns)))
-            .arg(after.map_or_else(|| "-".to_owned(), |a| format!("({a}")))
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit);
-        let mut conn = self.inner.conn.clone();
-        self.inner
-            .call("online users", cmd.query_async(&mut conn))
+        (self.inner)
+            .user_page("online users", wire::online_key(ns), after, limit)
+            .await
+    }
+
+    async fn members_page(
+        &self,
+        ns: &str,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        (self.inner)
+            .user_page("room members", wire::members_key(ns, room), after, limit)
             .await
     }
 

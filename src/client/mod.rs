@@ -216,7 +216,7 @@ pub struct JoinReply {
     pub seq: u64,
     /// Whether everything after `since` is replayed.
     pub recovered: bool,
-    /// Users in the room.
+    /// Users in the room (every page of them).
     pub members: Vec<String>,
 }
 
@@ -614,6 +614,11 @@ impl Client {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(handle, room.to_owned());
+                // A room of more than a page: the rest, so `members` is everyone.
+                let members = read_on(members, |last| async move {
+                    self.members_page(room, &last, ONLINE_PAGE as u32).await
+                })
+                .await?;
                 Ok(JoinReply {
                     handle,
                     epoch,
@@ -669,15 +674,11 @@ impl Client {
     /// Users online in the namespace: every page of them
     /// ([`online_page`](Self::online_page)).
     pub async fn online(&self) -> Result<Vec<String>, ClientError> {
-        let mut users = self.online_page("", ONLINE_PAGE as u32).await?;
-        let mut page = users.len();
-        while page == ONLINE_PAGE {
-            let last = users.last().cloned().unwrap_or_default();
-            let more = self.online_page(&last, ONLINE_PAGE as u32).await?;
-            page = more.len();
-            users.extend(more);
-        }
-        Ok(users)
+        let first = self.online_page("", ONLINE_PAGE as u32).await?;
+        read_on(first, |last| async move {
+            self.online_page(&last, ONLINE_PAGE as u32).await
+        })
+        .await
     }
 
     /// One page of the users online in the namespace: those after `after` (empty:
@@ -686,6 +687,39 @@ impl Client {
         let after = after.to_owned();
         match self
             .request(|req| ClientFrame::OnlinePage { req, after, limit })
+            .await?
+        {
+            ServerFrame::Online { users, .. } => Ok(users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Everyone in a joined room (with presence), read a page at a time
+    /// ([`members_page`](Self::members_page)).
+    pub async fn members(&self, room: &str) -> Result<Vec<String>, ClientError> {
+        let first = self.members_page(room, "", ONLINE_PAGE as u32).await?;
+        read_on(first, |last| async move {
+            self.members_page(room, &last, ONLINE_PAGE as u32).await
+        })
+        .await
+    }
+
+    /// One page of a joined room's members: those after `after` (empty: from the
+    /// first), at most `limit` (the server gives at most [`ONLINE_PAGE`]).
+    pub async fn members_page(
+        &self,
+        room: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, ClientError> {
+        let (room, after) = (room.to_owned(), after.to_owned());
+        match self
+            .request(|req| ClientFrame::MembersPage {
+                req,
+                room,
+                after,
+                limit,
+            })
             .await?
         {
             ServerFrame::Online { users, .. } => Ok(users),
@@ -849,6 +883,24 @@ impl Client {
             Err(_) => Err(self.closed_error().await),
         }
     }
+}
+
+/// A list of users whose pages are read on while they come full: `first`, then
+/// `next(last user)` until a page is shorter than [`ONLINE_PAGE`].
+async fn read_on<F, Fut>(first: Vec<String>, next: F) -> Result<Vec<String>, ClientError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, ClientError>>,
+{
+    let mut users = first;
+    let mut page = users.len();
+    while page == ONLINE_PAGE {
+        let last = users.last().cloned().unwrap_or_default();
+        let more = next(last).await?;
+        page = more.len();
+        users.extend(more);
+    }
+    Ok(users)
 }
 
 fn unexpected(frame: ServerFrame) -> ClientError {

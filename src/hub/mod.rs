@@ -317,6 +317,22 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// A page of a room's users on this node, as [`Hub::online_page`].
+    pub fn members_page(
+        &self,
+        ns: &str,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<String> {
+        let st = self.lock();
+        st.namespaces
+            .get(ns)
+            .and_then(|s| s.rooms.get(room))
+            .map(|r| r.users.page(after, limit))
+            .unwrap_or_default()
+    }
+
     /// Users online in a namespace on this node.
     pub fn online_users(&self, ns: &str) -> Vec<String> {
         let st = self.lock();

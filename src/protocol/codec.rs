@@ -40,7 +40,7 @@ pub trait Frame: Serialize + DeserializeOwned {
 }
 
 impl Frame for ClientFrame {
-    const VARIANTS: u32 = 9;
+    const VARIANTS: u32 = 10;
 }
 impl Frame for ServerFrame {
     const VARIANTS: u32 = 18;

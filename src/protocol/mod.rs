@@ -22,10 +22,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default upper bound on one encoded frame body (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
-/// The most users one list of who is online holds (`Welcome.online`, `Online`):
-/// the first ones in byte order; a list this long may go on, read with
-/// [`ClientFrame::OnlinePage`]. Bounds what a session's arrival costs in a
-/// namespace of many users.
+/// The most users one list of users holds (`Welcome.online`, `Joined.members`,
+/// `Online`): the first ones in byte order; a list this long may go on, read with
+/// [`ClientFrame::OnlinePage`] or [`ClientFrame::MembersPage`]. Bounds what a
+/// session's arrival costs in a namespace or room of many users.
 pub const ONLINE_PAGE: usize = 1000;
 
 /// A position in a room's message sequence: the last message a client saw.
@@ -114,6 +114,19 @@ pub enum ClientFrame {
         /// Users wanted.
         limit: u32,
     },
+    /// Reads the members of a joined room page by page, as [`ClientFrame::OnlinePage`]
+    /// reads the namespace: the users after `after`, at most `limit` (and at most
+    /// [`ONLINE_PAGE`]); answered with [`ServerFrame::Online`].
+    MembersPage {
+        /// Request id echoed in the reply.
+        req: u32,
+        /// A room the session is in, with presence.
+        room: String,
+        /// The last user of the previous page; empty for the first page.
+        after: String,
+        /// Users wanted.
+        limit: u32,
+    },
 }
 
 /// Frames the server sends: replies and namespace events on the control stream,
@@ -153,7 +166,9 @@ pub enum ServerFrame {
         seq: u64,
         /// With `since`: whether every missed message is replayed on the room stream.
         recovered: bool,
-        /// Users currently in the room (the joiner included).
+        /// Users currently in the room (the joiner included): the first
+        /// [`ONLINE_PAGE`] in byte order; a full page goes on with
+        /// [`ClientFrame::MembersPage`].
         members: Vec<String>,
     },
     /// Reply to `Leave`.
@@ -202,11 +217,11 @@ pub enum ServerFrame {
         /// User id.
         user: String,
     },
-    /// Reply to `Online`.
+    /// Reply to `Online`, `OnlinePage` and `MembersPage`: a page of users.
     Online {
         /// Request id.
         req: u32,
-        /// Users online in the namespace.
+        /// Users online in the namespace, or in the room for `MembersPage`.
         users: Vec<String>,
     },
     /// A user came online in the namespace (namespace presence).

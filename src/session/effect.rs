@@ -82,10 +82,12 @@ pub(crate) enum Effect {
         /// Payload.
         body: Bytes,
     },
-    /// Read a page of who is online in the namespace.
+    /// Read a page of who is online in the namespace, or of a room's members.
     Online {
         /// The request.
         req: u32,
+        /// A room's members (`None`: the namespace's users).
+        room: Option<String>,
         /// The page starts after this user (`None`: the first page).
         after: Option<String>,
         /// Users at most.
@@ -306,9 +308,21 @@ impl Effect {
                 req,
                 result: b.broker.publish(b.ns, &room, b.user, body).await,
             },
-            Effect::Online { req, after, limit } => Outcome::Online {
+            Effect::Online {
                 req,
-                result: b.broker.online_page(b.ns, after.as_deref(), limit).await,
+                room,
+                after,
+                limit,
+            } => Outcome::Online {
+                req,
+                result: match room {
+                    Some(room) => {
+                        (b.broker)
+                            .members_page(b.ns, &room, after.as_deref(), limit)
+                            .await
+                    }
+                    None => b.broker.online_page(b.ns, after.as_deref(), limit).await,
+                },
             },
             Effect::AckNotification { req, id } => {
                 let result = b.inbox.ack(b.user, id).await;
@@ -410,9 +424,9 @@ async fn join(
     }
     let members = if presence {
         b.broker
-            .room_members(b.ns, room)
+            .members_page(b.ns, room, None, ONLINE_PAGE)
             .await
-            .unwrap_or_else(|_| b.hub.room_users(b.ns, room))
+            .unwrap_or_else(|_| b.hub.members_page(b.ns, room, None, ONLINE_PAGE))
     } else {
         Vec::new()
     };

@@ -319,6 +319,7 @@ impl Session {
         | ClientFrame::Leave { req, .. }
         | ClientFrame::Online { req }
         | ClientFrame::OnlinePage { req, .. }
+        | ClientFrame::MembersPage { req, .. }
         | ClientFrame::AckNotification { req, .. }
         | ClientFrame::Refresh { req, .. }
         | ClientFrame::Rpc { req, .. } = &frame
@@ -341,6 +342,12 @@ impl Session {
             ClientFrame::Publish { req, room, body } => self.publish(now, req, room, body),
             ClientFrame::Online { req } => self.online(req, None, ONLINE_PAGE as u32),
             ClientFrame::OnlinePage { req, after, limit } => self.online(req, Some(after), limit),
+            ClientFrame::MembersPage {
+                req,
+                room,
+                after,
+                limit,
+            } => self.members(req, room, after, limit),
             ClientFrame::AckNotification { req, id } => self.ack_notification(req, id),
             ClientFrame::Refresh { req, token } => self.refresh(now, req, &token),
             ClientFrame::Rpc { req, method, body } => self.rpc(req, method, body),

@@ -64,8 +64,32 @@ impl Session {
             return self.refuse(req, Refusal::new(ErrorCode::Forbidden, message));
         }
         let limit = (limit as usize).min(ONLINE_PAGE);
-        self.actions
-            .push_back(Action::Perform(Effect::Online { req, after, limit }));
+        self.actions.push_back(Action::Perform(Effect::Online {
+            req,
+            room: None,
+            after,
+            limit,
+        }));
+    }
+
+    /// `MembersPage`: the members of a room this session is in with presence, after
+    /// `after`, at most [`ONLINE_PAGE`]; answered like `OnlinePage`.
+    pub(super) fn members(&mut self, req: u32, room: String, after: String, limit: u32) {
+        let Some(joined) = self.rooms.get(&room).and_then(|h| self.handles.get(h)) else {
+            let message = format!("not in room {room}");
+            return self.refuse(req, Refusal::new(ErrorCode::NotJoined, message));
+        };
+        if !(self.ns_config.presence && joined.presence) {
+            let message = format!("room presence is off for this session in {room}");
+            return self.refuse(req, Refusal::new(ErrorCode::Forbidden, message));
+        }
+        let limit = (limit as usize).min(ONLINE_PAGE);
+        self.actions.push_back(Action::Perform(Effect::Online {
+            req,
+            room: Some(room),
+            after: Some(after),
+            limit,
+        }));
     }
 
     pub(super) fn online_done(&mut self, req: u32, result: Result<Vec<String>, BrokerError>) {

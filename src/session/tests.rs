@@ -1388,6 +1388,7 @@ fn online_lists_come_a_page_at_a_time() {
     match effect(&mut s) {
         Effect::Online {
             req: 1,
+            room: None,
             after: None,
             limit,
         } => assert_eq!(limit, ONLINE_PAGE),
@@ -1405,6 +1406,7 @@ fn online_lists_come_a_page_at_a_time() {
     match effect(&mut s) {
         Effect::Online {
             req: 2,
+            room: None,
             after: Some(a),
             limit: 10,
         } => assert_eq!(a, after),
@@ -1422,4 +1424,42 @@ fn online_lists_come_a_page_at_a_time() {
         Effect::Online { req: 3, limit, .. } => assert_eq!(limit, ONLINE_PAGE, "capped"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn members_pages_are_read_only_in_a_joined_room_with_presence() {
+    use crate::protocol::ONLINE_PAGE;
+    let t0 = Instant::now();
+    let page = |room: &str, req| ClientFrame::MembersPage {
+        req,
+        room: room.into(),
+        after: "bob".into(),
+        limit: u32::MAX,
+    };
+    let mut s = live(t0);
+    s.handle_frame(t0, page("lobby", 1));
+    assert_eq!(refused(&mut s), (1, ErrorCode::NotJoined));
+    join_room(&mut s, "lobby", 1, None);
+    s.handle_frame(t0, page("lobby", 2));
+    match effect(&mut s) {
+        Effect::Online {
+            req: 2,
+            room: Some(room),
+            after: Some(after),
+            limit,
+        } => {
+            assert_eq!((room.as_str(), after.as_str()), ("lobby", "bob"));
+            assert_eq!(limit, ONLINE_PAGE, "capped");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let quiet = NamespaceConfig {
+        presence: false,
+        ..NamespaceConfig::default()
+    };
+    let mut s = live_with(quiet, alice(), t0);
+    join_room(&mut s, "lobby", 1, None);
+    s.handle_frame(t0, page("lobby", 3));
+    assert_eq!(refused(&mut s), (3, ErrorCode::Forbidden));
 }

@@ -1,7 +1,8 @@
 //! Room presence and namespace presence, with users holding several sessions.
 
 use crate::common::*;
-use wtgate::client::Event;
+use wtgate::client::{ClientError, Event};
+use wtgate::protocol::ErrorCode;
 
 fn presence(e: &Event) -> Option<(bool, String)> {
     match e {
@@ -186,10 +187,11 @@ async fn a_storm_in_a_room_of_500_costs_batches_not_a_frame_per_change() {
     server.stop().await;
 }
 
-/// Who is online is read a page at a time: `Welcome.online` and `Online` hold at
-/// most `ONLINE_PAGE` users, and the clients read on with `OnlinePage`.
+/// Who is online, and who is in a room, is read a page at a time: `Welcome.online`,
+/// `Joined.members` and `Online` hold at most `ONLINE_PAGE` users, and the clients
+/// read on with `OnlinePage` and `MembersPage`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn who_is_online_comes_in_pages() {
+async fn who_is_online_and_in_a_room_comes_in_pages() {
     use wtgate::protocol::ONLINE_PAGE;
     let users = ONLINE_PAGE + 10;
     let mut config = wtgate::config::Config::default();
@@ -200,7 +202,11 @@ async fn who_is_online_comes_in_pages() {
     for chunk in (0..users).collect::<Vec<_>>().chunks(32) {
         let opened = futures::future::join_all(chunk.iter().map(|i| {
             let server = &server;
-            async move { server.ws_client("/chat", &format!("u{i:04}")).await }
+            async move {
+                let client = server.ws_client("/chat", &format!("u{i:04}")).await;
+                client.join("big", None).await.unwrap();
+                client
+            }
         }))
         .await;
         sessions.extend(opened);
@@ -221,6 +227,29 @@ async fn who_is_online_comes_in_pages() {
         capped.len(),
         ONLINE_PAGE,
         "a page never exceeds ONLINE_PAGE"
+    );
+
+    // The room: Joined holds the first page, the client reads the rest.
+    let joined = last.join("big", None).await.unwrap();
+    assert_eq!(joined.members, all, "the join reads every page of members");
+    assert_eq!(
+        last.members_page("big", "u0005", 3).await.unwrap(),
+        ["u0006", "u0007", "u0008"]
+    );
+    assert_eq!(
+        last.members_page("big", "", 5_000).await.unwrap().len(),
+        ONLINE_PAGE
+    );
+    let outside = last.members_page("elsewhere", "", 10).await;
+    assert!(
+        matches!(
+            outside,
+            Err(ClientError::Server {
+                code: ErrorCode::NotJoined,
+                ..
+            })
+        ),
+        "{outside:?}"
     );
     drop(sessions);
     server.stop().await;

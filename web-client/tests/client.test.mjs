@@ -89,6 +89,28 @@ test('room frames that arrive before Joined reach listeners attached after `awai
   assert.equal(room.state, 'joined');
 });
 
+test('a room of more than a page: join() reads every page of members with MembersPage before it resolves', async () => {
+  const c = await client();
+  const t = FakeTransport.made[0];
+  const user = (i) => `u${String(i).padStart(4, '0')}`;
+  const everyone = Array.from({ length: 1003 }, (_, i) => user(i));
+  // The first page in Joined; a presence change arrives on the room stream meanwhile.
+  joining(t, { members: everyone.slice(0, 1000), frames: () => [{ type: 'PresenceLeave', user: user(1001) }] });
+  const asked = [];
+  t.handlers.MembersPage = (f) => {
+    asked.push([f.room, f.after, f.limit]);
+    const from = everyone.indexOf(f.after) + 1;
+    t.send({ type: 'Online', req: f.req, users: everyone.slice(from, from + f.limit) });
+  };
+  const room = await c.join('big');
+  assert.deepEqual(asked, [['big', user(999), 1000]]);
+  const events = [];
+  room.on('presence', (e) => events.push([e.kind, e.user ?? null, e.members.length]));
+  await until(() => events.length === 2, 'the sync and the leave');
+  assert.deepEqual(events, [['sync', null, 1003], ['leave', user(1001), 1002]]);
+  assert.ok(!room.members.includes(user(1001)));
+});
+
 test('reconnects, rejoins with since, flags replayed messages; a new epoch restarts the position', async () => {
   const c = await client();
   const seen = [];
