@@ -10,7 +10,10 @@
 //!   `now` in, actions and effects out. One file per command.
 //! - [`server`]: the WebTransport endpoint and the driver of each session
 //!   (`server/session.rs`: owns the connection and streams, feeds the core, writes
-//!   the hub's queued frames), plus the HTTPS server API.
+//!   the hub's queued frames); the WebSocket fallback, a second driver of the same
+//!   core on the HTTPS port (`server/websocket.rs`, lanes of PROTOCOL.md §16); the
+//!   steps both drivers share (`server/driver.rs`); the HTTPS server API
+//!   (`server/http.rs`) and admission before a handshake (`server/admission.rs`).
 //! - [`hub`]: rooms, membership and per-session queues of this node (sans-IO).
 //! - [`broker`]: seq numbers, history and fan-out between nodes (local or Redis).
 //! - [`notify`]: durable per-user notification inboxes.
@@ -45,7 +48,9 @@
 //! 4. Each member's driver takes the frame off its queue (`Session::serve`,
 //!    coalescing per `server/flush.rs`), asks its core where it goes
 //!    (`session/mod.rs` :: `Session::deliver`, which drops replayed duplicates)
-//!    and writes it on the room's stream (`server/session.rs` :: `write_out`).
+//!    and writes it on the room's stream (`server/session.rs` :: `write_out`) —
+//!    or, for a WebSocket member, as a lane-1 message (`server/websocket.rs` ::
+//!    `WsSession::flush_held`).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api_client;
