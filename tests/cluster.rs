@@ -411,11 +411,15 @@ async fn presence_and_volatile_span_nodes() {
     // A user on both nodes counts once, and leaves when their last session does.
     let carl_a = a.client("/chat", "carl").await;
     carl_a.join("lobby", None).await.unwrap();
-    expect(&mut bob, "PresenceJoin carl", |e| match e {
-        Event::PresenceJoin { user, .. } if user == "carl" => Some(()),
-        _ => None,
-    })
-    .await;
+    // Both must see carl arrive before he goes: a join and a leave within one
+    // presence window cancel out (PROTOCOL.md §8.1).
+    for member in [&mut bob, &mut ann] {
+        expect(member, "PresenceJoin carl", |e| match e {
+            Event::PresenceJoin { user, .. } if user == "carl" => Some(()),
+            _ => None,
+        })
+        .await;
+    }
     let carl_b = b.client("/chat", "carl").await;
     carl_b.join("lobby", None).await.unwrap();
     carl_a.leave("lobby").await.unwrap();
