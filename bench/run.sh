@@ -15,8 +15,8 @@
 # side, PROTOCOL.md §16), socketio, floor (bare wtransport; a, c, d only).
 #
 # Scenarios (see bench/RESULTS.md):
-#   a) 200 clients, 1 room, 10 senders: the rate steps up until p99 ≥ 100 ms or loss
-#      at two steps in a row
+#   a) 200 clients, 1 room, 10 senders: the rate steps up (from 50 msg/s = 10k
+#      deliveries/s) until p99 ≥ 100 ms or loss at two steps in a row
 #   b) 1,000 clients, 10 rooms, 100 senders, 2,000 msg/s
 #   c) 5,000 idle sessions: server RSS per session and connect rate
 #   d) datagrams (Socket.IO: volatile emits) in the shape of (a), until p99 ≥ 100 ms
@@ -106,14 +106,14 @@ SECRET="bench-secret-$(date +%s)-0123456789"
 HASH="$(tail -n 1 "$WORK/certs.out")"
 
 if [ "$QUICK" = 1 ]; then
-  RATES_A="250 1000 2000"; DUR_A=3s; WARM_A=1s
+  RATES_A="50 250 1000 2000"; DUR_A=3s; WARM_A=1s
   DUR_B=5s; WARM_B=1s
   IDLE_C=1000
   RATES_D="250 1000"; DUR_D=3s
   DUR_E=5s; WARM_E=1s
   DUR_F=5s; CLIENTS_H=500
 else
-  RATES_A="250 500 1000 1500 2000 3000 4000 6000"; DUR_A=5s; WARM_A=1s
+  RATES_A="50 250 500 1000 1500 2000 3000 4000 6000"; DUR_A=5s; WARM_A=1s
   DUR_B=10s; WARM_B=2s
   IDLE_C=5000
   RATES_D="250 500 1000 2000 4000"; DUR_D=5s

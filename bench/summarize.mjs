@@ -28,7 +28,7 @@ const add = (label, f, digits = 1) => metrics.push([label, f, digits]);
 
 add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0);
 add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2);
-for (const rate of [250, 500, 1000]) {
+for (const rate of [50, 250, 500, 1000]) {
   add(`(a) ${rate * 200 / 1000}k deliveries/s: server CPU µs/delivery`, (s) => step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery, 2);
   add(`(a) ${rate * 200 / 1000}k deliveries/s: p50 / p99 ms`, (s) => {
     const r = step(of(s, 'a'), rate);
