@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
     --losses) LOSSES="$2"; shift ;;
     --charts) CHARTS="$2"; shift ;;
     --no-charts) CHARTS="" ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
