@@ -3,7 +3,10 @@
 # the bare-wtransport "floor", one after the other in the same run, each server pinned
 # to cpu0 and its load generator to cpu1 (taskset). Prints a table with the ratios
 # wtgate/Socket.IO, wtgate-ws/Socket.IO and wtgate/floor; raw reports (one JSON object
-# per line) go to $OUT/results.jsonl.
+# per line) go to $OUT/results.jsonl. Every run (also --quick and --only) first measures
+# the machine's raw UDP floor (examples/udp_floor.rs on cpu0: one 100-byte datagram sent
+# and received on loopback), and the table gives (a)'s cost per delivery at 10k
+# deliveries/s as a multiple of it.
 #
 #   bash bench/run.sh            # full run, ≤ ~25 min
 #   bash bench/run.sh --quick    # ≤ ~5 min
@@ -15,8 +18,8 @@
 # side, PROTOCOL.md §16), socketio, floor (bare wtransport; a, c, d only).
 #
 # Scenarios (see bench/RESULTS.md):
-#   a) 200 clients, 1 room, 10 senders: the rate steps up until p99 ≥ 100 ms or loss
-#      at two steps in a row
+#   a) 200 clients, 1 room, 10 senders: the rate steps up (from 50 msg/s = 10k
+#      deliveries/s) until p99 ≥ 100 ms or loss at two steps in a row
 #   b) 1,000 clients, 10 rooms, 100 senders, 2,000 msg/s
 #   c) 5,000 idle sessions: server RSS per session and connect rate
 #   d) datagrams (Socket.IO: volatile emits) in the shape of (a), until p99 ≥ 100 ms
@@ -62,7 +65,7 @@ while [ $# -gt 0 ]; do
     --losses) LOSSES="$2"; shift ;;
     --charts) CHARTS="$2"; shift ;;
     --no-charts) CHARTS="" ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -91,11 +94,16 @@ if [ "$(nproc --all)" -lt 2 ]; then echo "bench/run.sh needs 2 cores (cpu0, cpu1
 
 if [ "$BUILD" = 1 ]; then
   echo "== building (release)" >&2
-  cargo build --release --quiet --bin wtgate --example floor_server
+  cargo build --release --quiet --bin wtgate --example floor_server --example udp_floor
 fi
 # WTGATE_BIN runs another build (e.g. a copy of the previous commit's, for before/after).
 WTGATE="${WTGATE_BIN:-$ROOT/target/release/wtgate}"
 FLOOR="$ROOT/target/release/examples/floor_server"
+UDP_FLOOR="$ROOT/target/release/examples/udp_floor"
+if [ ! -x "$UDP_FLOOR" ]; then
+  echo "no $UDP_FLOOR: build it (cargo build --release --example udp_floor) or drop --no-build" >&2
+  exit 1
+fi
 if [ ! -d bench/socketio/node_modules ]; then
   (cd bench/socketio && npm ci --no-audit --no-fund --silent)
 fi
@@ -106,14 +114,14 @@ SECRET="bench-secret-$(date +%s)-0123456789"
 HASH="$(tail -n 1 "$WORK/certs.out")"
 
 if [ "$QUICK" = 1 ]; then
-  RATES_A="250 1000 2000"; DUR_A=3s; WARM_A=1s
+  RATES_A="50 250 1000 2000"; DUR_A=3s; WARM_A=1s
   DUR_B=5s; WARM_B=1s
   IDLE_C=1000
   RATES_D="250 1000"; DUR_D=3s
   DUR_E=5s; WARM_E=1s
   DUR_F=5s; CLIENTS_H=500
 else
-  RATES_A="250 500 1000 1500 2000 3000 4000 6000"; DUR_A=5s; WARM_A=1s
+  RATES_A="50 250 500 1000 1500 2000 3000 4000 6000"; DUR_A=5s; WARM_A=1s
   DUR_B=10s; WARM_B=2s
   IDLE_C=5000
   RATES_D="250 500 1000 2000 4000"; DUR_D=5s
@@ -275,6 +283,21 @@ set_loss() {
 
 IFS=',' read -r -a server_list <<<"$SERVERS"
 started=$(date +%s)
+
+# The machine's raw UDP floor, once per run, on the servers' core: one 100-byte datagram
+# sent and received on loopback, 500,000 times or 5 s; µs of CPU per packet.
+echo "== udp-floor" >&2
+loadavg="$(cut -d' ' -f1 /proc/loadavg)"
+if taskset -c 0 "$UDP_FLOOR" --packets 500000 --seconds 5 --bytes 100 > "$WORK/udp.json" \
+  && jq -e . "$WORK/udp.json" >/dev/null 2>&1; then
+  jq -c --arg la "$loadavg" \
+    '. + {server_name: "udp-floor", scenario: "udp", step: "100", loadavg_before: ($la | tonumber)}' \
+    "$WORK/udp.json" >> "$RESULTS"
+  jq -r '"  udp-floor: \(.us_per_packet // "-") µs CPU (\(.wall_us_per_packet) µs wall) per \(.bytes)-byte datagram sent + received, \(.packets) packets"' \
+    "$WORK/udp.json" >&2
+else
+  echo "  udp-floor: no report" >&2
+fi
 for name in "${server_list[@]}"; do
   echo "== $name" >&2
   if [[ ",$ONLY," == *",a,"* ]]; then

@@ -1,6 +1,8 @@
 // Turns bench/run.sh's results.jsonl into markdown tables: the headline figures per
 // server with the ratios wtgate/Socket.IO, wtgate-ws/Socket.IO (wtgate over WebSocket)
-// and wtgate/floor, then every step.
+// and wtgate/floor, then every step. Above the table: the machine's raw UDP floor
+// (examples/udp_floor.rs, server_name "udp-floor"), and in it each server's CPU per
+// delivery at (a)'s 10k deliveries/s step as a multiple of that floor.
 //
 //   node bench/summarize.mjs bench/results/DATE/results.jsonl
 
@@ -19,6 +21,9 @@ const clean = (r) => r.latency_ms.p99 < 100 && r.lost === 0 && r.passed;
 const cleanDatagram = (r) => r.latency_ms.p99 < 100 && r.expected > 0 && r.lost <= 0.01 * r.expected;
 const best = (list, ok) => list.filter(ok).sort((x, y) => y.deliveries_per_sec - x.deliveries_per_sec)[0];
 const step = (list, s) => list.find((r) => r.step === String(s));
+// µs of CPU per 100-byte datagram sent + received on loopback, on cpu0.
+const udp = rows.find((r) => r.server_name === 'udp-floor');
+const udpUs = typeof udp?.us_per_packet === 'number' && udp.us_per_packet > 0 ? udp.us_per_packet : undefined;
 
 const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v) ? '–' : typeof v === 'number' ? (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : v.toFixed(digits)) : String(v));
 
@@ -28,8 +33,15 @@ const add = (label, f, digits = 1) => metrics.push([label, f, digits]);
 
 add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0);
 add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2);
-for (const rate of [250, 500, 1000]) {
+for (const rate of [50, 250, 500, 1000]) {
   add(`(a) ${rate * 200 / 1000}k deliveries/s: server CPU µs/delivery`, (s) => step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery, 2);
+  if (rate === 50) {
+    // A string, so the ratio columns stay empty (they would be the µs ratios again).
+    add('(a) 10k deliveries/s: µs/delivery ÷ raw UDP µs/packet', (s) => {
+      const us = step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery;
+      return typeof us === 'number' && udpUs ? `${(us / udpUs).toFixed(1)}×` : undefined;
+    });
+  }
   add(`(a) ${rate * 200 / 1000}k deliveries/s: p50 / p99 ms`, (s) => {
     const r = step(of(s, 'a'), rate);
     return r ? `${r.latency_ms.p50.toFixed(1)} / ${r.latency_ms.p99.toFixed(1)}` : undefined;
@@ -61,6 +73,10 @@ add('server peak RSS MiB (all scenarios)', (s) => {
   const peaks = rows.filter((r) => r.server_name === s && r.server).map((r) => r.server.rss_kb_peak);
   return peaks.length ? Math.max(...peaks) / 1024 : undefined;
 });
+
+console.log(udp
+  ? `Raw UDP floor (examples/udp_floor.rs, cpu0): ${fmt(udp.us_per_packet, 2)} µs CPU per ${udp.bytes}-byte datagram sent + received on loopback (wall ${fmt(udp.wall_us_per_packet, 2)} µs; ${udp.packets.toLocaleString('en-US')} packets).\n`
+  : 'Raw UDP floor: not measured in this run.\n');
 
 const present = SERVERS.filter((s) => rows.some((r) => r.server_name === s));
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
