@@ -11,6 +11,7 @@ pub mod lane;
 pub use codec::{
     decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError, Frame,
 };
+pub(crate) use codec::{put_varint, read_varint_u64, varint_len};
 pub use error::ErrorCode;
 
 use bytes::Bytes;
