@@ -67,9 +67,32 @@ pub enum SecretSource {
     },
 }
 
-/// `wtgate serve`.
+/// `wtgate serve`: one group of flags per subsystem, flattened.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Development mode: loopback only, loopback browser origins allowed, the demo
+    /// page, and (unless a secret is given) a random token secret kept in
+    /// `--certs-dir`/dev-secret for `wtgate token` and `wtgate load`.
+    #[arg(long, env = "WTGATE_DEV")]
+    pub dev: bool,
+    /// Where it listens and with which certificate.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Who may connect and call.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// The config file and the limits overridden on the command line.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Where state lives: this node's directory, or a cluster's Redis.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `wtgate serve`: listening and TLS.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listening")]
+pub struct NetArgs {
     /// UDP address for WebTransport [default: [::]:4433, with --dev [::1]:4433].
     #[arg(long, env = "WTGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -82,17 +105,18 @@ pub struct ServeArgs {
     /// Where the self-signed development certificate is kept (without --cert).
     #[arg(long, env = "WTGATE_CERTS_DIR", default_value = "certs")]
     pub certs_dir: PathBuf,
-    /// TOML file with namespaces and limits.
-    #[arg(long, env = "WTGATE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
+    #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub demo_listen: SocketAddr,
+}
+
+/// `wtgate serve`: tokens, origins and keys.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct AuthArgs {
     /// HS256 token secret.
     #[arg(long, env = "WTGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Development mode: loopback only, loopback browser origins allowed, the demo
-    /// page, and (unless a secret is given) a random token secret kept in
-    /// `--certs-dir`/dev-secret for `wtgate token` and `wtgate load`.
-    #[arg(long, env = "WTGATE_DEV")]
-    pub dev: bool,
     /// A browser origin allowed to connect (repeatable), e.g. https://app.example.com.
     #[arg(
         long = "allowed-origin",
@@ -101,6 +125,23 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// Bearer key of the server API (HTTPS on the same port, TCP); without one the
+    /// API is off, except in --dev where it is open on loopback.
+    #[arg(long, env = "WTGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Key that backend hook calls and webhooks are signed with (HMAC-SHA256)
+    /// [default: the token secret].
+    #[arg(long, env = "WTGATE_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+}
+
+/// `wtgate serve`: the config file and its overrides.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Configuration and limits")]
+pub struct LimitArgs {
+    /// TOML file with namespaces and limits.
+    #[arg(long, env = "WTGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Override limits.max_frame (bytes).
     #[arg(long, env = "WTGATE_MAX_FRAME")]
     pub max_frame: Option<usize>,
@@ -113,16 +154,15 @@ pub struct ServeArgs {
     /// Override the history size of every namespace (messages per room).
     #[arg(long, env = "WTGATE_HISTORY")]
     pub history: Option<usize>,
+}
+
+/// `wtgate serve`: durable state and clustering.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "State and cluster")]
+pub struct StateArgs {
     /// Directory for durable state (notification inboxes).
     #[arg(long, env = "WTGATE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Bearer key of the server API (HTTPS on the same port, TCP); without one the
-    /// API is off, except in --dev where it is open on loopback.
-    #[arg(long, env = "WTGATE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
-    #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
-    pub demo_listen: SocketAddr,
     /// Cluster mode: share rooms, presence, history and inboxes with the other nodes
     /// through this Redis, e.g. redis://10.0.0.5:6379 (without it: a single process).
     #[arg(long, env = "WTGATE_REDIS", value_name = "URL", hide_env_values = true)]
@@ -130,31 +170,11 @@ pub struct ServeArgs {
     /// This node's id in the cluster, 1 to 64 of A-Z a-z 0-9 . _ - [default: random].
     #[arg(long, env = "WTGATE_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
-    /// Key that backend hook calls and webhooks are signed with (HMAC-SHA256)
-    /// [default: the token secret].
-    #[arg(long, env = "WTGATE_HOOK_SECRET", hide_env_values = true)]
-    pub hook_secret: Option<String>,
 }
 
-impl ServeArgs {
-    /// Where the demo page is served: only with --dev, and only on loopback
-    /// (it hands out tokens to whoever asks).
-    pub fn demo_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if !self.dev {
-            return Ok(None);
-        }
-        if !self.demo_listen.ip().is_loopback() {
-            bail!(
-                "--demo-listen must be a loopback address (got {}): the demo mints tokens for anyone who asks",
-                self.demo_listen
-            );
-        }
-        Ok(Some(self.demo_listen))
-    }
-
-    /// Loads the config file, applies the overrides and checks the result.
-    /// Returns the settings and where the token secret came from.
-    pub fn into_settings(self) -> anyhow::Result<(Settings, SecretSource)> {
+impl LimitArgs {
+    /// The config file (or the defaults) with the command line's overrides, checked.
+    fn load(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -174,8 +194,32 @@ impl ServeArgs {
             }
         }
         config.validate()?;
+        Ok(config)
+    }
+}
 
-        let listen = match self.listen {
+impl ServeArgs {
+    /// Where the demo page is served: only with --dev, and only on loopback
+    /// (it hands out tokens to whoever asks).
+    pub fn demo_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if !self.dev {
+            return Ok(None);
+        }
+        if !self.net.demo_listen.ip().is_loopback() {
+            bail!(
+                "--demo-listen must be a loopback address (got {}): the demo mints tokens for anyone who asks",
+                self.net.demo_listen
+            );
+        }
+        Ok(Some(self.net.demo_listen))
+    }
+
+    /// Loads the config file, applies the overrides and checks the result.
+    /// Returns the settings and where the token secret came from.
+    pub fn into_settings(self) -> anyhow::Result<(Settings, SecretSource)> {
+        let config = self.limits.load()?;
+
+        let listen = match self.net.listen {
             Some(addr) => addr,
             None if self.dev => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), DEFAULT_PORT),
             None => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), DEFAULT_PORT),
@@ -184,24 +228,24 @@ impl ServeArgs {
             bail!("--dev listens on loopback only (got --listen {listen}); drop --dev to serve other hosts");
         }
 
-        for origin in &self.allowed_origins {
+        for origin in &self.auth.allowed_origins {
             config::check_origin(origin).map_err(|e| anyhow::anyhow!("--allowed-origin: {e}"))?;
         }
-        let node_id = self.node_id.filter(|n| !n.is_empty());
+        let node_id = self.state.node_id.filter(|n| !n.is_empty());
         if let Some(id) = &node_id {
             if !broker::valid_node_id(id) {
                 bail!("--node-id {id:?}: use 1 to 64 of A-Z a-z 0-9 . _ -");
             }
-            if self.redis.is_none() {
+            if self.state.redis.is_none() {
                 bail!("--node-id names a node of a cluster: it needs --redis URL");
             }
         }
-        let (secret, source) = match self.secret {
+        let (secret, source) = match self.auth.secret {
             Some(s) if s.is_empty() => bail!("the token secret is empty"),
             Some(s) => (s, SecretSource::Given),
             None if self.dev => {
-                let path = self.certs_dir.join(auth::DEV_SECRET_FILE);
-                let (s, made) = auth::dev_secret(&self.certs_dir)
+                let path = self.net.certs_dir.join(auth::DEV_SECRET_FILE);
+                let (s, made) = auth::dev_secret(&self.net.certs_dir)
                     .with_context(|| format!("development secret {}", path.display()))?;
                 (s, SecretSource::DevFile { path, made })
             }
@@ -221,10 +265,10 @@ impl ServeArgs {
             );
         }
 
-        let tls = match (self.cert, self.key) {
+        let tls = match (self.net.cert, self.net.key) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
             (None, None) => TlsSource::SelfSigned {
-                dir: self.certs_dir,
+                dir: self.net.certs_dir,
             },
             // clap's `requires` makes this unreachable; keep a clear message anyway.
             _ => bail!("--cert and --key go together"),
@@ -235,13 +279,13 @@ impl ServeArgs {
             tls,
             secret,
             dev: self.dev,
-            allowed_origins: self.allowed_origins,
+            allowed_origins: self.auth.allowed_origins,
             config,
-            data_dir: self.data_dir,
-            api_key: self.api_key.filter(|k| !k.is_empty()),
-            redis: self.redis.filter(|u| !u.is_empty()),
+            data_dir: self.state.data_dir,
+            api_key: self.auth.api_key.filter(|k| !k.is_empty()),
+            redis: self.state.redis.filter(|u| !u.is_empty()),
             node_id,
-            hook_secret: self.hook_secret.filter(|k| !k.is_empty()),
+            hook_secret: self.auth.hook_secret.filter(|k| !k.is_empty()),
         };
         Ok((settings, source))
     }
@@ -515,7 +559,7 @@ mod tests {
         match parse(&full).unwrap().command {
             Command::Serve(mut s) => {
                 if !args.contains(&"--secret") {
-                    s.secret = None;
+                    s.auth.secret = None;
                 }
                 s
             }

@@ -321,7 +321,8 @@ pub struct Limits {
     /// Time sessions get to drain on shutdown.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
-    /// Largest datagram body, in bytes.
+    /// Largest datagram body, in bytes ([`crate::protocol::MAX_DATAGRAM_BODY`] by
+    /// default).
     pub max_datagram_body: usize,
     /// Notifications kept per user; the oldest are dropped beyond it.
     pub max_inbox: usize,
@@ -383,7 +384,7 @@ impl Default for Limits {
             max_sessions: 100_000,
             max_sessions_per_user: 64,
             shutdown_grace: Duration::from_secs(5),
-            max_datagram_body: 1024,
+            max_datagram_body: crate::protocol::MAX_DATAGRAM_BODY,
             max_inbox: 1000,
             datagram_rate: 100.0,
             datagram_burst: 200,

@@ -19,7 +19,7 @@ import {
   readLengthPrefix,
 } from './protocol.js';
 
-/** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10). */
+/** Largest volatile body the server relays (`max_datagram_body`, PROTOCOL.md §10; Rust's `protocol::MAX_DATAGRAM_BODY`). */
 export const MAX_VOLATILE_BODY = 1024;
 
 /** The frames a room stream carries after its `RoomStream` header. */

@@ -70,8 +70,15 @@ struct SavedRoom {
     frames: Vec<(u64, Vec<u8>)>,
 }
 
-fn snapshot_err(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("room history snapshot: {e}"))
+/// Turns a failure to write or read the snapshot at `path` into its error.
+fn snapshot_err<E>(path: &Path) -> impl FnOnce(E) -> BrokerError + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| BrokerError::Snapshot {
+        path: path.to_owned(),
+        source: e.into(),
+    }
 }
 
 #[derive(Debug)]
@@ -200,10 +207,10 @@ impl Local {
     /// keeps recovery working: clients rejoining with `since` get what they missed.
     pub fn save(&self, path: &Path) -> Result<usize, BrokerError> {
         let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let db = Database::create(path).map_err(snapshot_err)?;
-        let tx = db.begin_write().map_err(snapshot_err)?;
+        let db = Database::create(path).map_err(snapshot_err(path))?;
+        let tx = db.begin_write().map_err(snapshot_err(path))?;
         {
-            let mut table = tx.open_table(ROOMS).map_err(snapshot_err)?;
+            let mut table = tx.open_table(ROOMS).map_err(snapshot_err(path))?;
             for ((ns, room), log) in logs.rooms.iter() {
                 let saved = SavedRoom {
                     epoch: log.history.epoch(),
@@ -214,13 +221,13 @@ impl Local {
                         .map(|(seq, f)| (*seq, f.to_vec()))
                         .collect(),
                 };
-                let bytes = postcard::to_stdvec(&saved).map_err(snapshot_err)?;
+                let bytes = postcard::to_stdvec(&saved).map_err(snapshot_err(path))?;
                 table
                     .insert((ns.as_str(), room.as_str()), bytes.as_slice())
-                    .map_err(snapshot_err)?;
+                    .map_err(snapshot_err(path))?;
             }
         }
-        tx.commit().map_err(snapshot_err)?;
+        tx.commit().map_err(snapshot_err(path))?;
         Ok(logs.rooms.len())
     }
 
@@ -230,24 +237,31 @@ impl Local {
         if !path.exists() {
             return Ok(0);
         }
-        let db = Database::create(path).map_err(snapshot_err)?;
+        let db = Database::create(path).map_err(snapshot_err(path))?;
         let mut loaded = Vec::new();
         {
-            let tx = db.begin_read().map_err(snapshot_err)?;
+            let tx = db.begin_read().map_err(snapshot_err(path))?;
             let table = match tx.open_table(ROOMS) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-                Err(e) => return Err(snapshot_err(e)),
+                Err(e) => return Err(snapshot_err(path)(e)),
             };
-            for entry in table.iter().map_err(snapshot_err)? {
-                let (key, value) = entry.map_err(snapshot_err)?;
+            for entry in table.iter().map_err(snapshot_err(path))? {
+                let (key, value) = entry.map_err(snapshot_err(path))?;
                 let (ns, room) = key.value();
-                let saved: SavedRoom = postcard::from_bytes(value.value()).map_err(snapshot_err)?;
+                let saved: SavedRoom = postcard::from_bytes(value.value()).map_err(|source| {
+                    BrokerError::CorruptSnapshot {
+                        path: path.to_owned(),
+                        ns: ns.to_owned(),
+                        room: room.to_owned(),
+                        source,
+                    }
+                })?;
                 loaded.push((ns.to_owned(), room.to_owned(), saved));
             }
         }
         drop(db);
-        std::fs::remove_file(path).map_err(snapshot_err)?;
+        std::fs::remove_file(path).map_err(snapshot_err(path))?;
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         let n = loaded.len();
         for (ns, room, saved) in loaded {
@@ -514,5 +528,40 @@ mod tests {
         // The snapshot is consumed: a crash later cannot bring back stale history.
         assert!(!path.exists());
         assert_eq!(broker().restore(&path).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_told_from_an_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rooms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(ROOMS)
+                .unwrap()
+                .insert(("/chat", "r"), &[0xff_u8, 0xff, 0xff][..])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let err = broker().restore(&path).unwrap_err();
+        assert!(
+            matches!(&err, BrokerError::CorruptSnapshot { ns, room, .. } if ns == "/chat" && room == "r"),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::Internal);
+        assert!(path.exists(), "kept for the operator");
+
+        let not_redb = dir.path().join("not.redb");
+        std::fs::write(&not_redb, b"not a database").unwrap();
+        let err = broker().restore(&not_redb).unwrap_err();
+        assert!(
+            matches!(&err, BrokerError::Snapshot { path, .. } if path == &not_redb),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("room history snapshot "),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::Internal);
     }
 }

@@ -10,6 +10,8 @@ mod redis;
 pub use self::redis::{valid_node_id, Redis};
 pub use local::Local;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
@@ -18,11 +20,49 @@ use crate::hub::{Recovery, SessionId};
 use crate::protocol::{ErrorCode, Since};
 
 /// Why the broker could not do what was asked.
+///
+/// The variants an operator acts on differently are kept apart: Redis being
+/// down passes by itself, a damaged snapshot or malformed data in Redis does not.
+/// To a client every one but [`BrokerError::TooManyRooms`] is the same
+/// `Internal` error ([`BrokerError::code`]).
 #[derive(Debug, Error)]
 pub enum BrokerError {
-    /// The shared backend cannot be reached.
+    /// The shared backend cannot be reached (or is not serving yet).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The room history snapshot file could not be written or read (disk,
+    /// permissions, or not a file the snapshot store can open).
+    #[error("room history snapshot {}: {source}", path.display())]
+    Snapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What the file system or the snapshot store said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The room history snapshot opened, but a room in it does not decode: the
+    /// file is damaged or was written by an incompatible build. It is left in
+    /// place for the operator to inspect or delete.
+    #[error("room history snapshot {} is corrupt: room {room:?} of {ns}: {source}", path.display())]
+    CorruptSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Namespace of the room that does not decode.
+        ns: String,
+        /// The room that does not decode.
+        room: String,
+        /// Why it does not decode.
+        source: postcard::Error,
+    },
+    /// Redis answered with a value this build cannot read (a room's epoch that is
+    /// not a number): its data was damaged or written by something else, and
+    /// retrying will not help.
+    #[error("redis holds a malformed {what} {value:?}")]
+    MalformedData {
+        /// Which value.
+        what: &'static str,
+        /// The value as Redis holds it.
+        value: String,
+    },
     /// The namespace holds as many rooms as the server allows, none of them empty.
     #[error("{0}")]
     TooManyRooms(String),

@@ -711,8 +711,9 @@ impl Broker for Redis {
         let (epoch, last_seq, recovered, entries): (String, u64, u8, Vec<Vec<u8>>) = inner
             .call("recover", invocation.invoke_async(&mut conn))
             .await?;
-        let epoch: u64 = epoch.parse().map_err(|_| {
-            BrokerError::Unavailable(format!("redis holds a malformed epoch {epoch:?}"))
+        let epoch: u64 = epoch.parse().map_err(|_| BrokerError::MalformedData {
+            what: "epoch",
+            value: epoch.clone(),
         })?;
         inner.subs.observe(ns, room, epoch, last_seq);
         let replay = match since {

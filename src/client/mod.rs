@@ -29,12 +29,14 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 use crate::protocol::lane;
 use crate::protocol::{
     decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ErrorCode, ServerFrame,
-    Since, DEFAULT_MAX_FRAME, ONLINE_PAGE, PROTOCOL_VERSION,
+    Since, DEFAULT_MAX_FRAME, ONLINE_PAGE,
 };
 use crate::transport::FrameReader;
 
+mod hello;
 mod reach;
 mod websocket;
+pub(crate) use hello::{hello, Handshake};
 pub use reach::{
     candidate_urls, connect_first, is_loopback_url, localhost_addrs, LOOPBACK_HEAD_START,
 };
@@ -410,42 +412,20 @@ impl Client {
             url: url.to_owned(),
             reason,
         })?;
-        let hello = frame_bytes(&ClientFrame::Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_owned(),
-        });
-        if send.write_all(&hello).await.is_err() {
+        if send.write_all(&frame_bytes(&hello(token))).await.is_err() {
             return Err(closed_error(&conn).await);
         }
         let mut reader = FrameReader::new(recv, DEFAULT_MAX_FRAME.max(16 << 20));
-        let mut first = reader.next::<ServerFrame>().await;
-        let mut data = None;
-        if let Ok(Some(ServerFrame::ConnectInfo { data: d })) = first {
-            data = Some(d);
-            first = reader.next::<ServerFrame>().await;
-        }
-        let welcome = match first {
-            Ok(Some(ServerFrame::Welcome {
-                session,
-                user,
-                max_frame,
-                online,
-            })) => Welcome {
-                session,
-                user,
-                max_frame,
-                online,
-                data,
-            },
-            Ok(Some(ServerFrame::Error { code, message, .. })) => {
-                return Err(ClientError::Server { code, message })
+        let mut handshake = Handshake::default();
+        let welcome = loop {
+            match reader.next::<ServerFrame>().await {
+                Ok(Some(frame)) => {
+                    if let Some(welcome) = handshake.on_frame(frame)? {
+                        break welcome;
+                    }
+                }
+                Ok(None) | Err(_) => return Err(closed_error(&conn).await),
             }
-            Ok(Some(other)) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )))
-            }
-            Ok(None) | Err(_) => return Err(closed_error(&conn).await),
         };
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let pending: Pending = Arc::default();
@@ -478,39 +458,17 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let socket = websocket::open_websocket(url, trust).await?;
         let (mut sink, mut reader) = futures::StreamExt::split(socket);
-        let hello = lane::control_message(&ClientFrame::Hello {
-            version: PROTOCOL_VERSION,
-            token: token.to_owned(),
-        });
-        if websocket::send(&mut sink, hello).await.is_err() {
+        if websocket::send(&mut sink, lane::control_message(&hello(token)))
+            .await
+            .is_err()
+        {
             return Err(ClientError::Closed(None));
         }
-        let mut first = websocket::first_frame(&mut reader).await?;
-        let mut data = None;
-        if let ServerFrame::ConnectInfo { data: d } = first {
-            data = Some(d);
-            first = websocket::first_frame(&mut reader).await?;
-        }
-        let welcome = match first {
-            ServerFrame::Welcome {
-                session,
-                user,
-                max_frame,
-                online,
-            } => Welcome {
-                session,
-                user,
-                max_frame,
-                online,
-                data,
-            },
-            ServerFrame::Error { code, message, .. } => {
-                return Err(ClientError::Server { code, message })
-            }
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )))
+        let mut handshake = Handshake::default();
+        let welcome = loop {
+            let frame = websocket::control_frame(&mut reader).await?;
+            if let Some(welcome) = handshake.on_frame(frame)? {
+                break welcome;
             }
         };
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);

@@ -155,8 +155,8 @@ pub fn close_code(code: u16) -> Option<ErrorCode> {
     }
 }
 
-/// The first lane-0 frame: the answer to `Hello`, or how the session ended.
-pub(super) async fn first_frame(
+/// The next lane-0 frame while `Hello` is answered, or how the session ended.
+pub(super) async fn control_frame(
     reader: &mut SplitStream<WsStream>,
 ) -> Result<ServerFrame, ClientError> {
     while let Some(message) = reader.next().await {

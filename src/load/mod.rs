@@ -57,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth;
 use crate::client::{Transport, Trust};
+use crate::protocol::MAX_DATAGRAM_BODY;
 use connect::Dialer;
 use plan::{Plan, Window, STAMP_LEN};
 use procfs::ProcSample;
@@ -81,8 +82,6 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const CATCH_UP: Duration = Duration::from_millis(50);
 /// Largest body: the protocol's default frame limit leaves room for the header.
 const MAX_BODY: usize = 60 * 1024;
-/// Largest datagram body (the server's default `max_datagram_body`).
-const MAX_DATAGRAM_BODY: usize = 1024;
 
 /// `wtgate load`.
 #[derive(Debug, Clone, clap::Args)]

@@ -3,8 +3,8 @@
 //! delivery costs no task hop, no channel and no allocation — the load tester
 //! shares the machine with the server it measures.
 //!
-//! What `Hello` and the joins expect back ([`hello_frame`], [`welcome`],
-//! [`Joins`]) has no I/O: the WebSocket session (`websocket.rs`) feeds it the
+//! What `Hello` and the joins expect back ([`welcome`], over the client's
+//! [`Handshake`], and [`Joins`]) has no I/O: the WebSocket session (`websocket.rs`) feeds it the
 //! same frames from its lanes.
 
 use std::time::{Duration, Instant};
@@ -14,7 +14,8 @@ use wtransport::endpoint::endpoint_side;
 use wtransport::{Connection, Endpoint, RecvStream, SendStream};
 
 use super::wire::{split_frame, WireError};
-use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use crate::client::{hello as hello_frame, ClientError, Handshake};
+use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ServerFrame};
 use crate::transport::FrameReader;
 
 /// How long opening a session, `Hello` and the join may take each.
@@ -101,10 +102,11 @@ async fn hello(
         .await
         .map_err(|e| fail("hello", e))?;
     let mut replies = FrameReader::new(recv, MAX_FRAME);
+    let mut handshake = Handshake::default();
     loop {
         match replies.next::<ServerFrame>().await {
             Ok(reply) => {
-                if welcome(reply)? {
+                if welcome(&mut handshake, reply)? {
                     return Ok((control, replies));
                 }
             }
@@ -113,25 +115,22 @@ async fn hello(
     }
 }
 
-/// The `Hello` a load client says with `token`.
-pub(super) fn hello_frame(token: &str) -> ClientFrame {
-    ClientFrame::Hello {
-        version: PROTOCOL_VERSION,
-        token: token.to_owned(),
-    }
-}
-
 /// What a frame that answers `Hello` (`None`: the stream ended) says: `true`
-/// once welcomed, `false` to read on (a connect hook's `ConnectInfo` may come
-/// first), or why the session was refused.
-pub(super) fn welcome(reply: Option<ServerFrame>) -> Result<bool, SetupError> {
-    match reply {
-        Some(ServerFrame::Welcome { .. }) => Ok(true),
-        Some(ServerFrame::ConnectInfo { .. }) => Ok(false),
-        Some(ServerFrame::Error { code, message, .. }) => {
+/// once welcomed, `false` to read on, or why the session was refused, as the
+/// report counts it (`hello: <code>` for a refusal).
+pub(super) fn welcome(
+    handshake: &mut Handshake,
+    reply: Option<ServerFrame>,
+) -> Result<bool, SetupError> {
+    let Some(frame) = reply else {
+        return Err(fail("hello", "expected Welcome, the stream ended"));
+    };
+    match handshake.on_frame(frame) {
+        Ok(welcomed) => Ok(welcomed.is_some()),
+        Err(ClientError::Server { code, message }) => {
             Err(fail(&format!("hello: {code:?}"), message))
         }
-        other => Err(fail("hello", format!("expected Welcome, got {other:?}"))),
+        Err(e) => Err(fail("hello", e)),
     }
 }
 
@@ -412,31 +411,37 @@ mod tests {
 
     #[test]
     fn only_welcome_welcomes() {
+        let mut handshake = Handshake::default();
+        let info = ServerFrame::ConnectInfo {
+            data: bytes::Bytes::from_static(b"{}"),
+        };
+        assert!(
+            !welcome(&mut handshake, Some(info)).unwrap(),
+            "a connect hook's data: read on"
+        );
         let welcome_frame = ServerFrame::Welcome {
             session: 1,
             user: "u".into(),
             max_frame: 65_536,
             online: None,
         };
-        assert!(welcome(Some(welcome_frame)).unwrap());
-        let info = ServerFrame::ConnectInfo {
-            data: bytes::Bytes::from_static(b"{}"),
-        };
-        assert!(
-            !welcome(Some(info)).unwrap(),
-            "a connect hook's data: read on"
-        );
-        let err = welcome(Some(ServerFrame::Error {
+        assert!(welcome(&mut handshake, Some(welcome_frame)).unwrap());
+        let refusal = ServerFrame::Error {
             req: 0,
             code: ErrorCode::Unauthorized,
             message: "bad token".into(),
-        }))
-        .unwrap_err();
-        assert_eq!(err.kind, "hello: Unauthorized");
-        assert_eq!(welcome(None).unwrap_err().kind, "hello");
-        assert!(matches!(
-            hello_frame("t"),
-            ClientFrame::Hello { version: PROTOCOL_VERSION, token } if token == "t"
-        ));
+        };
+        let err = welcome(&mut Handshake::default(), Some(refusal)).unwrap_err();
+        assert_eq!(
+            (err.kind.as_str(), err.detail.as_str()),
+            ("hello: Unauthorized", "bad token")
+        );
+        let ack = ServerFrame::Ack { req: 1, seq: 1 };
+        let err = welcome(&mut Handshake::default(), Some(ack)).unwrap_err();
+        assert_eq!(err.kind, "hello");
+        assert_eq!(
+            welcome(&mut Handshake::default(), None).unwrap_err().kind,
+            "hello"
+        );
     }
 }

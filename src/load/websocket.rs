@@ -24,12 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::session::{fail, hello_frame, welcome, within, Joins, SetupError};
+use super::session::{fail, welcome, within, Joins, SetupError};
 use super::tally::Counts;
 use super::traffic::{on_datagram, on_reply, Outlet, Publisher, RoomRecv};
 use super::{wire, Ctx};
 use crate::client::{
-    candidate_urls, websocket_close_code, websocket_url, Trust, WsConnector, WsStream,
+    candidate_urls, hello as hello_frame, websocket_close_code, websocket_url, Handshake, Trust,
+    WsConnector, WsStream,
 };
 use crate::protocol::lane::{self, Lane};
 use crate::protocol::{CodecError, ServerFrame};
@@ -131,13 +132,14 @@ async fn hello(socket: &mut WsStream, token: &str) -> Result<(), SetupError> {
         .send(Message::Binary(hello))
         .await
         .map_err(|e| fail("hello", e))?;
+    let mut handshake = Handshake::default();
     loop {
         let message = next_binary(socket, "hello").await?;
         let frame = match lane::parse(&message) {
             Ok(Lane::Control(body)) => lane::decode_control::<ServerFrame>(body),
             other => return Err(fail("hello", format!("expected Welcome, got {other:?}"))),
         };
-        if welcome(Some(frame.map_err(|e| fail("hello", e))?))? {
+        if welcome(&mut handshake, Some(frame.map_err(|e| fail("hello", e))?))? {
             return Ok(());
         }
     }

@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+use crate::protocol::{put_varint, read_varint_u64, varint_len};
+
 /// postcard tag of `ClientFrame::Publish`.
 const TAG_PUBLISH: u64 = 3;
 /// postcard tag of `ServerFrame::Message`.
@@ -32,38 +34,10 @@ pub enum WireError {
     Truncated,
 }
 
-/// Appends `v` as a LEB128 varint.
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// A LEB128 varint at the front of `buf`: `Ok(None)` when more bytes are needed.
-pub(crate) fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, WireError> {
-    let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    if buf.len() >= 10 {
-        Err(WireError::BadVarint)
-    } else {
-        Ok(None)
-    }
+/// A LEB128 varint at the front of `buf` ([`crate::protocol`]'s reader, with
+/// this module's error): `Ok(None)` when more bytes are needed.
+fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, WireError> {
+    read_varint_u64(buf).map_err(|_| WireError::BadVarint)
 }
 
 /// A cursor over one frame body.

@@ -52,7 +52,7 @@ impl Frame for Datagram {
 /// Appends `frame` to `dst` as length prefix + postcard body.
 pub fn encode_frame<T: Serialize>(frame: &T, dst: &mut BytesMut) {
     let body = postcard::to_stdvec(frame).expect("frames always serialize");
-    put_varint(dst, body.len() as u32);
+    put_varint(dst, body.len() as u64);
     dst.put_slice(&body);
 }
 
@@ -120,29 +120,101 @@ fn leading_tag(body: &[u8]) -> Option<u32> {
     read_varint(body).ok().flatten().map(|(v, _)| v)
 }
 
-/// LEB128 `u32` at the front of `buf`: `(value, bytes used)`, not consumed.
-pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
+/// A LEB128 varint longer than its type allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overlong;
+
+/// The LEB128 varint of at most `max_len` bytes at the front of `buf`: `(value,
+/// bytes used)`, not consumed; `Ok(None)` when `buf` ends inside it.
+///
+/// The one varint reader: frame length prefixes and lane handles read a `u32`
+/// ([`read_varint`]), the load tester reads postcard's `u64` fields in place
+/// ([`read_varint_u64`]).
+#[inline]
+fn read_leb128(buf: &[u8], max_len: usize) -> Result<Option<(u64, usize)>, Overlong> {
     let mut value: u64 = 0;
-    for (i, byte) in buf.iter().take(5).enumerate() {
+    for (i, byte) in buf.iter().take(max_len).enumerate() {
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            if value > u64::from(u32::MAX) {
-                return Err(CodecError::BadLength);
-            }
-            return Ok(Some((value as u32, i + 1)));
+            return Ok(Some((value, i + 1)));
         }
     }
-    if buf.len() >= 5 {
-        Err(CodecError::BadLength)
+    if buf.len() >= max_len {
+        Err(Overlong)
     } else {
         Ok(None)
     }
 }
 
-pub(crate) fn put_varint(dst: &mut BytesMut, mut v: u32) {
+/// LEB128 `u32` at the front of `buf`: `(value, bytes used)`, not consumed.
+pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, CodecError> {
+    match read_leb128(buf, 5) {
+        Ok(Some((value, used))) => u32::try_from(value)
+            .map(|v| Some((v, used)))
+            .map_err(|_| CodecError::BadLength),
+        Ok(None) => Ok(None),
+        Err(Overlong) => Err(CodecError::BadLength),
+    }
+}
+
+/// LEB128 `u64` (postcard's integers) at the front of `buf`: `(value, bytes
+/// used)`, not consumed.
+#[inline]
+pub(crate) fn read_varint_u64(buf: &[u8]) -> Result<Option<(u64, usize)>, Overlong> {
+    read_leb128(buf, 10)
+}
+
+/// Appends `v` as a LEB128 varint, to a `BytesMut` or a `Vec<u8>` alike.
+#[inline]
+pub(crate) fn put_varint(dst: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         dst.put_u8((v as u8) | 0x80);
         v >>= 7;
     }
     dst.put_u8(v as u8);
+}
+
+/// How many bytes [`put_varint`] writes for `v`.
+#[inline]
+pub(crate) fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_know_their_length() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+            assert_eq!(read_varint_u64(&out), Ok(Some((v, out.len()))), "{v}");
+            for cut in 0..out.len() {
+                assert_eq!(read_varint_u64(&out[..cut]), Ok(None), "{v} cut {cut}");
+            }
+            let as_u32 = read_varint(&out);
+            match u32::try_from(v) {
+                Ok(small) => assert_eq!(as_u32, Ok(Some((small, out.len())))),
+                Err(_) => assert_eq!(as_u32, Err(CodecError::BadLength)),
+            }
+        }
+        assert_eq!(read_varint(&[0x80; 5]), Err(CodecError::BadLength));
+        assert_eq!(read_varint_u64(&[0x80; 10]), Err(Overlong));
+    }
 }

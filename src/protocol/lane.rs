@@ -133,7 +133,7 @@ fn with_header(lane: &[u8], handle: Option<u32>, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(1 + 5 + body.len());
     out.put_slice(lane);
     if let Some(handle) = handle {
-        put_varint(&mut out, handle);
+        put_varint(&mut out, u64::from(handle));
     }
     out.put_slice(body);
     out.freeze()

@@ -11,6 +11,7 @@ pub mod lane;
 pub use codec::{
     decode_datagram, decode_frame, encode_datagram, encode_frame, frame_bytes, CodecError, Frame,
 };
+pub(crate) use codec::{put_varint, read_varint_u64, varint_len};
 pub use error::ErrorCode;
 
 use bytes::Bytes;
@@ -21,6 +22,13 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Default upper bound on one encoded frame body (the length prefix excluded).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// Default largest body of a volatile event (`Datagram::Send`, lane 3 over a
+/// WebSocket), the server's `limits.max_datagram_body`. It keeps a whole `Recv`
+/// within one QUIC datagram: Chrome drops datagrams over 1211 bytes, and a
+/// `Recv` of this body with a 64-byte user id is at most 1097 (PROTOCOL.md §10).
+/// The JS client mirrors it as `MAX_VOLATILE_BODY`.
+pub const MAX_DATAGRAM_BODY: usize = 1024;
 
 /// The most users one list of users holds (`Welcome.online`, `Joined.members`,
 /// `Online`): the first ones in byte order; a list this long may go on, read with
@@ -302,4 +310,20 @@ pub enum Datagram {
         /// Opaque payload.
         body: Bytes,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_DATAGRAM_BODY;
+
+    /// The JS client cannot import the constant, so its copy is checked here.
+    #[test]
+    fn the_js_client_has_the_same_volatile_limit() {
+        let session_js = include_str!("../../web-client/session.js");
+        let line = format!("export const MAX_VOLATILE_BODY = {MAX_DATAGRAM_BODY};");
+        assert!(
+            session_js.contains(&line),
+            "web-client/session.js lacks {line:?}"
+        );
+    }
 }
