@@ -365,16 +365,6 @@ impl Broker for Local {
         Ok(self.hub.room_users(ns, room))
     }
 
-    async fn members_page(
-        &self,
-        ns: &str,
-        room: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, BrokerError> {
-        Ok(self.hub.members_page(ns, room, after, limit))
-    }
-
     async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError> {
         self.hub.deliver_online(ns, user, joined);
         Ok(())
@@ -384,13 +374,14 @@ impl Broker for Local {
         Ok(self.hub.online_users(ns))
     }
 
-    async fn online_page(
+    async fn user_page(
         &self,
         ns: &str,
+        room: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BrokerError> {
-        Ok(self.hub.online_page(ns, after, limit))
+        Ok(self.hub.user_page(ns, room, after, limit))
     }
 
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {

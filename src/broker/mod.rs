@@ -162,23 +162,16 @@ pub trait Broker: Send + Sync + 'static {
     /// on this node.
     async fn online_presence(&self, ns: &str, user: &str, joined: bool) -> Result<(), BrokerError>;
 
-    /// A page of a room's members, cluster-wide, as [`Broker::online_page`].
-    async fn members_page(
-        &self,
-        ns: &str,
-        room: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, BrokerError>;
-
     /// Users online in a namespace, cluster-wide.
     async fn online_users(&self, ns: &str) -> Result<Vec<String>, BrokerError>;
 
-    /// A page of the users online in a namespace, cluster-wide: those after
-    /// `after` in byte order, at most `limit`, without reading the rest.
-    async fn online_page(
+    /// A page of the users online in a namespace, or of a room's members with
+    /// `room`, cluster-wide: those after `after` in byte order, at most `limit`,
+    /// without reading the rest.
+    async fn user_page(
         &self,
         ns: &str,
+        room: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BrokerError>;

@@ -465,9 +465,8 @@ impl Inner {
         self.call(what, cmd.query_async(&mut conn)).await
     }
 
-    /// Records (or removes) one presence of this node in Redis.
-    /// Records one presence tuple of this node; returns the script's transition code
-    /// (0 none, 1 the user's, 3 the user's and the place's).
+    /// Records (or removes) one presence tuple of this node in Redis; returns the
+    /// script's transition code (0 none, 1 the user's, 3 the user's and the place's).
     async fn set_presence(&self, tuple: String, joined: bool) -> Result<u8, BrokerError> {
         let mut tuples = self.presence.tuples.lock().await;
         if joined {
@@ -801,27 +800,18 @@ impl Broker for Redis {
             .await
     }
 
-    async fn online_page(
+    async fn user_page(
         &self,
         ns: &str,
+        room: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, BrokerError> {
-        (self.inner)
-            .user_page("online users", wire::online_key(ns), after, limit)
-            .await
-    }
-
-    async fn members_page(
-        &self,
-        ns: &str,
-        room: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, BrokerError> {
-        (self.inner)
-            .user_page("room members", wire::members_key(ns, room), after, limit)
-            .await
+        let (what, key) = match room {
+            None => ("online users", wire::online_key(ns)),
+            Some(room) => ("room members", wire::members_key(ns, room)),
+        };
+        self.inner.user_page(what, key, after, limit).await
     }
 
     async fn notify_user(&self, user: &str, id: u64, frame: Bytes) -> Result<(), BrokerError> {

@@ -317,22 +317,6 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// A page of a room's users on this node, as [`Hub::online_page`].
-    pub fn members_page(
-        &self,
-        ns: &str,
-        room: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Vec<String> {
-        let st = self.lock();
-        st.namespaces
-            .get(ns)
-            .and_then(|s| s.rooms.get(room))
-            .map(|r| r.users.page(after, limit))
-            .unwrap_or_default()
-    }
-
     /// Users online in a namespace on this node.
     pub fn online_users(&self, ns: &str) -> Vec<String> {
         let st = self.lock();
@@ -342,14 +326,28 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// A page of the users online in a namespace on this node: after `after`, at
-    /// most `limit`; the lock is held for the page only, not for every user.
-    pub fn online_page(&self, ns: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    /// A page of the users online in a namespace on this node, or of a room's
+    /// members with `room`: after `after`, at most `limit`; the lock is held for
+    /// the page only, not for every user.
+    pub fn user_page(
+        &self,
+        ns: &str,
+        room: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<String> {
         let st = self.lock();
-        st.namespaces
-            .get(ns)
-            .map(|s| s.online.page(after, limit))
-            .unwrap_or_default()
+        let Some(space) = st.namespaces.get(ns) else {
+            return Vec::new();
+        };
+        match room {
+            None => space.online.page(after, limit),
+            Some(room) => space
+                .rooms
+                .get(room)
+                .map(|r| r.users.page(after, limit))
+                .unwrap_or_default(),
+        }
     }
 
     /// The room's handle on this node, if anyone here is in it.

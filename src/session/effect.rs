@@ -315,14 +315,9 @@ impl Effect {
                 limit,
             } => Outcome::Online {
                 req,
-                result: match room {
-                    Some(room) => {
-                        (b.broker)
-                            .members_page(b.ns, &room, after.as_deref(), limit)
-                            .await
-                    }
-                    None => b.broker.online_page(b.ns, after.as_deref(), limit).await,
-                },
+                result: (b.broker)
+                    .user_page(b.ns, room.as_deref(), after.as_deref(), limit)
+                    .await,
             },
             Effect::AckNotification { req, id } => {
                 let result = b.inbox.ack(b.user, id).await;
@@ -384,7 +379,7 @@ async fn welcome(b: Backends<'_>, announce: bool, online: bool, inbox: bool) -> 
         let _ = b.broker.online_presence(b.ns, b.user, true).await;
     }
     let online = if online {
-        let first = b.broker.online_page(b.ns, None, ONLINE_PAGE).await;
+        let first = b.broker.user_page(b.ns, None, None, ONLINE_PAGE).await;
         Some(first.unwrap_or_default())
     } else {
         None
@@ -424,9 +419,9 @@ async fn join(
     }
     let members = if presence {
         b.broker
-            .members_page(b.ns, room, None, ONLINE_PAGE)
+            .user_page(b.ns, Some(room), None, ONLINE_PAGE)
             .await
-            .unwrap_or_else(|_| b.hub.members_page(b.ns, room, None, ONLINE_PAGE))
+            .unwrap_or_else(|_| b.hub.user_page(b.ns, Some(room), None, ONLINE_PAGE))
     } else {
         Vec::new()
     };
