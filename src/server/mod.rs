@@ -10,6 +10,7 @@ mod flush;
 mod gateway;
 mod http;
 mod identity;
+mod memory_release;
 mod session;
 mod socket_probe;
 mod websocket;
@@ -19,6 +20,7 @@ pub use admission::{Admission, ConnectLimiter};
 pub use flush::{FlushPolicy, FlushWindow};
 pub use gateway::{Gateway, GatewayError, MAX_KIND_LEN};
 pub use http::{app, API_DISABLED};
+use memory_release::MemoryRelease;
 pub use websocket::{router as websocket_router, SUBPROTOCOL};
 
 use std::net::SocketAddr;
@@ -256,7 +258,6 @@ impl Server {
             ))
         });
         tasks.spawn(follow_load(self.gateway.clone(), shutdown.clone()));
-        tasks.spawn(release_memory(self.gateway.clone(), shutdown.clone()));
         let window = self.gateway.config.limits.presence_window;
         if !window.is_zero() {
             tasks.spawn(flush_presence(
@@ -487,11 +488,13 @@ async fn cluster_backends(
     Ok((Arc::new(broker), Arc::new(inbox), node))
 }
 
-/// Sets the coalescing window from the delivery rate, measured every 100 ms.
+/// Sets the coalescing window from the delivery rate, measured every 100 ms, and
+/// hands freed memory back when that rate says the server is calm.
 async fn follow_load(gateway: Arc<Gateway>, shutdown: CancellationToken) {
     let period = Duration::from_millis(100);
     let mut tick = tokio::time::interval(period);
     let mut last = gateway.metrics.deliveries.get();
+    let mut memory = MemoryRelease::new(Instant::now());
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -499,49 +502,10 @@ async fn follow_load(gateway: Arc<Gateway>, shutdown: CancellationToken) {
                 let rate = now.saturating_sub(last) as f64 / period.as_secs_f64();
                 gateway.flush_window.set_load(rate);
                 last = now;
-            }
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// The least time between two hand-backs of freed memory.
-const RELEASE_MEMORY: Duration = Duration::from_secs(5);
-
-/// Deliveries per second above which freed memory is kept for now. A trim holds
-/// the allocator's arena locks for milliseconds; on a saturated server that stall
-/// overflowed the UDP receive buffer: at 200k deliveries/s (20 s runs), p99 above
-/// 80 ms in 6 of 9 runs with a trim every 5 s, in 2 of 9 without (noisy, but the
-/// stall is real). A burst's memory goes back within a second of the rate falling
-/// below this.
-const KEEP_MEMORY_ABOVE_RATE: f64 = 20_000.0;
-
-/// Hands memory freed after a burst (sessions gone, queues drained) back to the
-/// system: glibc's malloc keeps it in its per-thread arenas otherwise (a storm of
-/// 500 sessions left 17 MiB of the 80 it took; with this, none). mimalloc, the
-/// other way, was measured worse here (see tests/e2e/memory.rs). Checked every
-/// second; done at most every [`RELEASE_MEMORY`], and not while deliveries run
-/// above [`KEEP_MEMORY_ABOVE_RATE`].
-async fn release_memory(gateway: Arc<Gateway>, shutdown: CancellationToken) {
-    let period = Duration::from_secs(1);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_count = gateway.metrics.deliveries.get();
-    let mut last_release = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let count = gateway.metrics.deliveries.get();
-                let rate = count.saturating_sub(last_count) as f64 / period.as_secs_f64();
-                last_count = count;
-                if rate > KEEP_MEMORY_ABOVE_RATE || last_release.elapsed() < RELEASE_MEMORY {
-                    continue;
+                if memory.due(Instant::now(), rate) {
+                    // Off the runtime's threads: the trim takes milliseconds.
+                    tokio::task::spawn_blocking(memory_release::release);
                 }
-                last_release = tokio::time::Instant::now();
-                #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                // SAFETY: malloc_trim only returns free pages to the kernel; it is
-                // thread-safe and takes no pointers.
-                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
             }
             _ = shutdown.cancelled() => return,
         }
