@@ -103,6 +103,10 @@ mod tests {
             }
         }
         assert_eq!(now - first_calm, CALM_FOR);
-        assert_eq!(run(&mut m, &mut now, EVERY - TICK, 0.0), 0, "then not for EVERY");
+        assert_eq!(
+            run(&mut m, &mut now, EVERY - TICK, 0.0),
+            0,
+            "then not for EVERY"
+        );
     }
 }

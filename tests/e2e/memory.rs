@@ -6,18 +6,19 @@
 //!
 //! Measured here (8 rooms × 150 × 60 KiB, no history): glibc's malloc 29.7 → 59.1 →
 //! 35.8 MiB; mimalloc 37.7 → 76.2 → 61.0 MiB, so the binary keeps glibc's, and
-//! hands freed memory back every 5 s (`malloc_trim`: after a storm of 500 sessions
-//! 38.9 MiB instead of 46.4). With history on, what stays after the burst is the
+//! hands freed memory back once deliveries have stayed calm for a second
+//! (`malloc_trim`, `server/memory_release.rs`: after a storm of 500 sessions 38.9
+//! MiB instead of 46.4). With history on, what stays after the burst is the
 //! rooms' history (100 × 60 KiB per room here), kept by design until `room_ttl`.
 //!
 //! The abuses of the budgets issue, RSS before → at peak → after (`cargo test --test
-//! e2e memory -- --nocapture --test-threads 1`, 2026-12-03):
-//! - silent members, 8 rooms × 150 × 60 KiB: 29.8 → 60.6 → 38.7 MiB;
-//! - a room-creating loop, 2,854 rooms, 167 MiB of messages, a 24 MiB history
-//!   budget: 30.4 → 67.7 → 67.7 MiB (the history is kept until `room_ttl`);
-//! - a join/leave storm in a room of 500: 29.7 → 110.9 → 38.9 MiB (the sessions);
-//! - Online spam, 5,000 requests at once: 38.9 → 39.0 → 39.0 MiB;
-//! - 1,100 idle TCP connections to the HTTPS port: 39.0 → 39.2 → 39.2 MiB.
+//! e2e memory -- --nocapture --test-threads 1`, 2026-12-03, second session):
+//! - silent members, 8 rooms × 150 × 60 KiB: 29.8 → 70.4 → 40.6 MiB;
+//! - a room-creating loop, 6,401 rooms, 375 MiB of messages, a 24 MiB history
+//!   budget: 30.8 → 72.2 → 72.2 MiB (the history is kept until `room_ttl`);
+//! - a join/leave storm in a room of 500: 30.7 → 50.0 → 38.0 MiB (the sessions);
+//! - Online spam, 5,000 requests at once: 38.0 → 38.1 → 38.1 MiB;
+//! - 1,100 idle TCP connections to the HTTPS port: 38.1 → 38.4 → 38.4 MiB.
 
 use std::time::{Duration, Instant};
 
@@ -43,37 +44,61 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// A real `wtgate serve` process on loopback with `config` as its TOML and `extra`
+/// flags; killed when dropped.
+struct Served {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: std::net::SocketAddr,
+    trust: Trust,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(config: &str, extra: &[&str]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, data, toml) = (
+        dir.path().join("certs"),
+        dir.path().join("data"),
+        dir.path().join("wtgate.toml"),
+    );
+    std::fs::write(&toml, config).unwrap();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        SECRET,
+        "--log",
+        "warn",
+        "--config",
+        toml.to_str().unwrap(),
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (child, banner) = spawn_serve(dir.path(), &args, "certificate sha-256:").await;
+    let addr = banner_line(&banner, "wtgate listening on https://");
+    Served {
+        pid: child.id().unwrap(),
+        child,
+        addr: addr.split_whitespace().next().unwrap().parse().unwrap(),
+        trust: Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned()),
+        _dir: dir,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_members_pin_their_budgets_and_memory_goes_back_after_the_burst() {
-    let dir = tempfile::tempdir().unwrap();
-    let (certs, data) = (dir.path().join("certs"), dir.path().join("data"));
-    let (mut child, banner) = spawn_serve(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--publish-rate",
-            "1000",
-            // No history: what a room keeps is its own budget; this is about what passes.
-            "--history",
-            "0",
-            "--log",
-            "warn",
-            "--certs-dir",
-            certs.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "certificate sha-256:",
-    )
-    .await;
-    let pid = child.id().unwrap();
-    let addr = banner_line(&banner, "wtgate listening on https://");
-    let addr = addr.split_whitespace().next().unwrap();
+    // No history: what a room keeps is its own budget; this is about what passes.
+    let Served {
+        mut child,
+        pid,
+        addr,
+        trust,
+        _dir,
+    } = serve("", &["--publish-rate", "1000", "--history", "0"]).await;
     let url = format!("https://{addr}/chat");
-    let trust = Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned());
     let token = |user: &str| token_for(&wtgate::auth::Claims::new(user, now(), 3600));
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,42 +202,17 @@ async fn a_room_creating_loop_levels_off_at_the_history_budget() {
     const SESSIONS: usize = 8;
     const LOOP: Duration = Duration::from_secs(8);
     const BUDGET_MIB: f64 = 24.0;
-    let dir = tempfile::tempdir().unwrap();
-    let (certs, data) = (dir.path().join("certs"), dir.path().join("data"));
-    let config = dir.path().join("wtgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[limits]\nhistory_bytes_total = {}\ncommand_rate = 1000.0\ncommand_burst = 1000\n",
-            (BUDGET_MIB * MIB) as usize
-        ),
-    )
-    .unwrap();
-    let (mut child, banner) = spawn_serve(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--publish-rate",
-            "1000",
-            "--log",
-            "warn",
-            "--config",
-            config.to_str().unwrap(),
-            "--certs-dir",
-            certs.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "certificate sha-256:",
-    )
-    .await;
-    let pid = child.id().unwrap();
-    let addr = banner_line(&banner, "wtgate listening on https://");
-    let addr = addr.split_whitespace().next().unwrap().to_owned();
-    let trust = Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned());
+    let config = format!(
+        "[limits]\nhistory_bytes_total = {}\ncommand_rate = 1000.0\ncommand_burst = 1000\n",
+        (BUDGET_MIB * MIB) as usize
+    );
+    let Served {
+        mut child,
+        pid,
+        addr,
+        trust,
+        _dir,
+    } = serve(&config, &["--publish-rate", "1000"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_mib(pid);
 
@@ -273,37 +273,17 @@ async fn a_room_creating_loop_levels_off_at_the_history_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storms_spam_and_idle_connections_stay_within_memory_bounds() {
     const MEMBERS: usize = 500;
-    let dir = tempfile::tempdir().unwrap();
-    let (certs, data) = (dir.path().join("certs"), dir.path().join("data"));
-    let config = dir.path().join("wtgate.toml");
-    std::fs::write(
-        &config,
+    let Served {
+        mut child,
+        pid,
+        addr,
+        trust,
+        _dir,
+    } = serve(
         "[limits]\nconnect_rate_per_ip = 100000.0\nconnect_burst_per_ip = 100000\n",
-    )
-    .unwrap();
-    let (mut child, banner) = spawn_serve(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--log",
-            "warn",
-            "--config",
-            config.to_str().unwrap(),
-            "--certs-dir",
-            certs.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "certificate sha-256:",
+        &[],
     )
     .await;
-    let pid = child.id().unwrap();
-    let addr = banner_line(&banner, "wtgate listening on https://");
-    let addr: std::net::SocketAddr = addr.split_whitespace().next().unwrap().parse().unwrap();
-    let trust = Trust::Hash(banner_line(&banner, "certificate sha-256:").to_owned());
     let ws_url = format!("wss://{addr}/chat");
     let token = |user: &str| token_for(&wtgate::auth::Claims::new(user, now(), 3600));
     let sampler = |pid: u32| {
