@@ -94,11 +94,12 @@ if [ "$(nproc --all)" -lt 2 ]; then echo "bench/run.sh needs 2 cores (cpu0, cpu1
 
 if [ "$BUILD" = 1 ]; then
   echo "== building (release)" >&2
-  cargo build --release --quiet --bin wtgate --example floor_server --example udp_floor
+  cargo build --release --quiet --bin wtgate --example floor_server --example loop_floor --example udp_floor
 fi
 # WTGATE_BIN runs another build (e.g. a copy of the previous commit's, for before/after).
 WTGATE="${WTGATE_BIN:-$ROOT/target/release/wtgate}"
 FLOOR="$ROOT/target/release/examples/floor_server"
+LOOP_FLOOR="$ROOT/target/release/examples/loop_floor"
 UDP_FLOOR="$ROOT/target/release/examples/udp_floor"
 if [ ! -x "$UDP_FLOOR" ]; then
   echo "no $UDP_FLOOR: build it (cargo build --release --example udp_floor) or drop --no-build" >&2
@@ -150,6 +151,10 @@ start_server() {
     floor)
       PORT=4434
       "${SRV_EXEC[@]}" taskset -c 0 "$FLOOR" --listen "$HOST:$PORT" --certs-dir "$WORK/certs" > "$log" 2>&1 &
+      ;;
+    loop-floor)
+      PORT=4436
+      "${SRV_EXEC[@]}" taskset -c 0 "$LOOP_FLOOR" --listen "$HOST:$PORT" --certs-dir "$WORK/certs" > "$log" 2>&1 &
       ;;
     socketio)
       PORT=4435
@@ -318,7 +323,7 @@ for name in "${server_list[@]}"; do
   if [[ ",$ONLY," == *",d,"* ]]; then
     start_server "$name"; step_rates "$name" d "$RATES_D" "$DUR_D" --mode datagram; stop_server
   fi
-  [ "$name" = floor ] && continue   # the floor has one room per session and no churn story
+  [[ "$name" == *floor ]] && continue   # the floor has one room per session and no churn story
   if [[ ",$ONLY," == *",g,"* ]]; then
     for churn in 0 100; do
       start_server "$name"
@@ -341,7 +346,7 @@ if [[ ",$ONLY," == *",e,"* ]]; then
   for loss in $LOSSES; do
     set_loss "$loss"
     for name in "${server_list[@]}"; do
-      [ "$name" = floor ] && continue
+      [[ "$name" == *floor ]] && continue
       start_server "$name"
       load "$name" e "$loss" --clients 200 --rooms 10 --senders 20 --rate 200 \
         --duration "$DUR_E" --warmup "$WARM_E"
@@ -357,7 +362,7 @@ if [[ ",$ONLY," == *",f,"* ]]; then
   for loss in 0 2; do
     set_loss "$loss"
     for name in "${server_list[@]}"; do
-      [ "$name" = floor ] && continue
+      [[ "$name" == *floor ]] && continue
       start_server "$name"
       load "$name" f "$loss" --clients 200 --rooms 20 --rooms-per-client 4 --senders 20 \
         --rate 400 --duration "$DUR_F" --warmup 2s

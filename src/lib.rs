@@ -60,6 +60,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod hooks;
 pub mod hub;
 pub mod load;

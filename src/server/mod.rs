@@ -423,9 +423,9 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 fn server_config(socket: std::net::UdpSocket, identity: Identity) -> ServerConfig {
     ServerConfig::builder()
         .with_bind_socket(socket)
-        .with_custom_transport(identity, quic_transport())
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(Duration::from_secs(30)))
+        .with_custom_transport(identity, crate::engine::quic_transport())
+        .keep_alive_interval(Some(crate::engine::KEEP_ALIVE))
+        .max_idle_timeout(Some(crate::engine::IDLE_TIMEOUT))
         .expect("a valid idle timeout")
         .build()
 }
@@ -434,42 +434,6 @@ fn server_config(socket: std::net::UdpSocket, identity: Identity) -> ServerConfi
 fn snapshot_path(settings: &Settings) -> std::path::PathBuf {
     settings.data_dir.join("rooms.redb")
 }
-
-/// QUIC settings that bound what one client can make the server hold.
-fn quic_transport() -> wtransport::config::QuicTransportConfig {
-    let mut t = wtransport::config::QuicTransportConfig::default();
-    // A client needs 2 bidirectional streams (the WebTransport CONNECT request and
-    // the control stream) and 3 unidirectional ones (HTTP/3 control and QPACK);
-    // everything else it might open is refused by flow control, not buffered.
-    t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(4u32.into());
-    // Client → server traffic is small control frames: small receive windows (a
-    // frame larger than the window still arrives, in steps).
-    t.stream_receive_window((128u32 * 1024).into());
-    t.receive_window((256u32 * 1024).into());
-    // Unacknowledged data held for one slow client stays bounded.
-    t.send_window(2 * 1024 * 1024);
-    t.datagram_receive_buffer_size(Some(64 * 1024));
-    t.datagram_send_buffer_size(64 * 1024);
-    // Ask peers that support it (quinn does; Chrome already thins its ACKs) to
-    // acknowledge every 16 packets or CLIENT_MAX_ACK_DELAY: on loopback ACKs were
-    // half the packets of a fan-out, and packets are what a delivery costs
-    // (PERF.md).
-    let mut ack = wtransport::quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold(16u32.into())
-        .max_ack_delay(Some(CLIENT_MAX_ACK_DELAY));
-    t.ack_frequency_config(Some(ack));
-    t
-}
-
-/// The longest a client may hold an ACK (asked through ACK frequency). It is
-/// also what the server's probe timeout waits beyond the RTT before it re-sends a
-/// lost last packet (~12 ms on a 0.1 ms link at 10 ms). 2 ms cut that to ~3 ms
-/// under loss, but in a busy room (200 clients, 50k deliveries/s) the ACKs it
-/// brings overflowed the server's receive buffer: p50/p99 54/170 ms with 9,260 UDP
-/// drops, against 2.7/25 ms and none at 10 ms (5 ms: 3.7/49 ms); bench/RESULTS.md.
-/// Faster loss recovery needs a cheaper signal than more ACKs.
-const CLIENT_MAX_ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// Cluster mode: the Redis broker and inbox, shared with the other nodes.
 async fn cluster_backends(

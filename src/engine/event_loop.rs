@@ -1,0 +1,616 @@
+//! One task that owns a UDP socket and every QUIC connection on it (quinn-proto,
+//! sans-IO): it reads a batch of datagrams, runs each connection that has
+//! something to do — packets in, a timer due, or a wake-up from outside (the hub
+//! queued frames for its session) — hands its session to the [`App`], and sends
+//! what the connection has to send. One wake-up serves every ready connection:
+//! there is no task, channel or waker per connection on the delivery path.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    Connection, ConnectionError, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event,
+    ServerConfig, StreamId, VarInt,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::socket::Socket;
+use super::webtransport::{Ready, Request, StreamGone, WebTransport};
+
+/// What to do with a connection attempt, decided before any handshake work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Start the handshake.
+    Accept,
+    /// Ask the client to prove its address first (a QUIC Retry).
+    Retry,
+    /// Refuse it (CONNECTION_REFUSED).
+    Refuse,
+}
+
+/// The application on top of the loop: admits connections, answers WebTransport
+/// requests, and drives each open session when something happened to it.
+pub trait App {
+    /// The application's state of one session.
+    type Session;
+
+    /// A new connection from `remote` (`validated`: it answered a Retry).
+    fn admit(&mut self, remote: SocketAddr, validated: bool) -> Admit;
+
+    /// A WebTransport request: `Ok` opens the session (200), `Err(status)`
+    /// refuses it. `started` is the connection's first packet.
+    fn request(
+        &mut self,
+        request: Request,
+        remote: SocketAddr,
+        started: Instant,
+        io: &mut Io<'_>,
+    ) -> Result<Self::Session, u16>;
+
+    /// Something happened to the session (data, credit, datagrams, its timer, or
+    /// its [`Io::waker`] was woken): read, write, and set the next timer.
+    fn drive(&mut self, session: &mut Self::Session, io: &mut Io<'_>);
+
+    /// The connection is gone (`reason` as QUIC tells it).
+    fn closed(&mut self, session: Self::Session, reason: &ConnectionError);
+
+    /// A connection that never sent its request, gone; `admitted` tells apart
+    /// one that was counted by [`admit`](App::admit).
+    fn abandoned(&mut self) {}
+}
+
+/// One connection's I/O, as the application sees it during a call.
+pub struct Io<'a> {
+    conn: &'a mut Connection,
+    wt: &'a mut WebTransport,
+    now: Instant,
+    timer: &'a mut Option<Instant>,
+    waker: &'a Waker,
+    ready: Ready,
+}
+
+impl Io<'_> {
+    /// The loop's clock for this pass.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Wakes this session's [`App::drive`] from anywhere (another thread, the hub).
+    pub fn waker(&self) -> &Waker {
+        self.waker
+    }
+
+    /// What happened since the last call.
+    pub fn ready(&self) -> Ready {
+        self.ready
+    }
+
+    /// Asks for a [`App::drive`] at `at` (replaces the previous timer).
+    pub fn set_timer(&mut self, at: Option<Instant>) {
+        *self.timer = at;
+    }
+
+    /// A session bidirectional stream the client opened.
+    pub fn accept_bi(&mut self) -> Option<StreamId> {
+        self.wt.accept_bi()
+    }
+
+    /// Reads at most `max` bytes of `id` into `buf`; whether it finished.
+    pub fn read(
+        &mut self,
+        id: StreamId,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<bool, StreamGone> {
+        self.wt.read(self.conn, id, buf, max)
+    }
+
+    /// Opens a unidirectional session stream; `None` without stream credit.
+    pub fn open_uni(&mut self) -> Option<StreamId> {
+        self.wt.open_uni(self.conn)
+    }
+
+    /// Writes on `id` (queued beyond the credit); false when the stream is gone.
+    pub fn write(&mut self, id: StreamId, data: Bytes) -> bool {
+        self.wt.write(self.conn, id, data)
+    }
+
+    /// Bytes written on `id` that wait for credit.
+    pub fn queued(&self, id: StreamId) -> usize {
+        self.wt.queued(id)
+    }
+
+    /// Finishes `id` after what is queued on it.
+    pub fn finish(&mut self, id: StreamId) {
+        self.wt.finish(self.conn, id)
+    }
+
+    /// Sends a datagram; false when it was dropped.
+    pub fn send_datagram(&mut self, payload: &[u8]) -> bool {
+        self.wt.send_datagram(self.conn, payload)
+    }
+
+    /// The next datagram from the client.
+    pub fn recv_datagram(&mut self) -> Option<Bytes> {
+        self.wt.recv_datagram(self.conn)
+    }
+
+    /// Closes the connection with an application error code.
+    pub fn close(&mut self, code: u32, reason: &[u8]) {
+        self.conn.close(
+            self.now,
+            VarInt::from_u32(code),
+            Bytes::copy_from_slice(reason),
+        );
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+}
+
+/// Connections woken from outside the loop, and the loop's own wake-up.
+#[derive(Default)]
+struct Woken {
+    ids: Mutex<Vec<usize>>,
+    notify: Notify,
+}
+
+/// The waker of one connection: records it and wakes the loop once per batch.
+struct ConnWaker {
+    index: usize,
+    woken: Arc<Woken>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut ids = self.woken.ids.lock().expect("woken list");
+        let first = ids.is_empty();
+        ids.push(self.index);
+        drop(ids);
+        if first {
+            self.woken.notify.notify_one();
+        }
+    }
+}
+
+/// One connection in the loop.
+struct Entry<S> {
+    conn: Connection,
+    wt: WebTransport,
+    session: Option<S>,
+    remote: SocketAddr,
+    started: Instant,
+    /// The application's timer.
+    timer: Option<Instant>,
+    /// The key under which it sits in the timer set.
+    wakes_at: Option<Instant>,
+    waker: Waker,
+    ready: Ready,
+    /// Queued for a pass (in `dirty`).
+    dirty: bool,
+    /// The session ended (reported to the application); kept until drained.
+    ended: bool,
+}
+
+/// Datagrams per GSO send.
+const MAX_SEGMENTS: usize = 10;
+/// Receive passes per loop iteration before the other work gets its turn.
+const RECV_PASSES: usize = 8;
+
+/// The event loop: an endpoint, its socket and its connections.
+pub struct EventLoop<A: App> {
+    app: A,
+    endpoint: Endpoint,
+    server: Arc<ServerConfig>,
+    socket: Socket,
+    entries: Vec<Option<Entry<A::Session>>>,
+    timers: BTreeSet<(Instant, usize)>,
+    dirty: Vec<usize>,
+    woken: Arc<Woken>,
+    /// How long a connection may take to send its WebTransport request.
+    request_timeout: Duration,
+    send_buf: Vec<u8>,
+}
+
+impl<A: App> EventLoop<A> {
+    /// A loop on `socket` serving with `server` (rustls, transport settings).
+    pub fn new(
+        app: A,
+        socket: std::net::UdpSocket,
+        server: Arc<ServerConfig>,
+        request_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let socket = Socket::new(socket)?;
+        let endpoint = Endpoint::new(
+            Arc::new(EndpointConfig::default()),
+            Some(server.clone()),
+            !socket.may_fragment(),
+            None,
+        );
+        Ok(EventLoop {
+            app,
+            endpoint,
+            server,
+            socket,
+            entries: Vec::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            woken: Arc::default(),
+            request_timeout,
+            send_buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The application.
+    pub fn app(&mut self) -> &mut A {
+        &mut self.app
+    }
+
+    /// Runs until `shutdown`, then closes every connection with `code` and waits
+    /// (at most `linger`) for them to drain.
+    pub async fn run(mut self, shutdown: CancellationToken, code: u32, linger: Duration) {
+        let mut recv = super::socket::RecvBuffers::new();
+        let tick = std::env::var("WTGATE_LOOP_TICK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+            .unwrap_or_default();
+        loop {
+            let now = Instant::now();
+            for _ in 0..RECV_PASSES {
+                match self.socket.try_recv(&mut recv) {
+                    Ok(datagrams) => {
+                        for (remote, data) in datagrams {
+                            self.on_datagram(now, remote, data);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!("UDP receive: {e}");
+                        break;
+                    }
+                }
+            }
+            self.take_woken();
+            self.expire(now);
+            self.pass(now).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if !tick.is_zero() {
+                tokio::time::sleep_until((now + tick).into()).await;
+            }
+            let next = self.timers.first().map(|(at, _)| *at);
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {}
+                _ = self.woken.notify.notified() => {}
+                _ = self.socket.readable() => {}
+                _ = sleep => {}
+            }
+        }
+        self.close_all(code, linger).await;
+    }
+
+    async fn close_all(&mut self, code: u32, linger: Duration) {
+        let now = Instant::now();
+        for index in 0..self.entries.len() {
+            if let Some(entry) = &mut self.entries[index] {
+                entry
+                    .conn
+                    .close(now, VarInt::from_u32(code), Bytes::from_static(b"shutdown"));
+                self.mark(index);
+            }
+        }
+        let until = tokio::time::Instant::now() + linger;
+        let mut recv = super::socket::RecvBuffers::new();
+        while self.entries.iter().any(Option::is_some) && tokio::time::Instant::now() < until {
+            let now = Instant::now();
+            if let Ok(datagrams) = self.socket.try_recv(&mut recv) {
+                for (remote, data) in datagrams {
+                    self.on_datagram(now, remote, data);
+                }
+            }
+            self.expire(now);
+            self.pass(now).await;
+            let next = self.timers.first().map(|(at, _)| *at);
+            let wait = next.map_or(Duration::from_millis(10), |at| {
+                at.saturating_duration_since(now)
+                    .min(Duration::from_millis(10))
+            });
+            tokio::select! {
+                _ = self.socket.readable() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, remote: SocketAddr, data: BytesMut) {
+        let mut response = Vec::new();
+        match self
+            .endpoint
+            .handle(now, remote, None, None, data, &mut response)
+        {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(entry) = self.entries.get_mut(ch.0).and_then(Option::as_mut) {
+                    entry.conn.handle_event(event);
+                    self.mark(ch.0);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let remote = incoming.remote_address();
+                match self.app.admit(remote, incoming.remote_address_validated()) {
+                    Admit::Accept => {
+                        match self.endpoint.accept(
+                            incoming,
+                            now,
+                            &mut response,
+                            Some(self.server.clone()),
+                        ) {
+                            Ok((ch, conn)) => self.insert(ch, conn, remote, now),
+                            Err(e) => {
+                                if let Some(transmit) = e.response {
+                                    self.socket.send(&transmit, &response);
+                                }
+                            }
+                        }
+                    }
+                    Admit::Retry if incoming.may_retry() => {
+                        if let Ok(transmit) = self.endpoint.retry(incoming, &mut response) {
+                            self.socket.send(&transmit, &response);
+                        }
+                    }
+                    Admit::Retry | Admit::Refuse => {
+                        let transmit = self.endpoint.refuse(incoming, &mut response);
+                        self.socket.send(&transmit, &response);
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(transmit)) => self.socket.send(&transmit, &response),
+            None => {}
+        }
+    }
+
+    fn insert(&mut self, ch: ConnectionHandle, conn: Connection, remote: SocketAddr, now: Instant) {
+        let index = ch.0;
+        if self.entries.len() <= index {
+            self.entries.resize_with(index + 1, || None);
+        }
+        let waker = Waker::from(Arc::new(ConnWaker {
+            index,
+            woken: self.woken.clone(),
+        }));
+        self.entries[index] = Some(Entry {
+            conn,
+            wt: WebTransport::default(),
+            session: None,
+            remote,
+            started: now,
+            timer: Some(now + self.request_timeout),
+            wakes_at: None,
+            waker,
+            ready: Ready::default(),
+            dirty: false,
+            ended: false,
+        });
+        self.mark(index);
+    }
+
+    fn mark(&mut self, index: usize) {
+        if let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    fn take_woken(&mut self) {
+        let woken = std::mem::take(&mut *self.woken.ids.lock().expect("woken list"));
+        for index in woken {
+            self.mark(index);
+        }
+    }
+
+    /// Runs the timers that are due.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, index)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) {
+                entry.wakes_at = None;
+                if entry.conn.poll_timeout().is_some_and(|t| t <= now) {
+                    entry.conn.handle_timeout(now);
+                }
+                self.mark(index);
+            }
+        }
+    }
+
+    /// Runs every marked connection once, then sends what they have.
+    async fn pass(&mut self, now: Instant) {
+        // Running one may mark others (a publish wakes every member): keep going
+        // until nothing is marked, within a bound so the socket gets its turn.
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < 4 {
+            rounds += 1;
+            let dirty = std::mem::take(&mut self.dirty);
+            for &index in &dirty {
+                self.run_one(index, now);
+            }
+            for index in dirty {
+                self.transmit(index, now).await;
+                self.settle(index, now);
+            }
+            self.take_woken();
+        }
+    }
+
+    /// Feeds a connection its events and lets the application drive its session.
+    fn run_one(&mut self, index: usize, now: Instant) {
+        let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        entry.dirty = false;
+        let ch = ConnectionHandle(index);
+        loop {
+            while let Some(event) = entry.conn.poll_endpoint_events() {
+                if let Some(event) = self.endpoint.handle_event(ch, event) {
+                    entry.conn.handle_event(event);
+                }
+            }
+            let Some(event) = entry.conn.poll() else {
+                break;
+            };
+            match event {
+                Event::Connected => entry.wt.connected(&mut entry.conn),
+                Event::Stream(event) => {
+                    let ready = entry.wt.on_stream(&mut entry.conn, event);
+                    entry.ready.readable |= ready.readable;
+                    entry.ready.writable |= ready.writable;
+                }
+                Event::DatagramReceived => entry.ready.datagrams = true,
+                Event::ConnectionLost { reason } => {
+                    if !entry.ended {
+                        entry.ended = true;
+                        match entry.session.take() {
+                            Some(session) => self.app.closed(session, &reason),
+                            None => self.app.abandoned(),
+                        }
+                    }
+                }
+                Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
+            }
+        }
+        if entry.ended {
+            return;
+        }
+        if let Some(request) = entry.wt.take_request() {
+            let mut io = Io {
+                conn: &mut entry.conn,
+                wt: &mut entry.wt,
+                now,
+                timer: &mut entry.timer,
+                waker: &entry.waker,
+                ready: Ready::default(),
+            };
+            match self
+                .app
+                .request(request, entry.remote, entry.started, &mut io)
+            {
+                Ok(session) => {
+                    entry.wt.answer(&mut entry.conn, 200);
+                    entry.session = Some(session);
+                }
+                Err(status) => {
+                    entry.wt.answer(&mut entry.conn, status);
+                    entry.timer = Some(now + Duration::from_secs(1));
+                }
+            }
+        }
+        match &mut entry.session {
+            Some(session) => {
+                let ready = std::mem::take(&mut entry.ready);
+                let mut io = Io {
+                    conn: &mut entry.conn,
+                    wt: &mut entry.wt,
+                    now,
+                    timer: &mut entry.timer,
+                    waker: &entry.waker,
+                    ready,
+                };
+                self.app.drive(session, &mut io);
+            }
+            None => {
+                // No session yet: the only timer is the request deadline (or the
+                // linger after a refusal).
+                if entry.timer.is_some_and(|at| at <= now) && !entry.conn.is_closed() {
+                    entry.timer = None;
+                    entry.conn.close(
+                        now,
+                        VarInt::from_u32(0x10c), // H3_REQUEST_CANCELLED
+                        Bytes::from_static(b"no WebTransport request in time"),
+                    );
+                }
+            }
+        }
+        while let Some(event) = entry.conn.poll_endpoint_events() {
+            if let Some(event) = self.endpoint.handle_event(ch, event) {
+                entry.conn.handle_event(event);
+            }
+        }
+    }
+
+    /// Sends every packet the connection has.
+    async fn transmit(&mut self, index: usize, now: Instant) {
+        let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let segments = self.socket.max_segments().min(MAX_SEGMENTS);
+        loop {
+            self.send_buf.clear();
+            let Some(transmit) = entry.conn.poll_transmit(now, segments, &mut self.send_buf) else {
+                break;
+            };
+            self.socket.send_waiting(&transmit, &self.send_buf).await;
+        }
+    }
+
+    /// Drops a drained connection, or files its next wake-up.
+    fn settle(&mut self, index: usize, _now: Instant) {
+        let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if entry.conn.is_drained() {
+            if let Some(at) = entry.wakes_at.take() {
+                self.timers.remove(&(at, index));
+            }
+            let entry = self.entries[index].take().expect("checked");
+            if !entry.ended {
+                match entry.session {
+                    Some(session) => self.app.closed(session, &ConnectionError::LocallyClosed),
+                    None => self.app.abandoned(),
+                }
+            }
+            return;
+        }
+        let next = match (entry.conn.poll_timeout(), entry.timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if next != entry.wakes_at {
+            if let Some(at) = entry.wakes_at.take() {
+                self.timers.remove(&(at, index));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, index));
+                entry.wakes_at = Some(at);
+            }
+        }
+    }
+}
