@@ -142,9 +142,12 @@ start_server() {
   local name="$1" log="$WORK/$1.out"
   rm -rf "$WORK/data"
   case "$name" in
-    wtgate|wtgate-ws)
+    wtgate|wtgate-ws|wtgate-loop|wtgate-wtransport)
       PORT=4433
-      "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --listen "$HOST:$PORT" --secret "$SECRET" \
+      local engine=""
+      [ "$name" = wtgate-loop ] && engine=loop
+      [ "$name" = wtgate-wtransport ] && engine=wtransport
+      WTGATE_ENGINE="${engine:-${WTGATE_ENGINE:-}}" "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --listen "$HOST:$PORT" --secret "$SECRET" \
         --certs-dir "$WORK/certs" --data-dir "$WORK/data" --config bench/wtgate-bench.toml \
         --log warn > "$log" 2>&1 &
       ;;

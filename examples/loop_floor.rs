@@ -193,14 +193,20 @@ impl Floor {
 
 impl App for Floor {
     type Session = Session;
+    type Ticket = ();
 
-    fn admit(&mut self, _remote: SocketAddr, _validated: bool) -> Admit {
-        Admit::Accept
+    fn admit(&mut self, _remote: SocketAddr, _validated: bool) -> Admit<()> {
+        Admit::Accept(())
+    }
+
+    fn drained(&self) -> bool {
+        self.members.is_empty()
     }
 
     fn request(
         &mut self,
         _request: Request,
+        _ticket: (),
         _remote: SocketAddr,
         _started: Instant,
         io: &mut Io<'_>,

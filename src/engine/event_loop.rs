@@ -24,10 +24,11 @@ use super::socket::Socket;
 use super::webtransport::{Ready, Request, StreamGone, WebTransport};
 
 /// What to do with a connection attempt, decided before any handshake work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Start the handshake.
-    Accept,
+#[derive(Debug)]
+pub enum Admit<T> {
+    /// Start the handshake; the ticket goes with the connection until its
+    /// request ([`App::request`]), or is dropped with it.
+    Accept(T),
     /// Ask the client to prove its address first (a QUIC Retry).
     Retry,
     /// Refuse it (CONNECTION_REFUSED).
@@ -39,15 +40,19 @@ pub enum Admit {
 pub trait App {
     /// The application's state of one session.
     type Session;
+    /// What an admitted connection holds until its request (a place in a count
+    /// of connections in their handshake, say).
+    type Ticket;
 
     /// A new connection from `remote` (`validated`: it answered a Retry).
-    fn admit(&mut self, remote: SocketAddr, validated: bool) -> Admit;
+    fn admit(&mut self, remote: SocketAddr, validated: bool) -> Admit<Self::Ticket>;
 
     /// A WebTransport request: `Ok` opens the session (200), `Err(status)`
     /// refuses it. `started` is the connection's first packet.
     fn request(
         &mut self,
         request: Request,
+        ticket: Self::Ticket,
         remote: SocketAddr,
         started: Instant,
         io: &mut Io<'_>,
@@ -60,9 +65,8 @@ pub trait App {
     /// The connection is gone (`reason` as QUIC tells it).
     fn closed(&mut self, session: Self::Session, reason: &ConnectionError);
 
-    /// A connection that never sent its request, gone; `admitted` tells apart
-    /// one that was counted by [`admit`](App::admit).
-    fn abandoned(&mut self) {}
+    /// Whether every session is gone, so a loop asked to stop can stop now.
+    fn drained(&self) -> bool;
 }
 
 /// One connection's I/O, as the application sees it during a call.
@@ -186,9 +190,10 @@ impl Wake for ConnWaker {
 }
 
 /// One connection in the loop.
-struct Entry<S> {
+struct Entry<S, T> {
     conn: Connection,
     wt: WebTransport,
+    ticket: Option<T>,
     session: Option<S>,
     remote: SocketAddr,
     started: Instant,
@@ -215,7 +220,7 @@ pub struct EventLoop<A: App> {
     endpoint: Endpoint,
     server: Arc<ServerConfig>,
     socket: Socket,
-    entries: Vec<Option<Entry<A::Session>>>,
+    entries: Vec<Option<Entry<A::Session, A::Ticket>>>,
     timers: BTreeSet<(Instant, usize)>,
     dirty: Vec<usize>,
     woken: Arc<Woken>,
@@ -263,9 +268,17 @@ impl<A: App> EventLoop<A> {
         &mut self.app
     }
 
-    /// Runs until `shutdown`, then closes every connection with `code` and waits
-    /// (at most `linger`) for them to drain.
-    pub async fn run(mut self, shutdown: CancellationToken, code: u32, linger: Duration) {
+    /// Runs until `shutdown`, then until the application's sessions are gone (it
+    /// sees the same token and closes them its way) for at most `linger`; then
+    /// closes what is left with `code` and waits for it to drain.
+    pub async fn run(self, shutdown: CancellationToken, code: u32, linger: Duration) {
+        // One task serves every connection: tokio's per-task budget would make
+        // its queues look empty after a hundred-odd receives in a pass.
+        tokio::task::unconstrained(self.run_loop(shutdown, code, linger)).await
+    }
+
+    async fn run_loop(mut self, shutdown: CancellationToken, code: u32, linger: Duration) {
+        let mut stop_at: Option<Instant> = None;
         let mut recv = super::socket::RecvBuffers::new();
         let tick = std::env::var("WTGATE_LOOP_TICK_US")
             .ok()
@@ -292,7 +305,10 @@ impl<A: App> EventLoop<A> {
             self.expire(now);
             self.pass(now).await;
             if shutdown.is_cancelled() {
-                break;
+                let at = *stop_at.get_or_insert(now + linger);
+                if self.app.drained() || now >= at {
+                    break;
+                }
             }
             if !tick.is_zero() {
                 tokio::time::sleep_until((now + tick).into()).await;
@@ -304,15 +320,21 @@ impl<A: App> EventLoop<A> {
                     None => std::future::pending().await,
                 }
             };
+            let stopping = async {
+                match stop_at {
+                    Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    None => shutdown.cancelled().await,
+                }
+            };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {}
+                _ = stopping => {}
                 _ = self.woken.notify.notified() => {}
                 _ = self.socket.readable() => {}
                 _ = sleep => {}
             }
         }
-        self.close_all(code, linger).await;
+        self.close_all(code, Duration::from_secs(1)).await;
     }
 
     async fn close_all(&mut self, code: u32, linger: Duration) {
@@ -363,14 +385,14 @@ impl<A: App> EventLoop<A> {
             Some(DatagramEvent::NewConnection(incoming)) => {
                 let remote = incoming.remote_address();
                 match self.app.admit(remote, incoming.remote_address_validated()) {
-                    Admit::Accept => {
+                    Admit::Accept(ticket) => {
                         match self.endpoint.accept(
                             incoming,
                             now,
                             &mut response,
                             Some(self.server.clone()),
                         ) {
-                            Ok((ch, conn)) => self.insert(ch, conn, remote, now),
+                            Ok((ch, conn)) => self.insert(ch, conn, ticket, remote, now),
                             Err(e) => {
                                 if let Some(transmit) = e.response {
                                     self.socket.send(&transmit, &response);
@@ -394,7 +416,14 @@ impl<A: App> EventLoop<A> {
         }
     }
 
-    fn insert(&mut self, ch: ConnectionHandle, conn: Connection, remote: SocketAddr, now: Instant) {
+    fn insert(
+        &mut self,
+        ch: ConnectionHandle,
+        conn: Connection,
+        ticket: A::Ticket,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
         let index = ch.0;
         if self.entries.len() <= index {
             self.entries.resize_with(index + 1, || None);
@@ -406,6 +435,7 @@ impl<A: App> EventLoop<A> {
         self.entries[index] = Some(Entry {
             conn,
             wt: WebTransport::default(),
+            ticket: Some(ticket),
             session: None,
             remote,
             started: now,
@@ -498,9 +528,9 @@ impl<A: App> EventLoop<A> {
                 Event::ConnectionLost { reason } => {
                     if !entry.ended {
                         entry.ended = true;
-                        match entry.session.take() {
-                            Some(session) => self.app.closed(session, &reason),
-                            None => self.app.abandoned(),
+                        entry.ticket = None;
+                        if let Some(session) = entry.session.take() {
+                            self.app.closed(session, &reason);
                         }
                     }
                 }
@@ -510,7 +540,9 @@ impl<A: App> EventLoop<A> {
         if entry.ended {
             return;
         }
-        if let Some(request) = entry.wt.take_request() {
+        let request = entry.wt.take_request();
+        let ticket = request.as_ref().and_then(|_| entry.ticket.take());
+        if let (Some(request), Some(ticket)) = (request, ticket) {
             let mut io = Io {
                 conn: &mut entry.conn,
                 wt: &mut entry.wt,
@@ -521,7 +553,7 @@ impl<A: App> EventLoop<A> {
             };
             match self
                 .app
-                .request(request, entry.remote, entry.started, &mut io)
+                .request(request, ticket, entry.remote, entry.started, &mut io)
             {
                 Ok(session) => {
                     entry.wt.answer(&mut entry.conn, 200);
@@ -591,11 +623,8 @@ impl<A: App> EventLoop<A> {
                 self.timers.remove(&(at, index));
             }
             let entry = self.entries[index].take().expect("checked");
-            if !entry.ended {
-                match entry.session {
-                    Some(session) => self.app.closed(session, &ConnectionError::LocallyClosed),
-                    None => self.app.abandoned(),
-                }
+            if let (false, Some(session)) = (entry.ended, entry.session) {
+                self.app.closed(session, &ConnectionError::LocallyClosed);
             }
             return;
         }

@@ -158,6 +158,12 @@ impl Closer {
         self.inner.token.cancelled().await
     }
 
+    /// [`requested`](Self::requested) as an owned future, for a driver that
+    /// keeps it across polls.
+    pub fn requested_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.inner.token.clone().cancelled_owned()
+    }
+
     /// The requested code, if any.
     pub fn code(&self) -> Option<ErrorCode> {
         match self.inner.code.load(Ordering::Acquire) {
@@ -203,6 +209,19 @@ impl FrameQueue {
         let item = self.rx.recv().await?;
         self.bytes.give(item.len());
         Some(item)
+    }
+
+    /// The next frame, or `Pending` with `cx`'s waker registered (a driver that
+    /// polls many sessions in one task).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Outbound>> {
+        self.rx.poll_recv(cx).map(|item| {
+            let item = item?;
+            self.bytes.give(item.len());
+            Some(item)
+        })
     }
 
     /// The next frame if one is queued.

@@ -10,6 +10,7 @@ mod flush;
 mod gateway;
 mod http;
 mod identity;
+mod loop_session;
 mod memory_release;
 mod session;
 mod socket_probe;
@@ -86,9 +87,25 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// The UDP side: wtransport's endpoint (a task per connection and per session),
+/// or the engine's event loop (`WTGATE_ENGINE=loop`: one task for every
+/// connection; see [`crate::engine`]).
+enum Udp {
+    Wtransport(Endpoint<endpoint_side::Server>),
+    Loop {
+        socket: std::net::UdpSocket,
+        config: Arc<quinn_proto::ServerConfig>,
+    },
+}
+
+/// Whether this process runs the engine's event loop (`WTGATE_ENGINE=loop`).
+fn loop_engine() -> bool {
+    std::env::var("WTGATE_ENGINE").is_ok_and(|v| v == "loop")
+}
+
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
-    endpoint: Endpoint<endpoint_side::Server>,
+    endpoint: Udp,
     api: TcpListener,
     api_tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
@@ -218,9 +235,11 @@ impl Server {
 
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint
-            .local_addr()
-            .expect("a bound endpoint has an address")
+        match &self.endpoint {
+            Udp::Wtransport(endpoint) => endpoint.local_addr(),
+            Udp::Loop { socket, .. } => socket.local_addr(),
+        }
+        .expect("a bound endpoint has an address")
     }
 
     /// The bound TCP address of the server API (HTTPS).
@@ -276,36 +295,32 @@ impl Server {
         ));
         info!(addr = %api_addr, "serving the server API (HTTPS)");
         info!(addr = %udp_addr, "accepting WebTransport sessions");
-        loop {
-            tokio::select! {
-                incoming = self.endpoint.accept() => {
-                    // Decided before the handshake: a flood costs one packet each.
-                    let peer = incoming.remote_address();
-                    let validated = incoming.remote_address_validated();
-                    match self.gateway.admit(peer, validated) {
-                        Admission::Accept => {
-                            let Some(place) = self.gateway.awaiting_hello.enter() else {
-                                debug!(%peer, "too many connections awaiting Hello: refused");
-                                self.gateway.metrics.error(ErrorCode::TooManySessions);
-                                incoming.refuse();
-                                continue;
-                            };
-                            let gateway = self.gateway.clone();
-                            tasks.spawn(handle_incoming(gateway, incoming, place));
-                        }
-                        Admission::Retry => {
-                            self.gateway.metrics.connect_retries.inc();
-                            incoming.retry();
-                        }
-                        Admission::Refuse => {
-                            debug!(%peer, "connection rate limit: refused");
-                            self.gateway.metrics.error(ErrorCode::TooManySessions);
-                            incoming.refuse();
-                        }
+        let endpoint = match self.endpoint {
+            Udp::Wtransport(endpoint) => Some(endpoint),
+            Udp::Loop { socket, config } => {
+                let limits = &self.gateway.config.limits;
+                let event_loop = crate::engine::EventLoop::new(
+                    loop_session::LoopGateway::new(self.gateway.clone()),
+                    socket,
+                    config,
+                    limits.hello_timeout,
+                );
+                match event_loop {
+                    Ok(event_loop) => {
+                        tasks.spawn(event_loop.run(
+                            self.gateway.shutdown.clone(),
+                            ErrorCode::GoingAway.to_code(),
+                            limits.shutdown_grace,
+                        ));
                     }
+                    Err(e) => warn!("the event loop could not start: {e}"),
                 }
-                _ = shutdown.cancelled() => break,
+                None
             }
+        };
+        match &endpoint {
+            Some(endpoint) => Self::accept(&self.gateway, endpoint, &shutdown).await,
+            None => shutdown.cancelled().await,
         }
         let grace = self.gateway.config.limits.shutdown_grace;
         let open = self.gateway.hub.close_all(ErrorCode::GoingAway);
@@ -332,11 +347,54 @@ impl Server {
                 Err(e) => warn!("room history not saved: {e}"),
             }
         }
-        self.endpoint.close(
-            VarInt::from_u32(ErrorCode::GoingAway.to_code()),
-            b"shutdown",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = endpoint {
+            endpoint.close(
+                VarInt::from_u32(ErrorCode::GoingAway.to_code()),
+                b"shutdown",
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
+
+    /// wtransport's accept loop, until `shutdown`: admission, then a task per
+    /// session.
+    async fn accept(
+        gateway: &Arc<Gateway>,
+        endpoint: &Endpoint<endpoint_side::Server>,
+        shutdown: &CancellationToken,
+    ) {
+        let tasks = &gateway.tasks;
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    // Decided before the handshake: a flood costs one packet each.
+                    let peer = incoming.remote_address();
+                    let validated = incoming.remote_address_validated();
+                    match gateway.admit(peer, validated) {
+                        Admission::Accept => {
+                            let Some(place) = gateway.awaiting_hello.enter() else {
+                                debug!(%peer, "too many connections awaiting Hello: refused");
+                                gateway.metrics.error(ErrorCode::TooManySessions);
+                                incoming.refuse();
+                                continue;
+                            };
+                            let gateway = gateway.clone();
+                            tasks.spawn(handle_incoming(gateway, incoming, place));
+                        }
+                        Admission::Retry => {
+                            gateway.metrics.connect_retries.inc();
+                            incoming.retry();
+                        }
+                        Admission::Refuse => {
+                            debug!(%peer, "connection rate limit: refused");
+                            gateway.metrics.error(ErrorCode::TooManySessions);
+                            incoming.refuse();
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
     }
 }
 
@@ -362,7 +420,7 @@ const BIND_ATTEMPTS: usize = 8;
 async fn bind_sockets(
     settings: &Settings,
     identity: Identity,
-) -> Result<(Endpoint<endpoint_side::Server>, TcpListener), ServerError> {
+) -> Result<(Udp, TcpListener), ServerError> {
     let attempts = if settings.listen.port() == 0 {
         BIND_ATTEMPTS
     } else {
@@ -377,9 +435,17 @@ async fn bind_sockets(
             error,
         };
         let socket = bind_udp(settings.listen).map_err(bind_err)?;
-        let endpoint =
-            Endpoint::server(server_config(socket, identity.clone_identity())).map_err(bind_err)?;
-        let port = endpoint.local_addr().map_err(bind_err)?.port();
+        let port = socket.local_addr().map_err(bind_err)?.port();
+        let endpoint = if loop_engine() {
+            let config =
+                crate::engine::server_config(&identity).map_err(ServerError::Certificate)?;
+            Udp::Loop { socket, config }
+        } else {
+            Udp::Wtransport(
+                Endpoint::server(server_config(socket, identity.clone_identity()))
+                    .map_err(bind_err)?,
+            )
+        };
         // On Linux a TCP socket on `[::]` is dual-stack, like the UDP endpoint.
         let tcp_addr = SocketAddr::new(settings.listen.ip(), port);
         match TcpListener::bind(tcp_addr).await {

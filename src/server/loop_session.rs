@@ -1,0 +1,610 @@
+//! The WebTransport driver on the engine's event loop ([`crate::engine`]): the
+//! same session core as `session.rs`, driven from the loop's pass instead of a
+//! task per session. A session is a state machine the loop calls when its
+//! connection had packets, its timer fired, or its waker was woken (the hub
+//! queued frames, an effect finished, a close was requested). Effects that
+//! cannot finish at once (Redis, hooks) are kept and polled with that waker;
+//! while one runs, the session reads no further command, so replies keep their
+//! order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use quinn_proto::{ConnectionError, StreamId};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tracing::{debug, info, warn};
+
+use super::admission::{Admission, AwaitingGuard};
+use super::driver::{register, unix_now, CLOSE_LINGER, CLOSE_READ_GRACE};
+use super::Gateway;
+use crate::engine::{Admit, App, Io, Request};
+use crate::hub::{Closer, Outbound, SessionRx};
+use crate::protocol::{decode_frame, ClientFrame, ErrorCode};
+use crate::session::{Action, Close, Effect, Outcome, Session as Core, Write};
+use crate::transport::ReadError;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// How long opening a room stream may wait for the client's stream credit.
+const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes read off the control stream per pass: a flood waits in QUIC's window.
+const READ_PER_PASS: usize = 64 * 1024;
+/// Commands handled per pass before the other sessions get a turn.
+const STEPS_PER_PASS: usize = 64;
+/// Frames taken off the hub's queue per pass before the others get a turn.
+const WRITE_BATCH: usize = 256;
+/// Bytes queued in a connection beyond which the hub's queue is left alone,
+/// so a slow client's backlog stays in the bounded hub queue.
+const BACKLOG: usize = 256 * 1024;
+
+/// The gateway as the event loop's application.
+pub(super) struct LoopGateway {
+    gateway: Arc<Gateway>,
+    live: usize,
+}
+
+impl LoopGateway {
+    pub(super) fn new(gateway: Arc<Gateway>) -> Self {
+        LoopGateway { gateway, live: 0 }
+    }
+}
+
+/// What an effect runs, owned so it can outlive the pass that started it.
+type Running = BoxFuture<'static, Outcome>;
+
+/// Where a session is.
+enum Stage {
+    /// Performing the core's actions and serving.
+    Serving,
+    /// The frame explaining the close is written; the connection closes at the
+    /// deadline (or when the client closes first).
+    Closing {
+        at: Instant,
+        code: ErrorCode,
+        reason: Vec<u8>,
+    },
+    /// Closed by us; waiting for the connection to drain.
+    Closed,
+}
+
+/// One session on the loop.
+pub(super) struct LoopSession {
+    id: u64,
+    ns: String,
+    core: Core,
+    stage: Stage,
+    control: Option<StreamId>,
+    read: BytesMut,
+    max_frame: usize,
+    queues: Option<(SessionRx, Closer)>,
+    closing: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// The server's shutdown, until it fired.
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    hello_seen: bool,
+    rooms: HashMap<u32, StreamId>,
+    /// An effect in flight.
+    running: Option<Running>,
+    /// A room stream waiting for credit: (handle, head, since).
+    opening: Option<(u32, Bytes, Instant)>,
+    /// Since when writes have been waiting for credit (the slow-consumer clock).
+    stalled_since: Option<Instant>,
+    place: Option<AwaitingGuard>,
+    sessions: Option<Gauge>,
+}
+
+impl App for LoopGateway {
+    type Session = LoopSession;
+    type Ticket = AwaitingGuard;
+
+    fn admit(&mut self, remote: SocketAddr, validated: bool) -> Admit<AwaitingGuard> {
+        if self.gateway.shutdown.is_cancelled() {
+            return Admit::Refuse;
+        }
+        match self.gateway.admit(remote, validated) {
+            Admission::Accept => match self.gateway.awaiting_hello.enter() {
+                Some(place) => Admit::Accept(place),
+                None => {
+                    debug!(%remote, "too many connections awaiting Hello: refused");
+                    self.gateway.metrics.error(ErrorCode::TooManySessions);
+                    Admit::Refuse
+                }
+            },
+            Admission::Retry => {
+                self.gateway.metrics.connect_retries.inc();
+                Admit::Retry
+            }
+            Admission::Refuse => {
+                debug!(%remote, "connection rate limit: refused");
+                self.gateway.metrics.error(ErrorCode::TooManySessions);
+                Admit::Refuse
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        request: Request,
+        place: AwaitingGuard,
+        remote: SocketAddr,
+        started: Instant,
+        io: &mut Io<'_>,
+    ) -> Result<LoopSession, u16> {
+        let gw = &self.gateway;
+        let path = request
+            .path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(ns_config) = gw.config.namespace(&path).cloned() else {
+            debug!(%remote, path, "unknown namespace");
+            return Err(404);
+        };
+        if !gw.settings.origin_allowed(request.origin.as_deref()) {
+            warn!(%remote, origin = ?request.origin, "origin not allowed");
+            return Err(403);
+        }
+        let id = gw.new_session_id();
+        let core = Core::new(
+            id,
+            path.clone(),
+            ns_config,
+            gw.rules.clone(),
+            gw.metrics.clone(),
+            started,
+        );
+        let limits = &gw.config.limits;
+        let mut session = LoopSession {
+            id,
+            ns: path,
+            core,
+            stage: Stage::Serving,
+            control: None,
+            read: BytesMut::new(),
+            // A token needs a few hundred bytes: `Hello` gets a small cap of its own.
+            max_frame: limits.max_hello.min(limits.max_frame),
+            queues: None,
+            closing: None,
+            shutdown: Some(Box::pin(gw.shutdown.clone().cancelled_owned())),
+            hello_seen: false,
+            rooms: HashMap::new(),
+            running: None,
+            opening: None,
+            stalled_since: None,
+            place: Some(place),
+            sessions: None,
+        };
+        session.set_timer(io);
+        self.live += 1;
+        Ok(session)
+    }
+
+    fn drive(&mut self, s: &mut LoopSession, io: &mut Io<'_>) {
+        let gw = self.gateway.clone();
+        s.drive(&gw, io);
+    }
+
+    fn closed(&mut self, s: LoopSession, reason: &ConnectionError) {
+        debug!(id = s.core.id(), "session ended: {reason}");
+        self.live -= 1;
+        s.end(&self.gateway);
+    }
+
+    fn drained(&self) -> bool {
+        self.live == 0
+    }
+}
+
+impl LoopSession {
+    /// One pass: signals, the effect in flight, actions, commands, queued frames.
+    fn drive(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        let now = io.now();
+        if let Stage::Closing { at, .. } = &self.stage {
+            if now >= *at {
+                let (code, reason) = match std::mem::replace(&mut self.stage, Stage::Closed) {
+                    Stage::Closing { code, reason, .. } => (code, reason),
+                    _ => unreachable!("matched above"),
+                };
+                io.close(code.to_code(), &reason);
+            } else {
+                io.set_timer(Some(*at));
+            }
+            return;
+        }
+        if matches!(self.stage, Stage::Closed) {
+            return;
+        }
+        self.signals(io);
+        let mut more = true;
+        for _ in 0..STEPS_PER_PASS {
+            more = self.step(gw, io);
+            if !more {
+                break;
+            }
+        }
+        if more {
+            // Commands are still buffered: the next pass goes on, after the others.
+            io.waker().wake_by_ref();
+        }
+        if matches!(self.stage, Stage::Serving) {
+            self.write_queued(gw, io);
+            self.datagrams(gw, io);
+            self.watch_stall(gw, io);
+            self.set_timer(io);
+        }
+    }
+
+    /// A close asked by the hub (slow consumer, kick) or by the server's shutdown.
+    fn signals(&mut self, io: &mut Io<'_>) {
+        let waker = io.waker().clone();
+        let mut cx = Context::from_waker(&waker);
+        if let Some(shutdown) = &mut self.shutdown {
+            if shutdown.as_mut().poll(&mut cx).is_ready() {
+                self.shutdown = None;
+                self.core.close_requested(ErrorCode::GoingAway);
+            }
+        }
+        if let (Some(closing), Some((_, closer))) = (&mut self.closing, &self.queues) {
+            if closing.as_mut().poll(&mut cx).is_ready() {
+                let code = closer.code().unwrap_or(ErrorCode::GoingAway);
+                self.closing = None;
+                self.core.close_requested(code);
+            }
+        }
+    }
+
+    /// Moves the session one step; whether there may be more to do now.
+    fn step(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) -> bool {
+        if !matches!(self.stage, Stage::Serving) {
+            return false;
+        }
+        if let Some(running) = &mut self.running {
+            let waker = io.waker().clone();
+            let mut cx = Context::from_waker(&waker);
+            match running.as_mut().poll(&mut cx) {
+                Poll::Ready(outcome) => {
+                    self.running = None;
+                    self.core.complete(outcome);
+                }
+                Poll::Pending => return false,
+            }
+        }
+        if let Some((handle, _, since)) = &self.opening {
+            let (handle, since) = (*handle, *since);
+            match io.open_uni() {
+                Some(stream) => {
+                    let (_, head, _) = self.opening.take().expect("checked");
+                    io.write(stream, head);
+                    self.rooms.insert(handle, stream);
+                    self.core.room_opened(handle, Ok(()));
+                }
+                None if io.now() >= since + OPEN_STREAM_TIMEOUT => {
+                    self.opening = None;
+                    self.core
+                        .room_opened(handle, Err("timed out opening the room stream".into()));
+                }
+                None => return false,
+            }
+        }
+        if self.perform(gw, io) {
+            return true;
+        }
+        if self.running.is_some() || self.opening.is_some() {
+            return true;
+        }
+        if let Some(at) = self.core.poll_timeout() {
+            if io.now() >= at {
+                self.core.handle_timeout(io.now());
+                return true;
+            }
+        }
+        self.read_command(gw, io)
+    }
+
+    /// Performs the core's actions until one must wait; whether the session
+    /// stopped serving (closing or ended).
+    fn perform(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) -> bool {
+        while self.running.is_none() && self.opening.is_none() {
+            let Some(action) = self.core.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Control(frame) => {
+                    if let Some(control) = self.control {
+                        io.write(control, frame);
+                    }
+                }
+                Action::OpenRoom { handle, head } => {
+                    self.opening = Some((handle, head, io.now()));
+                    return false;
+                }
+                Action::FinishRoom { handle } => {
+                    if let Some(stream) = self.rooms.remove(&handle) {
+                        io.finish(stream);
+                    }
+                }
+                Action::Perform(effect) => self.start(gw, effect, io),
+                Action::Register => self.register(gw),
+                Action::Close(close) => {
+                    self.close(close, io);
+                    return true;
+                }
+                Action::End => {
+                    io.close(0, b"bye");
+                    self.stage = Stage::Closed;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Runs an effect: to its end at once when it can (the local broker), else
+    /// kept and polled when its waker fires.
+    fn start(&mut self, gw: &Arc<Gateway>, effect: Effect, io: &mut Io<'_>) {
+        let gateway = gw.clone();
+        let (ns, id, user) = (
+            self.core.ns().to_owned(),
+            self.core.id(),
+            self.core.user().to_owned(),
+        );
+        let mut running: Running =
+            Box::pin(async move { effect.perform(gateway.backends(&ns, id, &user)).await });
+        let waker = io.waker().clone();
+        let mut cx = Context::from_waker(&waker);
+        match running.as_mut().poll(&mut cx) {
+            Poll::Ready(outcome) => self.core.complete(outcome),
+            Poll::Pending => self.running = Some(running),
+        }
+    }
+
+    fn register(&mut self, gw: &Arc<Gateway>) {
+        // Refused: the core queues the close.
+        if let Some((rx, closer)) = register(gw, &mut self.core) {
+            self.closing = Some(Box::pin(closer.requested_owned()));
+            self.queues = Some((rx, closer));
+            self.place = None;
+            self.max_frame = gw.config.limits.max_frame;
+            let sessions = gw.metrics.sessions_in(self.core.ns());
+            sessions.inc();
+            self.sessions = Some(sessions);
+            info!(user = self.core.user(), "session open");
+        }
+    }
+
+    /// Reads and hands the core the next command; whether one was handled.
+    fn read_command(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) -> bool {
+        if self.control.is_none() {
+            let Some(control) = io.accept_bi() else {
+                return false;
+            };
+            self.control = Some(control);
+            self.core.control_opened();
+        }
+        let control = self.control.expect("set above");
+        match decode_frame::<ClientFrame>(&mut self.read, self.max_frame) {
+            Ok(Some(frame)) => {
+                self.command(gw, io, frame);
+                return true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.core.handle_read_error(&ReadError::Codec(e));
+                return true;
+            }
+        }
+        let before = self.read.len();
+        match io.read(control, &mut self.read, READ_PER_PASS) {
+            Ok(true) if self.read.is_empty() => {
+                if self.queues.is_some() {
+                    self.core.control_finished();
+                } else {
+                    // Finished before `Hello`: nothing to explain.
+                    io.close(0, b"");
+                    self.stage = Stage::Closed;
+                }
+                true
+            }
+            Ok(true) => {
+                self.core.handle_read_error(&ReadError::Truncated);
+                true
+            }
+            Ok(false) => self.read.len() > before,
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "stream reset");
+                self.core.handle_read_error(&ReadError::Io(e));
+                true
+            }
+        }
+    }
+
+    fn command(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>, frame: ClientFrame) {
+        if !self.hello_seen {
+            self.hello_seen = true;
+            let health = gw.broker.health();
+            self.core.handle_hello(io.now(), unix_now(), frame, health);
+        } else {
+            self.core.handle_frame(io.now(), frame);
+        }
+    }
+
+    /// Writes what the hub queued, unless the connection is already backlogged.
+    fn write_queued(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        if self.running.is_some() || self.opening.is_some() {
+            // The order of replies and room frames is the core's: wait.
+            return;
+        }
+        let waker = io.waker().clone();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..WRITE_BATCH {
+            // Backlogged: the stream's credit wakes the connection again.
+            if self.backlog(io) > BACKLOG {
+                return;
+            }
+            let Some((rx, _)) = &mut self.queues else {
+                return;
+            };
+            let item = match rx.frames.poll_recv(&mut cx) {
+                Poll::Ready(Some(item)) => item,
+                _ => return,
+            };
+            self.write_out(gw, io, item);
+        }
+        // The batch is full: the rest in the next pass.
+        waker.wake_by_ref();
+    }
+
+    fn write_out(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>, item: Outbound) {
+        match self.core.deliver(item) {
+            None => {}
+            Some(Write::Control(frame)) => {
+                if let Some(control) = self.control {
+                    io.write(control, frame);
+                }
+            }
+            Some(Write::Room {
+                handle,
+                frame,
+                published,
+            }) => {
+                let Some(&stream) = self.rooms.get(&handle) else {
+                    return;
+                };
+                if io.write(stream, frame) {
+                    if let Some(published) = published {
+                        gw.metrics.deliveries.inc();
+                        gw.metrics
+                            .publish_latency
+                            .observe(published.elapsed().as_secs_f64());
+                    }
+                } else {
+                    debug!(handle, "room stream stopped by the client");
+                    self.rooms.remove(&handle);
+                    self.core.room_stopped(handle);
+                }
+            }
+        }
+    }
+
+    /// Datagrams both ways.
+    fn datagrams(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        if let Some((rx, _)) = &mut self.queues {
+            let waker = io.waker().clone();
+            let mut cx = Context::from_waker(&waker);
+            while let Poll::Ready(Some(datagram)) = rx.datagrams.poll_recv(&mut cx) {
+                if io.send_datagram(&datagram) {
+                    gw.metrics.datagrams_out.inc();
+                } else {
+                    gw.metrics.datagrams_dropped.inc();
+                }
+            }
+        }
+        if io.ready().datagrams && self.core.accepts_datagrams() {
+            while let Some(datagram) = io.recv_datagram() {
+                if let Some(v) = self.core.handle_datagram(io.now(), &datagram) {
+                    gw.broker
+                        .volatile(&self.ns, v.room, self.id, v.from, v.body);
+                }
+            }
+        } else if io.ready().datagrams {
+            while io.recv_datagram().is_some() {}
+        }
+    }
+
+    /// Bytes waiting for credit on the session's streams.
+    fn backlog(&self, io: &Io<'_>) -> usize {
+        let control = self.control.map_or(0, |c| io.queued(c));
+        control + self.rooms.values().map(|s| io.queued(*s)).sum::<usize>()
+    }
+
+    /// A session whose writes make no progress for `stall_timeout` is closed as a
+    /// slow consumer.
+    fn watch_stall(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        let waiting = self.backlog(io) > 0;
+        match (waiting, self.stalled_since) {
+            (false, _) => self.stalled_since = None,
+            (true, None) => self.stalled_since = Some(io.now()),
+            (true, Some(since)) => {
+                if io.now() >= since + gw.config.limits.stall_timeout {
+                    debug!("no write progress: closing as a slow consumer");
+                    if let Some((_, closer)) = &self.queues {
+                        closer.close(ErrorCode::SlowConsumer);
+                    } else {
+                        self.core.close_requested(ErrorCode::SlowConsumer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_timer(&mut self, io: &mut Io<'_>) {
+        let stall = self
+            .stalled_since
+            .map(|since| since + Duration::from_secs(1));
+        let opening = self
+            .opening
+            .as_ref()
+            .map(|(_, _, since)| *since + OPEN_STREAM_TIMEOUT);
+        let next = [self.core.poll_timeout(), stall, opening]
+            .into_iter()
+            .flatten()
+            .min();
+        io.set_timer(next);
+    }
+
+    /// Writes the frame that explains the close (then finishes the control
+    /// stream) and closes once the client had the time to read it.
+    fn close(&mut self, close: Close, io: &mut Io<'_>) {
+        let now = io.now();
+        let at = match (&close.frame, self.control) {
+            (Some(frame), Some(control)) => {
+                io.write(control, frame.clone());
+                io.finish(control);
+                if io.queued(control) > 0 {
+                    now + CLOSE_LINGER
+                } else {
+                    now + CLOSE_READ_GRACE
+                }
+            }
+            _ => now,
+        };
+        let reason = close.reason().to_vec();
+        if at <= now {
+            io.close(close.code.to_code(), &reason);
+            self.stage = Stage::Closed;
+        } else {
+            self.stage = Stage::Closing {
+                at,
+                code: close.code,
+                reason,
+            };
+            io.set_timer(Some(at));
+        }
+    }
+
+    /// The connection is gone: the departure (rooms, presence, webhooks) runs as
+    /// a task of its own.
+    fn end(self, gw: &Arc<Gateway>) {
+        if let Some(sessions) = &self.sessions {
+            sessions.dec();
+            info!(user = self.core.user(), "session closed");
+        }
+        if let Some(departure) = self.core.departure() {
+            let gateway = gw.clone();
+            let (ns, id, user) = (
+                self.core.ns().to_owned(),
+                self.core.id(),
+                self.core.user().to_owned(),
+            );
+            gw.tasks.spawn(async move {
+                departure.perform(gateway.backends(&ns, id, &user)).await;
+            });
+        }
+    }
+}
