@@ -280,11 +280,6 @@ impl<A: App> EventLoop<A> {
     async fn run_loop(mut self, shutdown: CancellationToken, code: u32, linger: Duration) {
         let mut stop_at: Option<Instant> = None;
         let mut recv = super::socket::RecvBuffers::new();
-        let tick = std::env::var("WTGATE_LOOP_TICK_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_micros)
-            .unwrap_or_default();
         loop {
             let now = Instant::now();
             for _ in 0..RECV_PASSES {
@@ -309,9 +304,6 @@ impl<A: App> EventLoop<A> {
                 if self.app.drained() || now >= at {
                     break;
                 }
-            }
-            if !tick.is_zero() {
-                tokio::time::sleep_until((now + tick).into()).await;
             }
             let next = self.timers.first().map(|(at, _)| *at);
             let sleep = async {

@@ -87,9 +87,9 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The UDP side: wtransport's endpoint (a task per connection and per session),
-/// or the engine's event loop (`WTGATE_ENGINE=loop`: one task for every
-/// connection; see [`crate::engine`]).
+/// The UDP side: the engine's event loop (one task for every connection; see
+/// [`crate::engine`]), or wtransport's endpoint with a task per connection and
+/// per session (`WTGATE_ENGINE=wtransport`, the driver before the engine).
 enum Udp {
     Wtransport(Endpoint<endpoint_side::Server>),
     Loop {
@@ -98,9 +98,10 @@ enum Udp {
     },
 }
 
-/// Whether this process runs the engine's event loop (`WTGATE_ENGINE=loop`).
+/// Whether this process runs the engine's event loop: unless
+/// `WTGATE_ENGINE=wtransport` asks for wtransport's server.
 fn loop_engine() -> bool {
-    std::env::var("WTGATE_ENGINE").is_ok_and(|v| v == "loop")
+    std::env::var("WTGATE_ENGINE").map_or(true, |v| v != "wtransport")
 }
 
 /// A bound server, ready to [`run`](Server::run).
