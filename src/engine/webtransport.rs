@@ -45,7 +45,7 @@ enum Phase {
     Done,
 }
 
-/// A request the application has to answer ([`WebTransport::answer`]).
+/// A WebTransport request, for the application to accept or refuse.
 #[derive(Debug)]
 pub struct Request {
     /// `:path`, with the query.
