@@ -87,9 +87,10 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The UDP side: the engine's event loop (one task for every connection; see
-/// [`crate::engine`]), or wtransport's endpoint with a task per connection and
-/// per session (`WTGATE_ENGINE=wtransport`, the driver before the engine).
+/// The UDP side: wtransport's endpoint with a task per connection and per
+/// session, or the engine's event loop (`WTGATE_ENGINE=loop`: one task for every
+/// connection; see [`crate::engine`]). The loop becomes the default once a
+/// slow consumer's close survives a loaded machine (it was once seen as a reset).
 enum Udp {
     Wtransport(Endpoint<endpoint_side::Server>),
     Loop {
@@ -98,10 +99,9 @@ enum Udp {
     },
 }
 
-/// Whether this process runs the engine's event loop: unless
-/// `WTGATE_ENGINE=wtransport` asks for wtransport's server.
+/// Whether this process runs the engine's event loop (`WTGATE_ENGINE=loop`).
 fn loop_engine() -> bool {
-    std::env::var("WTGATE_ENGINE").map_or(true, |v| v != "wtransport")
+    std::env::var("WTGATE_ENGINE").is_ok_and(|v| v == "loop")
 }
 
 /// A bound server, ready to [`run`](Server::run).
