@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+use tokio_rustls::rustls;
 
 /// The longest validity browsers accept for a hash-pinned certificate.
 pub const MAX_DAYS: u32 = 14;
@@ -272,6 +273,31 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertE
     file.sync_all().map_err(io_err)?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_err)
+}
+
+/// A rustls server configuration on `identity` (ring, no client certificates)
+/// for `versions`; the caller sets its ALPN. The server API and the QUIC
+/// engine both serve the one certificate through it.
+pub(crate) fn tls_server_config(
+    identity: &wtransport::Identity,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = identity
+        .certificate_chain()
+        .as_slice()
+        .iter()
+        .map(|cert| CertificateDer::from(cert.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::try_from(identity.private_key().secret_der().to_vec())
+        .map_err(|e| format!("private key: {e}"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::time::Duration;
 use quinn_proto::crypto::rustls::QuicServerConfig;
 use quinn_proto::{AckFrequencyConfig, ServerConfig, TransportConfig};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types;
 
 /// How often an idle session is pinged, so NATs keep its mapping.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -55,21 +54,7 @@ pub fn quic_transport() -> TransportConfig {
 /// The loop's server configuration: TLS 1.3 with ALPN `h3` on `identity`, and
 /// [`quic_transport`].
 pub fn server_config(identity: &wtransport::Identity) -> Result<Arc<ServerConfig>, String> {
-    let chain = identity
-        .certificate_chain()
-        .as_slice()
-        .iter()
-        .map(|cert| pki_types::CertificateDer::from(cert.der().to_vec()))
-        .collect();
-    let key = pki_types::PrivateKeyDer::try_from(identity.private_key().secret_der().to_vec())
-        .map_err(|e| format!("private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
+    let mut tls = crate::certs::tls_server_config(identity, &[&rustls::version::TLS13])?;
     tls.alpn_protocols = vec![b"h3".to_vec()];
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@
 //! what the connection has to send. One wake-up serves every ready connection:
 //! there is no task, channel or waker per connection on the delivery path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::socket::Socket;
+use super::socket::{RecvBuffers, Socket};
 use super::webtransport::{Ready, Request, StreamGone, WebTransport};
 
 /// What to do with a connection attempt, decided before any handshake work.
@@ -79,14 +79,16 @@ pub struct Io<'a> {
     ready: Ready,
 }
 
-impl Io<'_> {
-    /// The loop's clock for this pass.
+impl<'a> Io<'a> {
+    /// The loop's clock for this connection's turn.
     pub fn now(&self) -> Instant {
         self.now
     }
 
     /// Wakes this session's [`App::drive`] from anywhere (another thread, the hub).
-    pub fn waker(&self) -> &Waker {
+    /// Borrowed from the loop, not from `self`, so a `Context` made of it can be
+    /// used while the session writes.
+    pub fn waker(&self) -> &'a Waker {
         self.waker
     }
 
@@ -128,6 +130,11 @@ impl Io<'_> {
     /// Bytes written on `id` that wait for credit.
     pub fn queued(&self, id: StreamId) -> usize {
         self.wt.queued(id)
+    }
+
+    /// Bytes written on any stream of the session that wait for credit.
+    pub fn backlog(&self) -> usize {
+        self.wt.backlog()
     }
 
     /// Finishes `id` after what is queued on it.
@@ -189,19 +196,48 @@ impl Wake for ConnWaker {
     }
 }
 
-/// One connection in the loop.
-struct Entry<S, T> {
+/// What an [`Io`] lends: the connection, its WebTransport state, the
+/// application's timer and the connection's waker.
+struct Link {
     conn: Connection,
     wt: WebTransport,
+    /// The application's timer.
+    timer: Option<Instant>,
+    waker: Waker,
+}
+
+impl Link {
+    fn io(&mut self, now: Instant, ready: Ready) -> Io<'_> {
+        Io {
+            conn: &mut self.conn,
+            wt: &mut self.wt,
+            now,
+            timer: &mut self.timer,
+            waker: &self.waker,
+            ready,
+        }
+    }
+
+    /// Hands the connection's events for the endpoint (new and retired
+    /// connection ids, drained) to it, and its answers back.
+    fn pump(&mut self, endpoint: &mut Endpoint, ch: ConnectionHandle) {
+        while let Some(event) = self.conn.poll_endpoint_events() {
+            if let Some(event) = endpoint.handle_event(ch, event) {
+                self.conn.handle_event(event);
+            }
+        }
+    }
+}
+
+/// One connection in the loop.
+struct Entry<S, T> {
+    link: Link,
     ticket: Option<T>,
     session: Option<S>,
     remote: SocketAddr,
     started: Instant,
-    /// The application's timer.
-    timer: Option<Instant>,
     /// The key under which it sits in the timer set.
     wakes_at: Option<Instant>,
-    waker: Waker,
     ready: Ready,
     /// Queued for a pass (in `dirty`).
     dirty: bool,
@@ -213,6 +249,14 @@ struct Entry<S, T> {
 const MAX_SEGMENTS: usize = 10;
 /// Receive passes per loop iteration before the other work gets its turn.
 const RECV_PASSES: usize = 8;
+/// H3_REQUEST_CANCELLED: a connection that never asked for a session.
+const H3_REQUEST_CANCELLED: u32 = 0x10c;
+/// How long a peer whose connection drained gets no stateless answer (RFC 9000
+/// §10.3 makes a stateless reset optional). A slow client may still send a
+/// packet that crossed our CONNECTION_CLOSE after the 3 PTOs of draining (tens
+/// of milliseconds on loopback); a reset in reply would replace the close code
+/// it already holds (quinn reports the last error).
+const QUIET_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
 /// The event loop: an endpoint, its socket and its connections.
 pub struct EventLoop<A: App> {
@@ -227,6 +271,12 @@ pub struct EventLoop<A: App> {
     /// How long a connection may take to send its WebTransport request.
     request_timeout: Duration,
     send_buf: Vec<u8>,
+    /// Datagrams of the batch being read.
+    received: Vec<(SocketAddr, BytesMut)>,
+    /// Peers of drained connections, until when they get no stateless answer,
+    /// and the same in the order they expire (so forgetting them is cheap).
+    just_closed: HashMap<SocketAddr, Instant>,
+    closed_order: VecDeque<(Instant, SocketAddr)>,
 }
 
 impl<A: App> EventLoop<A> {
@@ -255,6 +305,9 @@ impl<A: App> EventLoop<A> {
             woken: Arc::default(),
             request_timeout,
             send_buf: Vec::with_capacity(64 * 1024),
+            received: Vec::new(),
+            just_closed: HashMap::new(),
+            closed_order: VecDeque::new(),
         })
     }
 
@@ -278,31 +331,26 @@ impl<A: App> EventLoop<A> {
     }
 
     async fn run_loop(mut self, shutdown: CancellationToken, code: u32, linger: Duration) {
+        let mut recv = RecvBuffers::new();
         let mut stop_at: Option<Instant> = None;
-        let mut recv = super::socket::RecvBuffers::new();
+        let mut closed_all = false;
         loop {
-            let now = Instant::now();
-            for _ in 0..RECV_PASSES {
-                match self.socket.try_recv(&mut recv) {
-                    Ok(datagrams) => {
-                        for (remote, data) in datagrams {
-                            self.on_datagram(now, remote, data);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        debug!("UDP receive: {e}");
-                        break;
-                    }
-                }
-            }
+            self.receive(&mut recv);
             self.take_woken();
-            self.expire(now);
-            self.pass(now).await;
+            self.expire(Instant::now());
+            self.pass().await;
+            let now = Instant::now();
             if shutdown.is_cancelled() {
                 let at = *stop_at.get_or_insert(now + linger);
-                if self.app.drained() || now >= at {
-                    break;
+                if !closed_all && (self.app.drained() || now >= at) {
+                    // What the application did not close itself is closed here,
+                    // then given a second to drain.
+                    self.close_all(now, code);
+                    closed_all = true;
+                    stop_at = Some(now + Duration::from_secs(1));
+                }
+                if closed_all && (self.entries.iter().all(Option::is_none) || now >= at) {
+                    return;
                 }
             }
             let next = self.timers.first().map(|(at, _)| *at);
@@ -326,38 +374,41 @@ impl<A: App> EventLoop<A> {
                 _ = sleep => {}
             }
         }
-        self.close_all(code, Duration::from_secs(1)).await;
     }
 
-    async fn close_all(&mut self, code: u32, linger: Duration) {
-        let now = Instant::now();
+    /// Reads what the socket has, a few batches at most, into the connections.
+    fn receive(&mut self, recv: &mut RecvBuffers) {
+        // Reused across batches: the socket is borrowed while it fills it.
+        let mut datagrams = std::mem::take(&mut self.received);
+        for _ in 0..RECV_PASSES {
+            let now = Instant::now();
+            match self
+                .socket
+                .try_recv(recv, |remote, data| datagrams.push((remote, data)))
+            {
+                Ok(()) => {}
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        debug!("UDP receive: {e}");
+                    }
+                    break;
+                }
+            }
+            for (remote, data) in datagrams.drain(..) {
+                self.on_datagram(now, remote, data);
+            }
+        }
+        self.received = datagrams;
+    }
+
+    fn close_all(&mut self, now: Instant, code: u32) {
         for index in 0..self.entries.len() {
             if let Some(entry) = &mut self.entries[index] {
                 entry
+                    .link
                     .conn
                     .close(now, VarInt::from_u32(code), Bytes::from_static(b"shutdown"));
                 self.mark(index);
-            }
-        }
-        let until = tokio::time::Instant::now() + linger;
-        let mut recv = super::socket::RecvBuffers::new();
-        while self.entries.iter().any(Option::is_some) && tokio::time::Instant::now() < until {
-            let now = Instant::now();
-            if let Ok(datagrams) = self.socket.try_recv(&mut recv) {
-                for (remote, data) in datagrams {
-                    self.on_datagram(now, remote, data);
-                }
-            }
-            self.expire(now);
-            self.pass(now).await;
-            let next = self.timers.first().map(|(at, _)| *at);
-            let wait = next.map_or(Duration::from_millis(10), |at| {
-                at.saturating_duration_since(now)
-                    .min(Duration::from_millis(10))
-            });
-            tokio::select! {
-                _ = self.socket.readable() => {}
-                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -370,7 +421,7 @@ impl<A: App> EventLoop<A> {
         {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                 if let Some(entry) = self.entries.get_mut(ch.0).and_then(Option::as_mut) {
-                    entry.conn.handle_event(event);
+                    entry.link.conn.handle_event(event);
                     self.mark(ch.0);
                 }
             }
@@ -403,7 +454,15 @@ impl<A: App> EventLoop<A> {
                     }
                 }
             }
-            Some(DatagramEvent::Response(transmit)) => self.socket.send(&transmit, &response),
+            Some(DatagramEvent::Response(transmit)) => {
+                let quiet = self
+                    .just_closed
+                    .get(&remote)
+                    .is_some_and(|until| now < *until);
+                if !quiet {
+                    self.socket.send(&transmit, &response);
+                }
+            }
             None => {}
         }
     }
@@ -425,15 +484,17 @@ impl<A: App> EventLoop<A> {
             woken: self.woken.clone(),
         }));
         self.entries[index] = Some(Entry {
-            conn,
-            wt: WebTransport::default(),
+            link: Link {
+                conn,
+                wt: WebTransport::default(),
+                timer: Some(now + self.request_timeout),
+                waker,
+            },
             ticket: Some(ticket),
             session: None,
             remote,
             started: now,
-            timer: Some(now + self.request_timeout),
             wakes_at: None,
-            waker,
             ready: Ready::default(),
             dirty: false,
             ended: false,
@@ -466,16 +527,19 @@ impl<A: App> EventLoop<A> {
             self.timers.pop_first();
             if let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) {
                 entry.wakes_at = None;
-                if entry.conn.poll_timeout().is_some_and(|t| t <= now) {
-                    entry.conn.handle_timeout(now);
+                if entry.link.conn.poll_timeout().is_some_and(|t| t <= now) {
+                    entry.link.conn.handle_timeout(now);
                 }
                 self.mark(index);
             }
         }
     }
 
-    /// Runs every marked connection once, then sends what they have.
-    async fn pass(&mut self, now: Instant) {
+    /// Runs every marked connection once, then sends what they have. Each
+    /// connection reads the clock for its own turn: a pass over many connections
+    /// takes long enough on a loaded machine that one clock would make QUIC's
+    /// timers (a close's draining period among them) start in the past.
+    async fn pass(&mut self) {
         // Running one may mark others (a publish wakes every member): keep going
         // until nothing is marked, within a bound so the socket gets its turn.
         let mut rounds = 0;
@@ -483,11 +547,11 @@ impl<A: App> EventLoop<A> {
             rounds += 1;
             let dirty = std::mem::take(&mut self.dirty);
             for &index in &dirty {
-                self.run_one(index, now);
+                self.run_one(index, Instant::now());
             }
             for index in dirty {
-                self.transmit(index, now).await;
-                self.settle(index, now);
+                self.transmit(index, Instant::now()).await;
+                self.settle(index);
             }
             self.take_woken();
         }
@@ -500,19 +564,16 @@ impl<A: App> EventLoop<A> {
         };
         entry.dirty = false;
         let ch = ConnectionHandle(index);
+        let link = &mut entry.link;
         loop {
-            while let Some(event) = entry.conn.poll_endpoint_events() {
-                if let Some(event) = self.endpoint.handle_event(ch, event) {
-                    entry.conn.handle_event(event);
-                }
-            }
-            let Some(event) = entry.conn.poll() else {
+            link.pump(&mut self.endpoint, ch);
+            let Some(event) = link.conn.poll() else {
                 break;
             };
             match event {
-                Event::Connected => entry.wt.connected(&mut entry.conn),
+                Event::Connected => link.wt.connected(&mut link.conn),
                 Event::Stream(event) => {
-                    let ready = entry.wt.on_stream(&mut entry.conn, event);
+                    let ready = link.wt.on_stream(&mut link.conn, event);
                     entry.ready.readable |= ready.readable;
                     entry.ready.writable |= ready.writable;
                 }
@@ -532,62 +593,43 @@ impl<A: App> EventLoop<A> {
         if entry.ended {
             return;
         }
-        let request = entry.wt.take_request();
+        let request = link.wt.take_request();
         let ticket = request.as_ref().and_then(|_| entry.ticket.take());
         if let (Some(request), Some(ticket)) = (request, ticket) {
-            let mut io = Io {
-                conn: &mut entry.conn,
-                wt: &mut entry.wt,
-                now,
-                timer: &mut entry.timer,
-                waker: &entry.waker,
-                ready: Ready::default(),
-            };
+            let mut io = link.io(now, Ready::default());
             match self
                 .app
                 .request(request, ticket, entry.remote, entry.started, &mut io)
             {
                 Ok(session) => {
-                    entry.wt.answer(&mut entry.conn, 200);
+                    link.wt.answer(&mut link.conn, 200);
                     entry.session = Some(session);
                 }
                 Err(status) => {
-                    entry.wt.answer(&mut entry.conn, status);
-                    entry.timer = Some(now + Duration::from_secs(1));
+                    link.wt.answer(&mut link.conn, status);
+                    link.timer = Some(now + Duration::from_secs(1));
                 }
             }
         }
         match &mut entry.session {
             Some(session) => {
                 let ready = std::mem::take(&mut entry.ready);
-                let mut io = Io {
-                    conn: &mut entry.conn,
-                    wt: &mut entry.wt,
-                    now,
-                    timer: &mut entry.timer,
-                    waker: &entry.waker,
-                    ready,
-                };
-                self.app.drive(session, &mut io);
+                self.app.drive(session, &mut link.io(now, ready));
             }
             None => {
                 // No session yet: the only timer is the request deadline (or the
                 // linger after a refusal).
-                if entry.timer.is_some_and(|at| at <= now) && !entry.conn.is_closed() {
-                    entry.timer = None;
-                    entry.conn.close(
+                if link.timer.is_some_and(|at| at <= now) && !link.conn.is_closed() {
+                    link.timer = None;
+                    link.conn.close(
                         now,
-                        VarInt::from_u32(0x10c), // H3_REQUEST_CANCELLED
+                        VarInt::from_u32(H3_REQUEST_CANCELLED),
                         Bytes::from_static(b"no WebTransport request in time"),
                     );
                 }
             }
         }
-        while let Some(event) = entry.conn.poll_endpoint_events() {
-            if let Some(event) = self.endpoint.handle_event(ch, event) {
-                entry.conn.handle_event(event);
-            }
-        }
+        link.pump(&mut self.endpoint, ch);
     }
 
     /// Sends every packet the connection has.
@@ -598,29 +640,52 @@ impl<A: App> EventLoop<A> {
         let segments = self.socket.max_segments().min(MAX_SEGMENTS);
         loop {
             self.send_buf.clear();
-            let Some(transmit) = entry.conn.poll_transmit(now, segments, &mut self.send_buf) else {
+            let Some(transmit) = entry
+                .link
+                .conn
+                .poll_transmit(now, segments, &mut self.send_buf)
+            else {
                 break;
             };
             self.socket.send_waiting(&transmit, &self.send_buf).await;
         }
     }
 
+    /// Keeps `remote` from stateless answers for [`QUIET_AFTER_CLOSE`]; forgets
+    /// the peers whose time is up, so it holds at most the closes of that span.
+    fn remember_closed(&mut self, remote: SocketAddr) {
+        let now = Instant::now();
+        while let Some(&(until, peer)) = self.closed_order.front() {
+            if until > now {
+                break;
+            }
+            self.closed_order.pop_front();
+            if self.just_closed.get(&peer) == Some(&until) {
+                self.just_closed.remove(&peer);
+            }
+        }
+        let until = now + QUIET_AFTER_CLOSE;
+        self.just_closed.insert(remote, until);
+        self.closed_order.push_back((until, remote));
+    }
+
     /// Drops a drained connection, or files its next wake-up.
-    fn settle(&mut self, index: usize, _now: Instant) {
+    fn settle(&mut self, index: usize) {
         let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if entry.conn.is_drained() {
+        if entry.link.conn.is_drained() {
             if let Some(at) = entry.wakes_at.take() {
                 self.timers.remove(&(at, index));
             }
             let entry = self.entries[index].take().expect("checked");
+            self.remember_closed(entry.remote);
             if let (false, Some(session)) = (entry.ended, entry.session) {
                 self.app.closed(session, &ConnectionError::LocallyClosed);
             }
             return;
         }
-        let next = match (entry.conn.poll_timeout(), entry.timer) {
+        let next = match (entry.link.conn.poll_timeout(), entry.link.timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -57,26 +57,29 @@ impl Socket {
         let _ = self.io.readable().await;
     }
 
-    /// One batch of datagrams (GRO batches split into single datagrams);
-    /// `WouldBlock` when there is none.
+    /// Hands one batch of datagrams to `each` (GRO batches split into single
+    /// datagrams); `WouldBlock` when there is none.
     pub(super) fn try_recv(
         &self,
         bufs: &mut RecvBuffers,
-    ) -> std::io::Result<Vec<(SocketAddr, BytesMut)>> {
+        mut each: impl FnMut(SocketAddr, BytesMut),
+    ) -> std::io::Result<()> {
         let RecvBuffers { slots, metas } = bufs;
-        let mut iovs: Vec<IoSliceMut<'_>> = slots.chunks_mut(SLOT).map(IoSliceMut::new).collect();
+        let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] = {
+            let mut slots = slots.chunks_mut(SLOT).map(IoSliceMut::new);
+            std::array::from_fn(|_| slots.next().expect("BATCH_SIZE slots"))
+        };
         let count = self.io.try_io(Interest::READABLE, || {
             self.state.recv((&self.io).into(), &mut iovs, metas)
         })?;
-        let mut out = Vec::with_capacity(count);
         for (meta, iov) in metas.iter().zip(iovs.iter()).take(count) {
             let mut data = BytesMut::from(&iov[..meta.len]);
             while !data.is_empty() {
                 let one = data.split_to(meta.stride.min(data.len()));
-                out.push((meta.addr, one));
+                each(meta.addr, one);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Sends at once or not at all (a stateless answer: a lost one is re-asked).

@@ -2,7 +2,7 @@
 //! server's SETTINGS, the client's CONNECT request and its answer, the stream
 //! and datagram headers of the session (draft-ietf-webtrans-http3), with
 //! `wtransport-proto` for the framing. The event loop feeds it the connection's
-//! stream events; the application reads and writes through [`Streams`].
+//! stream events; the application reads and writes through the loop's `Io`.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,14 +21,20 @@ use wtransport_proto::varint::VarInt as H3VarInt;
 const STREAM_WEBTRANSPORT: u64 = 0x54;
 /// The signal that opens a bidirectional WebTransport stream (§4.2).
 const SIGNAL_WEBTRANSPORT: u64 = 0x41;
-/// The largest CONNECT request accepted: headers are a few hundred bytes.
-const MAX_REQUEST: usize = 8 * 1024;
+/// What is read of the CONNECT stream before its HEADERS frame must be whole:
+/// `wtransport-proto` refuses a frame whose payload is over 4 KiB (a request's
+/// headers are a few hundred bytes), plus the frame's type and length.
+const MAX_REQUEST: usize = 4096 + 16;
 /// Bytes read per stream per pass.
 const READ_CHUNK: usize = 64 * 1024;
+/// The longest stream header read before a stream is refused (two varints).
+const MAX_HEADER: usize = 16;
 /// H3_GENERAL_PROTOCOL_ERROR: how a connection that breaks HTTP/3 is closed.
 const H3_PROTOCOL_ERROR: u32 = 0x101;
 /// H3_REQUEST_REJECTED: a stream the server does not take.
 const H3_REQUEST_REJECTED: u32 = 0x10b;
+/// H3_INTERNAL_ERROR's status: what an answer outside 100–599 becomes.
+const STATUS_INTERNAL: u16 = 500;
 
 /// Where the connection is in HTTP/3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +63,9 @@ pub struct Request {
 /// A client stream still being identified, with what was read of it.
 #[derive(Debug)]
 enum Incoming {
-    /// A unidirectional stream before its type.
-    Uni(BytesMut),
-    /// A bidirectional stream before its WEBTRANSPORT_STREAM signal.
-    Bi(BytesMut),
+    /// Before its header: the HTTP/3 type of a unidirectional stream, the
+    /// WEBTRANSPORT_STREAM signal of a bidirectional one.
+    Header { uni: bool, buf: BytesMut },
     /// HTTP/3 control, QPACK or unknown: read and dropped.
     Discard,
 }
@@ -76,6 +81,13 @@ pub struct Ready {
     pub datagrams: bool,
 }
 
+/// Writes a stream could not take yet, and whether to finish it after them.
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    finish: bool,
+}
+
 /// The HTTP/3 and WebTransport state of one connection.
 #[derive(Debug)]
 pub(super) struct WebTransport {
@@ -83,15 +95,14 @@ pub(super) struct WebTransport {
     /// The CONNECT stream and what was read of it.
     connect: Option<(StreamId, BytesMut)>,
     incoming: HashMap<StreamId, Incoming>,
-    /// Session bidirectional streams not yet taken by the application, with the
-    /// bytes read past their header.
+    /// Session bidirectional streams not yet taken by the application.
     accepted: VecDeque<StreamId>,
-    /// Bytes read past a header, returned first by [`Streams::read`].
+    /// Bytes read past a header, returned first by [`WebTransport::read`].
     leftover: HashMap<StreamId, BytesMut>,
     /// Writes waiting for stream or connection credit, by stream.
-    queued: HashMap<StreamId, VecDeque<Bytes>>,
-    /// Streams to finish once their queue is written.
-    finishing: Vec<StreamId>,
+    pending: HashMap<StreamId, Pending>,
+    /// Their bytes, all streams together.
+    pending_bytes: usize,
     request: Option<Request>,
     session: Option<SessionId>,
 }
@@ -104,8 +115,8 @@ impl Default for WebTransport {
             incoming: HashMap::new(),
             accepted: VecDeque::new(),
             leftover: HashMap::new(),
-            queued: HashMap::new(),
-            finishing: Vec::new(),
+            pending: HashMap::new(),
+            pending_bytes: 0,
             request: None,
             session: None,
         }
@@ -148,12 +159,15 @@ impl WebTransport {
         self.request.take()
     }
 
-    /// Answers the request: 200 opens the session; anything else refuses it and
-    /// finishes the stream (the client then closes).
+    /// Answers the request: 2xx opens the session; anything else refuses it and
+    /// finishes the stream (the client then closes). A status outside 100–599
+    /// is answered as 500.
     pub(super) fn answer(&mut self, conn: &mut Connection, status: u16) {
         let Some((id, _)) = &self.connect else { return };
         let id = *id;
-        let code = StatusCode::try_from(status).unwrap_or(StatusCode::OK);
+        let code = StatusCode::try_from(status)
+            .or_else(|_| StatusCode::try_from(STATUS_INTERNAL))
+            .expect("500 is a status");
         let response = SessionResponse::with_status_code(code);
         let mut out = Vec::with_capacity(64);
         let _ = response.headers().generate_frame().write(&mut out);
@@ -182,7 +196,7 @@ impl WebTransport {
                 ready.writable = true;
             }
             StreamEvent::Finished { id } | StreamEvent::Stopped { id, .. } => {
-                self.queued.remove(&id);
+                self.forget_pending(id);
                 ready.writable = true;
             }
             StreamEvent::Available { .. } => ready.writable = true,
@@ -191,12 +205,12 @@ impl WebTransport {
     }
 
     fn accept(&mut self, conn: &mut Connection, id: StreamId, ready: &mut Ready) {
-        if id.dir() == Dir::Uni {
-            self.incoming.insert(id, Incoming::Uni(BytesMut::new()));
-        } else if self.connect.is_none() && self.phase == Phase::AwaitingRequest {
+        let uni = id.dir() == Dir::Uni;
+        if !uni && self.connect.is_none() && self.phase == Phase::AwaitingRequest {
             self.connect = Some((id, BytesMut::new()));
         } else {
-            self.incoming.insert(id, Incoming::Bi(BytesMut::new()));
+            let buf = BytesMut::new();
+            self.incoming.insert(id, Incoming::Header { uni, buf });
         }
         self.readable(conn, id, ready);
     }
@@ -207,22 +221,21 @@ impl WebTransport {
             return self.read_request(conn, id);
         }
         match self.incoming.get(&id) {
-            None => {
-                // A session stream: the application reads it.
-                ready.readable = true;
-            }
+            // A session stream: the application reads it.
+            None => ready.readable = true,
             Some(Incoming::Discard) => {
-                drain(conn, id);
+                let _ = read_stream(conn, id, None, usize::MAX);
             }
-            Some(_) => self.read_header(conn, id, ready),
+            Some(Incoming::Header { .. }) => self.read_header(conn, id, ready),
         }
     }
 
     fn read_request(&mut self, conn: &mut Connection, id: StreamId) {
         if self.phase != Phase::AwaitingRequest {
-            // After the request: a client may finish the CONNECT stream to end the session.
-            let (_, fin) = read_into(conn, id, &mut BytesMut::new(), 0);
-            if fin && self.phase == Phase::Open {
+            // After the request: a client ends the session by finishing (or
+            // resetting) the CONNECT stream.
+            let ended = read_stream(conn, id, None, usize::MAX).unwrap_or(true);
+            if ended && self.phase == Phase::Open {
                 conn.close(
                     std::time::Instant::now(),
                     VarInt::from_u32(0),
@@ -235,14 +248,14 @@ impl WebTransport {
         let Some((_, buf)) = &mut self.connect else {
             return;
         };
-        let (_, fin) = read_into(conn, id, buf, MAX_REQUEST + 1);
+        let room = MAX_REQUEST.saturating_sub(buf.len());
+        let fin = read_stream(conn, id, Some(buf), room).unwrap_or(true);
         let mut reader = BufferReader::new(buf);
         let frame = match Frame::read_from_buffer(&mut reader) {
             Ok(Some(frame)) => frame,
-            Ok(None) if buf.len() > MAX_REQUEST || fin => {
-                return self.fail(conn, "request too large or truncated")
-            }
+            Ok(None) if fin => return self.fail(conn, "the request stream ended inside a frame"),
             Ok(None) => return,
+            // Malformed, or a payload over the parser's bound.
             Err(_) => return self.fail(conn, "malformed frame on the request stream"),
         };
         if !matches!(frame.kind(), FrameKind::Headers) {
@@ -251,56 +264,38 @@ impl WebTransport {
         let request = Headers::with_frame(&frame)
             .ok()
             .and_then(|h| SessionRequest::try_from(h).ok());
+        self.phase = Phase::Requested;
         match request {
             Some(request) => {
                 self.request = Some(Request {
                     path: request.path().to_owned(),
                     origin: request.origin().map(str::to_owned),
-                });
-                self.phase = Phase::Requested;
+                })
             }
-            None => {
-                self.phase = Phase::Requested;
-                self.answer(conn, 400);
-            }
+            None => self.answer(conn, 400),
         }
     }
 
-    /// Reads a client stream's header: the HTTP/3 type of a unidirectional one,
-    /// the WEBTRANSPORT_STREAM signal of a bidirectional one.
+    /// Reads a client stream's header. HTTP/3's own unidirectional streams are
+    /// read and dropped; a bidirectional stream that signals this session is
+    /// handed to the application; any other is refused.
     fn read_header(&mut self, conn: &mut Connection, id: StreamId, ready: &mut Ready) {
-        let Some(entry) = self.incoming.get_mut(&id) else {
+        let Some(Incoming::Header { uni, buf }) = self.incoming.get_mut(&id) else {
             return;
         };
-        let (Incoming::Uni(buf) | Incoming::Bi(buf)) = entry else {
-            return;
-        };
-        let (_, fin) = read_into(conn, id, buf, 64);
-        let uni = matches!(entry, Incoming::Uni(_));
-        let (Incoming::Uni(buf) | Incoming::Bi(buf)) = entry else {
-            return;
-        };
+        let uni = *uni;
+        let room = MAX_HEADER.saturating_sub(buf.len());
+        let ended = read_stream(conn, id, Some(buf), room).unwrap_or(true);
         let mut slice: &[u8] = buf;
-        let kind = slice.get_varint();
-        let session = slice.get_varint();
-        match (uni, kind, session) {
-            // Only session streams carry a session id; the rest is HTTP/3's own.
-            (true, Some(kind), _) if kind.into_inner() != STREAM_WEBTRANSPORT => {
+        let kind = slice.get_varint().map(H3VarInt::into_inner);
+        let session = slice.get_varint().map(H3VarInt::into_inner);
+        let ours = self.session.map(SessionId::into_u64);
+        match (kind, session) {
+            (Some(kind), _) if uni && kind != STREAM_WEBTRANSPORT => {
                 self.incoming.insert(id, Incoming::Discard);
-                drain(conn, id);
+                let _ = read_stream(conn, id, None, usize::MAX);
             }
-            (false, Some(kind), Some(session)) if kind.into_inner() == SIGNAL_WEBTRANSPORT => {
-                let ours = self.session.map(|s| s.into_u64());
-                if ours != Some(session.into_inner()) {
-                    self.incoming.remove(&id);
-                    let _ = conn
-                        .recv_stream(id)
-                        .stop(VarInt::from_u32(H3_REQUEST_REJECTED));
-                    let _ = conn
-                        .send_stream(id)
-                        .reset(VarInt::from_u32(H3_REQUEST_REJECTED));
-                    return;
-                }
+            (Some(SIGNAL_WEBTRANSPORT), Some(session)) if !uni && Some(session) == ours => {
                 let used = buf.len() - slice.len();
                 let mut rest = std::mem::take(buf);
                 rest.advance(used);
@@ -311,26 +306,23 @@ impl WebTransport {
                 self.accepted.push_back(id);
                 ready.readable = true;
             }
-            (true, Some(_), Some(_)) => {
-                // A client's unidirectional session stream: wtgate reads none.
-                self.incoming.remove(&id);
-                let _ = conn
-                    .recv_stream(id)
-                    .stop(VarInt::from_u32(H3_REQUEST_REJECTED));
-            }
-            (false, Some(_), Some(_)) => {
-                self.incoming.remove(&id);
-                let _ = conn
-                    .recv_stream(id)
-                    .stop(VarInt::from_u32(H3_REQUEST_REJECTED));
-                let _ = conn
-                    .send_stream(id)
-                    .reset(VarInt::from_u32(H3_REQUEST_REJECTED));
-            }
-            _ if fin || buf.len() >= 16 => {
-                self.incoming.remove(&id);
-            }
+            // A client's unidirectional session stream (wtgate reads none), another
+            // session's or another kind of bidirectional stream, or a header that
+            // never completes.
+            (Some(_), Some(_)) => self.refuse(conn, id),
+            _ if ended || buf.len() >= MAX_HEADER => self.refuse(conn, id),
             _ => {}
+        }
+    }
+
+    /// Refuses a client stream: stops reading it, and resets our half of a
+    /// bidirectional one.
+    fn refuse(&mut self, conn: &mut Connection, id: StreamId) {
+        self.incoming.remove(&id);
+        let code = VarInt::from_u32(H3_REQUEST_REJECTED);
+        let _ = conn.recv_stream(id).stop(code);
+        if id.dir() == Dir::Bi {
+            let _ = conn.send_stream(id).reset(code);
         }
     }
 
@@ -360,31 +352,7 @@ impl WebTransport {
         if let Some(rest) = self.leftover.remove(&id) {
             buf.extend_from_slice(&rest);
         }
-        let mut stream = conn.recv_stream(id);
-        let Ok(mut chunks) = stream.read(true) else {
-            return Err(StreamGone);
-        };
-        let mut left = max;
-        let mut fin = false;
-        while left > 0 {
-            match chunks.next(left.min(READ_CHUNK)) {
-                Ok(Some(chunk)) => {
-                    left -= chunk.bytes.len();
-                    buf.extend_from_slice(&chunk.bytes);
-                }
-                Ok(None) => {
-                    fin = true;
-                    break;
-                }
-                Err(quinn_proto::ReadError::Blocked) => break,
-                Err(quinn_proto::ReadError::Reset(_)) => {
-                    let _ = chunks.finalize();
-                    return Err(StreamGone);
-                }
-            }
-        }
-        let _ = chunks.finalize();
-        Ok(fin)
+        read_stream(conn, id, Some(buf), max)
     }
 
     /// Opens a unidirectional session stream (its header written first); `None`
@@ -401,65 +369,75 @@ impl WebTransport {
     /// Writes `data` on `id`, now as far as credit allows, the rest queued for
     /// when the stream becomes writable. False when the stream is gone.
     pub(super) fn write(&mut self, conn: &mut Connection, id: StreamId, data: Bytes) -> bool {
-        if let Some(queue) = self.queued.get_mut(&id) {
-            queue.push_back(data);
+        if let Some(pending) = self.pending.get_mut(&id) {
+            self.pending_bytes += data.len();
+            pending.chunks.push_back(data);
             return true;
         }
         let mut chunks = [data];
         match conn.send_stream(id).write_chunks(&mut chunks) {
-            Ok(_) => {
+            Ok(_) | Err(quinn_proto::WriteError::Blocked) => {
                 let [rest] = chunks;
                 if !rest.is_empty() {
-                    self.queued.entry(id).or_default().push_back(rest);
+                    self.pending_bytes += rest.len();
+                    self.pending.entry(id).or_default().chunks.push_back(rest);
                 }
-                true
-            }
-            Err(quinn_proto::WriteError::Blocked) => {
-                let [rest] = chunks;
-                self.queued.entry(id).or_default().push_back(rest);
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Bytes queued on `id` that QUIC has not taken yet.
+    /// Bytes written on `id` that QUIC has not taken yet.
     pub(super) fn queued(&self, id: StreamId) -> usize {
-        self.queued
+        self.pending
             .get(&id)
-            .map_or(0, |q| q.iter().map(Bytes::len).sum())
+            .map_or(0, |p| p.chunks.iter().map(Bytes::len).sum())
+    }
+
+    /// Bytes written on every stream that QUIC has not taken yet.
+    pub(super) fn backlog(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Finishes `id` once what is queued on it is written.
     pub(super) fn finish(&mut self, conn: &mut Connection, id: StreamId) {
-        if self.queued.contains_key(&id) {
-            self.finishing.push(id);
-        } else {
-            let _ = conn.send_stream(id).finish();
+        match self.pending.get_mut(&id) {
+            Some(pending) => pending.finish = true,
+            None => {
+                let _ = conn.send_stream(id).finish();
+            }
         }
     }
 
     /// Writes what was queued on `id` as far as credit allows.
     fn flush(&mut self, conn: &mut Connection, id: StreamId) {
-        let Some(queue) = self.queued.get_mut(&id) else {
+        let Some(pending) = self.pending.get_mut(&id) else {
             return;
         };
-        let chunks = queue.make_contiguous();
-        match conn.send_stream(id).write_chunks(chunks) {
+        match conn
+            .send_stream(id)
+            .write_chunks(pending.chunks.make_contiguous())
+        {
             Ok(written) => {
-                queue.drain(..written.chunks);
-                if queue.is_empty() {
-                    self.queued.remove(&id);
-                    if let Some(at) = self.finishing.iter().position(|f| *f == id) {
-                        self.finishing.swap_remove(at);
+                self.pending_bytes -= written.bytes;
+                pending.chunks.drain(..written.chunks);
+                if pending.chunks.is_empty() {
+                    if pending.finish {
                         let _ = conn.send_stream(id).finish();
                     }
+                    self.pending.remove(&id);
                 }
             }
             Err(quinn_proto::WriteError::Blocked) => {}
-            Err(_) => {
-                self.queued.remove(&id);
-            }
+            Err(_) => self.forget_pending(id),
+        }
+    }
+
+    /// Drops what was queued on a stream that is gone.
+    fn forget_pending(&mut self, id: StreamId) {
+        if let Some(pending) = self.pending.remove(&id) {
+            self.pending_bytes -= pending.chunks.iter().map(Bytes::len).sum::<usize>();
         }
     }
 
@@ -497,48 +475,35 @@ impl WebTransport {
 #[derive(Debug, Clone, Copy)]
 pub struct StreamGone;
 
-/// Reads at most `max` bytes of `id` into `buf` (0: read and drop everything);
-/// (bytes read, finished).
-fn read_into(conn: &mut Connection, id: StreamId, buf: &mut BytesMut, max: usize) -> (usize, bool) {
+/// Reads at most `max` bytes of `id` into `buf`, or reads and drops them with
+/// `None` (HTTP/3 control and QPACK streams: with QPACK's dynamic table off
+/// there is nothing on them to act on); whether the stream finished.
+fn read_stream(
+    conn: &mut Connection,
+    id: StreamId,
+    mut buf: Option<&mut BytesMut>,
+    max: usize,
+) -> Result<bool, StreamGone> {
     let mut stream = conn.recv_stream(id);
-    let Ok(mut chunks) = stream.read(true) else {
-        return (0, true);
-    };
-    let mut read = 0;
-    let mut fin = false;
-    loop {
-        let want = if max == 0 {
-            READ_CHUNK
-        } else {
-            max.saturating_sub(buf.len())
-        };
-        if want == 0 {
-            break;
+    let mut chunks = stream.read(true).map_err(|_| StreamGone)?;
+    let mut left = max;
+    let result = loop {
+        if left == 0 {
+            break Ok(false);
         }
-        match chunks.next(want) {
+        match chunks.next(left.min(READ_CHUNK)) {
             Ok(Some(chunk)) => {
-                read += chunk.bytes.len();
-                if max != 0 {
+                left -= chunk.bytes.len();
+                if let Some(buf) = buf.as_deref_mut() {
                     buf.extend_from_slice(&chunk.bytes);
                 }
             }
-            Ok(None) => {
-                fin = true;
-                break;
-            }
-            Err(quinn_proto::ReadError::Blocked) => break,
-            Err(quinn_proto::ReadError::Reset(_)) => {
-                fin = true;
-                break;
-            }
+            Ok(None) => break Ok(true),
+            Err(quinn_proto::ReadError::Blocked) => break Ok(false),
+            Err(quinn_proto::ReadError::Reset(_)) => break Err(StreamGone),
         }
-    }
+    };
+    // Gives the client its credit back for what was read.
     let _ = chunks.finalize();
-    (read, fin)
-}
-
-/// Reads and drops what a stream has (HTTP/3 control and QPACK streams: with
-/// QPACK's dynamic table off there is nothing to act on).
-fn drain(conn: &mut Connection, id: StreamId) {
-    read_into(conn, id, &mut BytesMut::new(), 0);
+    result
 }

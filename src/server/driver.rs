@@ -15,6 +15,8 @@ pub(super) const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// After a fatal error frame was written, how long the client has to read it and
 /// close the session itself (within [`CLOSE_LINGER`]).
 pub(super) const CLOSE_READ_GRACE: Duration = Duration::from_millis(200);
+/// How long opening a room stream may wait for the client's stream credit.
+pub(super) const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Datagrams queued for a session; newer ones are dropped beyond it.
 const DATAGRAM_QUEUE: usize = 256;
 

@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls::{self, pki_types};
+use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -109,21 +109,10 @@ fn body_limit(max_frame: usize) -> usize {
 /// The TLS configuration of the API: the WebTransport identity, TLS 1.3 and 1.2,
 /// ALPN h2 and http/1.1, the ring provider.
 pub(super) fn tls_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = identity
-        .certificate_chain()
-        .as_slice()
-        .iter()
-        .map(|cert| pki_types::CertificateDer::from(cert.der().to_vec()))
-        .collect();
-    let key = pki_types::PrivateKeyDer::try_from(identity.private_key().secret_der().to_vec())
-        .map_err(|e| format!("private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
+    let mut config = crate::certs::tls_server_config(
+        identity,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, info, warn};
 
 use super::admission::{Admission, AwaitingGuard};
-use super::driver::{register, unix_now, CLOSE_LINGER, CLOSE_READ_GRACE};
+use super::driver::{register, unix_now, CLOSE_LINGER, CLOSE_READ_GRACE, OPEN_STREAM_TIMEOUT};
 use super::Gateway;
 use crate::engine::{Admit, App, Io, Request};
 use crate::hub::{Closer, Outbound, SessionRx};
@@ -31,8 +31,6 @@ use crate::session::{Action, Close, Effect, Outcome, Session as Core, Write};
 use crate::transport::ReadError;
 use prometheus_client::metrics::gauge::Gauge;
 
-/// How long opening a room stream may wait for the client's stream credit.
-const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read off the control stream per pass: a flood waits in QUIC's window.
 const READ_PER_PASS: usize = 64 * 1024;
 /// Commands handled per pass before the other sessions get a turn.
@@ -75,8 +73,11 @@ enum Stage {
 
 /// One session on the loop.
 pub(super) struct LoopSession {
+    // The core's id, namespace and user, owned apart from it: what a datagram or
+    // an effect carries while the core is borrowed or gone.
     id: u64,
-    ns: String,
+    ns: Arc<str>,
+    user: Arc<str>,
     core: Core,
     stage: Stage,
     control: Option<StreamId>,
@@ -94,6 +95,8 @@ pub(super) struct LoopSession {
     opening: Option<(u32, Bytes, Instant)>,
     /// Since when writes have been waiting for credit (the slow-consumer clock).
     stalled_since: Option<Instant>,
+    /// How long writes may wait for credit before the session is a slow consumer.
+    stall_timeout: Duration,
     place: Option<AwaitingGuard>,
     sessions: Option<Gauge>,
 }
@@ -162,7 +165,8 @@ impl App for LoopGateway {
         let limits = &gw.config.limits;
         let mut session = LoopSession {
             id,
-            ns: path,
+            ns: path.into(),
+            user: "".into(),
             core,
             stage: Stage::Serving,
             control: None,
@@ -177,6 +181,7 @@ impl App for LoopGateway {
             running: None,
             opening: None,
             stalled_since: None,
+            stall_timeout: limits.stall_timeout,
             place: Some(place),
             sessions: None,
         };
@@ -205,16 +210,12 @@ impl LoopSession {
     /// One pass: signals, the effect in flight, actions, commands, queued frames.
     fn drive(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
         let now = io.now();
-        if let Stage::Closing { at, .. } = &self.stage {
-            if now >= *at {
-                let (code, reason) = match std::mem::replace(&mut self.stage, Stage::Closed) {
-                    Stage::Closing { code, reason, .. } => (code, reason),
-                    _ => unreachable!("matched above"),
-                };
-                io.close(code.to_code(), &reason);
-            } else {
-                io.set_timer(Some(*at));
+        if let Stage::Closing { at, code, reason } = &self.stage {
+            if now < *at {
+                return io.set_timer(Some(*at));
             }
+            io.close(code.to_code(), reason);
+            self.stage = Stage::Closed;
             return;
         }
         if matches!(self.stage, Stage::Closed) {
@@ -235,15 +236,14 @@ impl LoopSession {
         if matches!(self.stage, Stage::Serving) {
             self.write_queued(gw, io);
             self.datagrams(gw, io);
-            self.watch_stall(gw, io);
+            self.watch_stall(io);
             self.set_timer(io);
         }
     }
 
     /// A close asked by the hub (slow consumer, kick) or by the server's shutdown.
     fn signals(&mut self, io: &mut Io<'_>) {
-        let waker = io.waker().clone();
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(io.waker());
         if let Some(shutdown) = &mut self.shutdown {
             if shutdown.as_mut().poll(&mut cx).is_ready() {
                 self.shutdown = None;
@@ -265,8 +265,7 @@ impl LoopSession {
             return false;
         }
         if let Some(running) = &mut self.running {
-            let waker = io.waker().clone();
-            let mut cx = Context::from_waker(&waker);
+            let mut cx = Context::from_waker(io.waker());
             match running.as_mut().poll(&mut cx) {
                 Poll::Ready(outcome) => {
                     self.running = None;
@@ -292,10 +291,9 @@ impl LoopSession {
                 None => return false,
             }
         }
-        if self.perform(gw, io) {
-            return true;
-        }
-        if self.running.is_some() || self.opening.is_some() {
+        self.perform(gw, io);
+        if self.waits() {
+            // The next step polls what it waits for, or sees the session closing.
             return true;
         }
         if let Some(at) = self.core.poll_timeout() {
@@ -307,10 +305,15 @@ impl LoopSession {
         self.read_command(gw, io)
     }
 
-    /// Performs the core's actions until one must wait; whether the session
-    /// stopped serving (closing or ended).
-    fn perform(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) -> bool {
-        while self.running.is_none() && self.opening.is_none() {
+    /// Whether the core's next action or command must wait: an effect or a room
+    /// stream in flight, or the session no longer serving.
+    fn waits(&self) -> bool {
+        self.running.is_some() || self.opening.is_some() || !matches!(self.stage, Stage::Serving)
+    }
+
+    /// Performs the core's actions until one must wait.
+    fn perform(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        while !self.waits() {
             let Some(action) = self.core.poll_action() else {
                 break;
             };
@@ -322,7 +325,6 @@ impl LoopSession {
                 }
                 Action::OpenRoom { handle, head } => {
                     self.opening = Some((handle, head, io.now()));
-                    return false;
                 }
                 Action::FinishRoom { handle } => {
                     if let Some(stream) = self.rooms.remove(&handle) {
@@ -331,37 +333,35 @@ impl LoopSession {
                 }
                 Action::Perform(effect) => self.start(gw, effect, io),
                 Action::Register => self.register(gw),
-                Action::Close(close) => {
-                    self.close(close, io);
-                    return true;
-                }
+                Action::Close(close) => self.close(close, io),
                 Action::End => {
                     io.close(0, b"bye");
                     self.stage = Stage::Closed;
-                    return true;
                 }
             }
         }
-        false
     }
 
     /// Runs an effect: to its end at once when it can (the local broker), else
     /// kept and polled when its waker fires.
     fn start(&mut self, gw: &Arc<Gateway>, effect: Effect, io: &mut Io<'_>) {
-        let gateway = gw.clone();
-        let (ns, id, user) = (
-            self.core.ns().to_owned(),
-            self.core.id(),
-            self.core.user().to_owned(),
-        );
-        let mut running: Running =
-            Box::pin(async move { effect.perform(gateway.backends(&ns, id, &user)).await });
-        let waker = io.waker().clone();
-        let mut cx = Context::from_waker(&waker);
+        let mut running = self.owned(gw, effect);
+        let mut cx = Context::from_waker(io.waker());
         match running.as_mut().poll(&mut cx) {
             Poll::Ready(outcome) => self.core.complete(outcome),
             Poll::Pending => self.running = Some(running),
         }
+    }
+
+    /// `effect` as a future that owns what it runs against, so it can outlive
+    /// this pass (and the session, for its departure).
+    fn owned(&mut self, gw: &Arc<Gateway>, effect: Effect) -> Running {
+        if *self.user != *self.core.user() {
+            // Set by Hello; the effects before it run for no user.
+            self.user = self.core.user().into();
+        }
+        let (gateway, ns, id, user) = (gw.clone(), self.ns.clone(), self.id, self.user.clone());
+        Box::pin(async move { effect.perform(gateway.backends(&ns, id, &user)).await })
     }
 
     fn register(&mut self, gw: &Arc<Gateway>) {
@@ -436,15 +436,14 @@ impl LoopSession {
 
     /// Writes what the hub queued, unless the connection is already backlogged.
     fn write_queued(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
-        if self.running.is_some() || self.opening.is_some() {
+        if self.waits() {
             // The order of replies and room frames is the core's: wait.
             return;
         }
-        let waker = io.waker().clone();
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(io.waker());
         for _ in 0..WRITE_BATCH {
             // Backlogged: the stream's credit wakes the connection again.
-            if self.backlog(io) > BACKLOG {
+            if io.backlog() > BACKLOG {
                 return;
             }
             let Some((rx, _)) = &mut self.queues else {
@@ -457,7 +456,7 @@ impl LoopSession {
             self.write_out(gw, io, item);
         }
         // The batch is full: the rest in the next pass.
-        waker.wake_by_ref();
+        io.waker().wake_by_ref();
     }
 
     fn write_out(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>, item: Outbound) {
@@ -495,8 +494,7 @@ impl LoopSession {
     /// Datagrams both ways.
     fn datagrams(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
         if let Some((rx, _)) = &mut self.queues {
-            let waker = io.waker().clone();
-            let mut cx = Context::from_waker(&waker);
+            let mut cx = Context::from_waker(io.waker());
             while let Poll::Ready(Some(datagram)) = rx.datagrams.poll_recv(&mut cx) {
                 if io.send_datagram(&datagram) {
                     gw.metrics.datagrams_out.inc();
@@ -517,21 +515,15 @@ impl LoopSession {
         }
     }
 
-    /// Bytes waiting for credit on the session's streams.
-    fn backlog(&self, io: &Io<'_>) -> usize {
-        let control = self.control.map_or(0, |c| io.queued(c));
-        control + self.rooms.values().map(|s| io.queued(*s)).sum::<usize>()
-    }
-
     /// A session whose writes make no progress for `stall_timeout` is closed as a
     /// slow consumer.
-    fn watch_stall(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
-        let waiting = self.backlog(io) > 0;
+    fn watch_stall(&mut self, io: &mut Io<'_>) {
+        let waiting = io.backlog() > 0;
         match (waiting, self.stalled_since) {
             (false, _) => self.stalled_since = None,
             (true, None) => self.stalled_since = Some(io.now()),
             (true, Some(since)) => {
-                if io.now() >= since + gw.config.limits.stall_timeout {
+                if io.now() >= since + self.stall_timeout {
                     debug!("no write progress: closing as a slow consumer");
                     if let Some((_, closer)) = &self.queues {
                         closer.close(ErrorCode::SlowConsumer);
@@ -544,9 +536,7 @@ impl LoopSession {
     }
 
     fn set_timer(&mut self, io: &mut Io<'_>) {
-        let stall = self
-            .stalled_since
-            .map(|since| since + Duration::from_secs(1));
+        let stall = self.stalled_since.map(|since| since + self.stall_timeout);
         let opening = self
             .opening
             .as_ref()
@@ -590,20 +580,15 @@ impl LoopSession {
 
     /// The connection is gone: the departure (rooms, presence, webhooks) runs as
     /// a task of its own.
-    fn end(self, gw: &Arc<Gateway>) {
+    fn end(mut self, gw: &Arc<Gateway>) {
         if let Some(sessions) = &self.sessions {
             sessions.dec();
             info!(user = self.core.user(), "session closed");
         }
         if let Some(departure) = self.core.departure() {
-            let gateway = gw.clone();
-            let (ns, id, user) = (
-                self.core.ns().to_owned(),
-                self.core.id(),
-                self.core.user().to_owned(),
-            );
+            let departing = self.owned(gw, departure);
             gw.tasks.spawn(async move {
-                departure.perform(gateway.backends(&ns, id, &user)).await;
+                departing.await;
             });
         }
     }

@@ -17,7 +17,7 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::driver::{
     backends, far_or, gather, hello_deadline, now, register, sleep_until_flush, unix_now,
-    CLOSE_LINGER, CLOSE_READ_GRACE,
+    CLOSE_LINGER, CLOSE_READ_GRACE, OPEN_STREAM_TIMEOUT,
 };
 use super::{FlushPolicy, Gateway};
 use crate::config::NamespaceConfig;
@@ -25,9 +25,6 @@ use crate::hub::{Closer, Outbound, SessionId, SessionRx};
 use crate::protocol::{ClientFrame, ErrorCode};
 use crate::session::{Action, Backends, Close, Session as Core, Write};
 use crate::transport::{FrameReader, ReadError};
-
-/// How long opening a room stream may wait for the client's stream credit.
-const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a session ended.
 #[derive(Debug, Error)]
