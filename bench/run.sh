@@ -144,10 +144,10 @@ start_server() {
   case "$name" in
     wtgate|wtgate-ws|wtgate-loop|wtgate-wtransport)
       PORT=4433
-      local engine=""
+      local engine="${WTGATE_ENGINE:-wtransport}"
       [ "$name" = wtgate-loop ] && engine=loop
       [ "$name" = wtgate-wtransport ] && engine=wtransport
-      WTGATE_ENGINE="${engine:-${WTGATE_ENGINE:-}}" "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --listen "$HOST:$PORT" --secret "$SECRET" \
+      "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --engine "$engine" --listen "$HOST:$PORT" --secret "$SECRET" \
         --certs-dir "$WORK/certs" --data-dir "$WORK/data" --config bench/wtgate-bench.toml \
         --log warn > "$log" 2>&1 &
       ;;

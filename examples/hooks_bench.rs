@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         redis: None,
         node_id: None,
         hook_secret: None,
+        engine: Default::default(),
     };
     let server = Server::bind(settings).await?;
     let port = server.local_addr().port();

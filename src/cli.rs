@@ -11,7 +11,7 @@ use wtgate::auth::{self, Claims};
 use wtgate::broker;
 use wtgate::certs;
 use wtgate::client::Trust;
-use wtgate::config::{self, Config, Settings, TlsSource};
+use wtgate::config::{self, Config, Engine, Settings, TlsSource};
 pub use wtgate::load::LoadArgs;
 
 /// Default WebTransport port.
@@ -108,6 +108,10 @@ pub struct NetArgs {
     /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
     #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     pub demo_listen: SocketAddr,
+    /// What drives WebTransport sessions: wtransport's server, or wtgate's event
+    /// loop (leaner per session and per delivery; bench/RESULTS.md).
+    #[arg(long, env = "WTGATE_ENGINE", value_enum, default_value = "wtransport")]
+    pub engine: Engine,
 }
 
 /// `wtgate serve`: tokens, origins and keys.
@@ -286,6 +290,7 @@ impl ServeArgs {
             redis: self.state.redis.filter(|u| !u.is_empty()),
             node_id,
             hook_secret: self.auth.hook_secret.filter(|k| !k.is_empty()),
+            engine: self.net.engine,
         };
         Ok((settings, source))
     }

@@ -698,6 +698,16 @@ impl std::fmt::Display for TlsSource {
     }
 }
 
+/// What drives WebTransport sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// wtransport's server: a task per connection and per session.
+    #[default]
+    Wtransport,
+    /// wtgate's event loop (`crate::engine`): one task for every connection.
+    Loop,
+}
+
 /// Everything `serve` needs.
 #[derive(Clone)]
 pub struct Settings {
@@ -725,6 +735,8 @@ pub struct Settings {
     /// The key hook calls and webhooks are signed with (HMAC-SHA256); `None`: the
     /// token secret.
     pub hook_secret: Option<String>,
+    /// What drives WebTransport sessions.
+    pub engine: Engine,
 }
 
 impl std::fmt::Debug for Settings {
@@ -1063,6 +1075,7 @@ mod tests {
             redis: None,
             node_id: None,
             hook_secret: None,
+            engine: Engine::default(),
         }
     }
 

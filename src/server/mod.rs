@@ -38,7 +38,7 @@ use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 
 use crate::broker::{Broker, Local, Redis};
 use crate::certs;
-use crate::config::Settings;
+use crate::config::{Engine, Settings};
 use crate::hooks::{Hooks, HttpHooks, NoHooks};
 use crate::hub::{Hub, SessionLimits};
 use crate::metrics::Metrics;
@@ -87,21 +87,15 @@ fn bind_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// The UDP side: wtransport's endpoint with a task per connection and per
-/// session, or the engine's event loop (`WTGATE_ENGINE=loop`: one task for every
-/// connection; see [`crate::engine`]). The loop becomes the default once a
-/// slow consumer's close survives a loaded machine (it was once seen as a reset).
+/// The UDP side, as [`Settings::engine`] says: wtransport's endpoint with a task
+/// per connection and per session, or the engine's event loop (one task for
+/// every connection; see [`crate::engine`]).
 enum Udp {
     Wtransport(Endpoint<endpoint_side::Server>),
     Loop {
         socket: std::net::UdpSocket,
         config: Arc<quinn_proto::ServerConfig>,
     },
-}
-
-/// Whether this process runs the engine's event loop (`WTGATE_ENGINE=loop`).
-fn loop_engine() -> bool {
-    std::env::var("WTGATE_ENGINE").is_ok_and(|v| v == "loop")
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -437,7 +431,7 @@ async fn bind_sockets(
         };
         let socket = bind_udp(settings.listen).map_err(bind_err)?;
         let port = socket.local_addr().map_err(bind_err)?.port();
-        let endpoint = if loop_engine() {
+        let endpoint = if settings.engine == Engine::Loop {
             let config =
                 crate::engine::server_config(&identity).map_err(ServerError::Certificate)?;
             Udp::Loop { socket, config }

@@ -51,7 +51,11 @@ async fn bad_tokens_are_refused_with_unauthorized() {
 
 #[tokio::test]
 async fn unknown_namespaces_are_rejected_before_any_stream() {
-    let server = TestServer::start().await;
+    unknown_namespace_is_rejected(TestServer::start().await).await;
+}
+
+/// The test above on `server` (either engine).
+pub async fn unknown_namespace_is_rejected(server: TestServer) {
     let err = Client::connect(&server.url("/nope"), &server.token("ann"), &server.trust())
         .await
         .unwrap_err();

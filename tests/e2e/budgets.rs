@@ -134,13 +134,20 @@ async fn silent_members_with_large_messages_are_bounded_in_bytes() {
 /// slow consumer, and its presence join is withdrawn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_to_a_client_that_grants_no_credit_is_closed_at_the_stall_timeout() {
+    replay_without_credit_is_closed(TestServer::start_with).await;
+}
+
+/// The test above on a server that `start` makes from its config (on either engine).
+pub async fn replay_without_credit_is_closed<F: std::future::Future<Output = TestServer>>(
+    start: impl FnOnce(Config) -> F,
+) {
     let mut config = Config::default();
     config.limits.publish_rate = 1_000.0;
     config.limits.publish_burst = 1_000;
     config.limits.stall_timeout = Duration::from_secs(1);
     // Room for the whole 6 MB replay, more than the client's receive windows.
     config.limits.history_bytes = 16 * 1024 * 1024;
-    let server = TestServer::start_with(config).await;
+    let server = start(config).await;
     let ann = server.client("/chat", "ann").await;
     let epoch = ann.join("archive", None).await.unwrap().epoch;
     let body = Bytes::from(vec![b'h'; BODY]);

@@ -37,6 +37,13 @@ impl TestServer {
         Self::start_in(dir, data, config).await
     }
 
+    /// A server on `engine`, whatever `WTGATE_ENGINE` says.
+    pub async fn start_on(engine: wtgate::config::Engine, config: Config) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::start_adjusted(dir, data, config, |s| s.engine = engine).await
+    }
+
     /// A default server keeping its durable state in `data`: start another on the
     /// same `data` to test a restart.
     pub async fn start_with_data(data: &std::path::Path) -> TestServer {
@@ -75,6 +82,11 @@ impl TestServer {
             redis: None,
             node_id: None,
             hook_secret: None,
+            // `WTGATE_ENGINE=loop cargo test` runs the suite on the event loop.
+            engine: match std::env::var("WTGATE_ENGINE").as_deref() {
+                Ok("loop") => wtgate::config::Engine::Loop,
+                _ => wtgate::config::Engine::Wtransport,
+            },
         };
         adjust(&mut settings);
         let server = Server::bind(settings).await.expect("server binds");

@@ -698,6 +698,7 @@ async fn rust_programs_plug_in_their_own_hooks() {
         redis: None,
         node_id: None,
         hook_secret: None,
+        engine: Default::default(),
     };
     match wtgate::server::Server::bind(settings.clone()).await {
         Err(e) => assert!(e.to_string().contains("url is empty"), "{e}"),

@@ -9,6 +9,7 @@ mod auth;
 mod budgets;
 mod cli;
 mod datagrams;
+mod engine;
 mod floods;
 mod hooks;
 mod limits;

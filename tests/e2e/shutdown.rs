@@ -8,7 +8,11 @@ use crate::common::*;
 
 #[tokio::test]
 async fn shutdown_sends_go_away_and_closes_every_session() {
-    let server = TestServer::start().await;
+    go_away_then_close(TestServer::start().await).await;
+}
+
+/// The test above on `server` (either engine).
+pub async fn go_away_then_close(server: TestServer) {
     let mut clients = Vec::new();
     for i in 0..5 {
         let c = server.client("/chat", &format!("u{i}")).await;
