@@ -17,7 +17,6 @@
 //! ```
 //! It prints `floor listening on https://ADDR` and `certificate sha-256: HEX`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +30,13 @@ use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, Endpoint, Identity, ServerConfig};
 
 use wtgate::protocol::{
-    decode_datagram, encode_datagram, frame_bytes, ClientFrame, Datagram, ServerFrame,
-    DEFAULT_MAX_FRAME,
+    decode_datagram, frame_bytes, ClientFrame, Datagram, ServerFrame, DEFAULT_MAX_FRAME,
 };
 use wtgate::transport::FrameReader;
+
+#[path = "floor/rooms.rs"]
+mod rooms;
+use rooms::{joined, room_stream, welcome, Rooms};
 
 /// Frames queued per session writer; a full queue drops the frame (the load
 /// tester then reports it lost).
@@ -73,99 +75,44 @@ struct Member {
     conn: Connection,
 }
 
-struct Room {
-    handle: u32,
-    seq: u64,
-    members: Vec<Member>,
-}
-
-#[derive(Default)]
-struct Rooms {
-    by_name: HashMap<String, Room>,
-    names: Vec<String>,
-}
-
 /// Every room, behind one std mutex (never held across an `.await`).
 #[derive(Default)]
 struct State {
-    rooms: Mutex<Rooms>,
+    rooms: Mutex<Rooms<Member>>,
     next_session: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl State {
-    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms<Member>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn join(&self, room: &str, member: Member) -> (u32, u64) {
-        let mut rooms = self.rooms();
-        let next = rooms.names.len() as u32;
-        let r = match rooms.by_name.get_mut(room) {
-            Some(r) => r,
-            None => {
-                rooms.names.push(room.to_owned());
-                rooms.by_name.entry(room.to_owned()).or_insert(Room {
-                    handle: next,
-                    seq: 0,
-                    members: Vec::new(),
-                })
-            }
-        };
-        r.members.push(member);
-        (r.handle, r.seq)
-    }
-
     fn leave(&self, room: &str, session: u64) {
-        if let Some(r) = self.rooms().by_name.get_mut(room) {
-            r.members.retain(|m| m.session != session);
-        }
+        self.rooms().leave(room, |m| m.session == session);
     }
 
     /// Encodes once, queues a clone for every member; returns the seq.
     fn publish(&self, room: &str, from: &str, body: Bytes) -> Option<u64> {
         let mut rooms = self.rooms();
-        let r = rooms.by_name.get_mut(room)?;
-        r.seq += 1;
-        let frame = frame_bytes(&ServerFrame::Message {
-            seq: r.seq,
-            from: from.to_owned(),
-            body,
-            ts: unix_ms(),
-        });
-        for m in &r.members {
+        let (_, seq, frame, members) = rooms.publish(room, from, body)?;
+        for m in members {
             if m.frames.try_send(frame.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Some(r.seq)
+        Some(seq)
     }
 
     fn volatile(&self, handle: u32, sender: u64, from: &str, body: Bytes) {
         let rooms = self.rooms();
-        let Some(r) = rooms
-            .names
-            .get(handle as usize)
-            .and_then(|n| rooms.by_name.get(n))
-        else {
+        let Some((payload, members)) = rooms.volatile(handle, from, body) else {
             return;
         };
-        let payload = encode_datagram(&Datagram::Recv {
-            handle,
-            from: from.to_owned(),
-            body,
-        });
-        for m in r.members.iter().filter(|m| m.session != sender) {
+        for m in members.iter().filter(|m| m.session != sender) {
             let _ = m.conn.send_datagram(payload.clone());
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -214,16 +161,10 @@ async fn session(incoming: IncomingSession, state: Arc<State>) {
         Ok(Some(ClientFrame::Hello { .. })) => {}
         _ => return,
     }
-    let welcome = frame_bytes(&ServerFrame::Welcome {
-        session: id,
-        user: user.clone(),
-        max_frame: DEFAULT_MAX_FRAME as u32,
-        online: None,
-    });
-    if control.write_all(&welcome).await.is_err() {
+    if control.write_all(&welcome(id, &user)).await.is_err() {
         return;
     }
-    let mut joined: Vec<String> = Vec::new();
+    let mut rooms_in: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             frame = reader.next::<ClientFrame>() => {
@@ -235,8 +176,9 @@ async fn session(incoming: IncomingSession, state: Arc<State>) {
                         };
                         let Some(mut stream) = opened else { break };
                         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
-                        let (handle, seq) = state.join(&room, Member { session: id, frames: tx, conn: conn.clone() });
-                        let head = frame_bytes(&ServerFrame::RoomStream { room: room.clone(), handle });
+                        let member = Member { session: id, frames: tx, conn: conn.clone() };
+                        let (handle, seq) = state.rooms().join(&room, member);
+                        let head = room_stream(&room, handle);
                         tokio::spawn(async move {
                             if stream.write_all(&head).await.is_err() {
                                 return;
@@ -247,8 +189,8 @@ async fn session(incoming: IncomingSession, state: Arc<State>) {
                                 }
                             }
                         });
-                        joined.push(room.clone());
-                        ServerFrame::Joined { req, room, handle, epoch: 1, seq, recovered: false, members: vec![] }
+                        rooms_in.push(room.clone());
+                        joined(req, room, handle, seq)
                     }
                     Ok(Some(ClientFrame::Publish { req, room, body })) => {
                         let seq = state.publish(&room, &user, body).unwrap_or(0);
@@ -256,7 +198,7 @@ async fn session(incoming: IncomingSession, state: Arc<State>) {
                     }
                     Ok(Some(ClientFrame::Leave { req, room })) => {
                         state.leave(&room, id);
-                        joined.retain(|r| *r != room);
+                        rooms_in.retain(|r| *r != room);
                         ServerFrame::Left { req, room }
                     }
                     Ok(Some(_)) => continue,
@@ -274,7 +216,7 @@ async fn session(incoming: IncomingSession, state: Arc<State>) {
             }
         }
     }
-    for room in joined {
+    for room in rooms_in {
         state.leave(&room, id);
     }
 }

@@ -26,9 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use wtgate::engine::{Admit, App, EventLoop, Io, Request};
 use wtgate::protocol::{
-    decode_datagram, decode_frame, encode_datagram, frame_bytes, ClientFrame, Datagram,
-    ServerFrame, DEFAULT_MAX_FRAME,
+    decode_datagram, decode_frame, frame_bytes, ClientFrame, Datagram, ServerFrame,
+    DEFAULT_MAX_FRAME,
 };
+
+#[path = "floor/rooms.rs"]
+mod rooms;
+use rooms::{joined, room_stream, welcome, Rooms};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -44,15 +48,10 @@ struct Args {
 const QUEUE: usize = 4096;
 
 struct Member {
-    queue: VecDeque<Bytes>,
+    /// Room frames by room handle, in order.
+    queue: VecDeque<(u32, Bytes)>,
     waker: Waker,
     datagrams: VecDeque<Bytes>,
-}
-
-struct Room {
-    handle: u32,
-    seq: u64,
-    members: Vec<u64>,
 }
 
 /// A session: its control stream and room streams.
@@ -69,26 +68,20 @@ struct Session {
 
 #[derive(Default)]
 struct Floor {
-    rooms: HashMap<String, Room>,
-    names: Vec<String>,
+    /// Members by session id.
+    rooms: Rooms<u64>,
     members: HashMap<u64, Member>,
     next: u64,
     dropped: u64,
 }
 
 impl Floor {
+    /// Queues the message for every member and wakes their connections.
     fn publish(&mut self, room: &str, from: &str, body: Bytes) -> u64 {
-        let Some(r) = self.rooms.get_mut(room) else {
+        let Some((handle, seq, frame, ids)) = self.rooms.publish(room, from, body) else {
             return 0;
         };
-        r.seq += 1;
-        let frame = frame_bytes(&ServerFrame::Message {
-            seq: r.seq,
-            from: from.to_owned(),
-            body,
-            ts: unix_ms(),
-        });
-        for id in &r.members {
+        for id in ids {
             if let Some(m) = self.members.get_mut(id) {
                 if m.queue.len() >= QUEUE {
                     self.dropped += 1;
@@ -97,38 +90,23 @@ impl Floor {
                 if m.queue.is_empty() {
                     m.waker.wake_by_ref();
                 }
-                m.queue.push_back(frame.clone());
+                m.queue.push_back((handle, frame.clone()));
             }
         }
-        r.seq
+        seq
     }
 
     fn volatile(&mut self, handle: u32, sender: u64, from: &str, body: Bytes) {
-        let Some(r) = self
-            .names
-            .get(handle as usize)
-            .and_then(|n| self.rooms.get(n))
-        else {
+        let Some((payload, ids)) = self.rooms.volatile(handle, from, body) else {
             return;
         };
-        let payload = encode_datagram(&Datagram::Recv {
-            handle,
-            from: from.to_owned(),
-            body,
-        });
-        for id in r.members.iter().filter(|id| **id != sender) {
+        for id in ids.iter().filter(|id| **id != sender) {
             if let Some(m) = self.members.get_mut(id) {
                 if m.datagrams.len() < 256 {
                     m.datagrams.push_back(payload.clone());
                     m.waker.wake_by_ref();
                 }
             }
-        }
-    }
-
-    fn leave(&mut self, room: &str, session: u64) {
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.members.retain(|m| *m != session);
         }
     }
 
@@ -141,48 +119,23 @@ impl Floor {
         Some(match frame {
             ClientFrame::Hello { .. } if !s.welcomed => {
                 s.welcomed = true;
-                ServerFrame::Welcome {
-                    session: s.id,
-                    user: s.user.clone(),
-                    max_frame: DEFAULT_MAX_FRAME as u32,
-                    online: None,
-                }
+                io.write(s.control?, welcome(s.id, &s.user));
+                return None;
             }
             ClientFrame::Join { req, room, .. } => {
-                let next = self.names.len() as u32;
-                let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
-                    handle: next,
-                    seq: 0,
-                    members: Vec::new(),
-                });
-                if r.handle == next {
-                    self.names.push(room.clone());
-                }
                 let stream = io.open_uni()?;
-                let head = frame_bytes(&ServerFrame::RoomStream {
-                    room: room.clone(),
-                    handle: r.handle,
-                });
-                io.write(stream, head);
-                r.members.push(s.id);
-                s.streams.insert(r.handle, stream);
+                let (handle, seq) = self.rooms.join(&room, s.id);
+                io.write(stream, room_stream(&room, handle));
+                s.streams.insert(handle, stream);
                 s.joined.push(room.clone());
-                ServerFrame::Joined {
-                    req,
-                    room,
-                    handle: r.handle,
-                    epoch: 1,
-                    seq: r.seq,
-                    recovered: false,
-                    members: vec![],
-                }
+                joined(req, room, handle, seq)
             }
             ClientFrame::Publish { req, room, body } => {
                 let seq = self.publish(&room, &s.user, body);
                 ServerFrame::Ack { req, seq }
             }
             ClientFrame::Leave { req, room } => {
-                self.leave(&room, s.id);
+                self.rooms.leave(&room, |id| *id == s.id);
                 s.joined.retain(|r| *r != room);
                 ServerFrame::Left { req, room }
             }
@@ -270,14 +223,10 @@ impl App for Floor {
         let Some(member) = self.members.get_mut(&s.id) else {
             return;
         };
-        // One room stream in this benchmark; frames go on the stream of the
-        // room they came from in wtgate proper.
-        if let Some(&stream) = s.streams.values().next() {
-            for frame in member.queue.drain(..) {
+        for (handle, frame) in member.queue.drain(..) {
+            if let Some(&stream) = s.streams.get(&handle) {
                 io.write(stream, frame);
             }
-        } else {
-            member.queue.clear();
         }
         for datagram in member.datagrams.drain(..) {
             io.send_datagram(&datagram);
@@ -286,17 +235,10 @@ impl App for Floor {
 
     fn closed(&mut self, s: Session, _reason: &ConnectionError) {
         for room in &s.joined {
-            self.leave(room, s.id);
+            self.rooms.leave(room, |id| *id == s.id);
         }
         self.members.remove(&s.id);
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -50,10 +50,7 @@ fn args(server: &TestServer) -> LoadArgs {
 async fn fifty_clients_lose_nothing() {
     let server = load_server().await;
     let a = args(&server);
-    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
-        .await
-        .expect("the run ends in time")
-        .expect("the run starts");
+    let report = run_in_time(&a).await;
     assert_eq!(report.connected, 50, "{}", report.to_text());
     // 100 msg/s for 2 s, give or take the edges of the window (and sends a busy
     // debug build skipped rather than burst).
@@ -261,6 +258,14 @@ async fn default_server_on(listen: &str, dir: tempfile::TempDir) -> TestServer {
     .await
 }
 
+/// `load::run`, which must end within 30 s.
+async fn run_in_time(a: &LoadArgs) -> wtgate::load::Report {
+    tokio::time::timeout(Duration::from_secs(30), load::run(a))
+        .await
+        .expect("the run ends in time")
+        .expect("the run starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_config_server_passes_and_presence_is_counted_not_an_error() {
     let server = TestServer::start().await;
@@ -268,10 +273,7 @@ async fn a_default_config_server_passes_and_presence_is_counted_not_an_error() {
         senders: None,
         ..args(&server)
     };
-    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
-        .await
-        .expect("the run ends in time")
-        .expect("the run starts");
+    let report = run_in_time(&a).await;
     let text = report.to_text();
     assert_eq!(report.connected, 50, "{text}");
     assert_eq!(report.senders, 10, "the default");
@@ -317,29 +319,38 @@ async fn the_rust_client_reaches_localhost_on_ipv6_loopback() {
 /// development certificate from `./certs`, default senders for few clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_runs_against_a_dev_style_server_with_no_other_flag() {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path().to_owned();
-    let server = default_server_on("[::1]:0", dir).await;
-    let url = format!("https://localhost:{}/chat", server.addr.port());
-    let stdout = run_load(
-        Some(&cwd),
-        &["--url", &url, "--clients", "5"],
-        &[("WTGATE_SECRET", SECRET)],
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = cli_against_a_dev_style_server(&["--clients", "5"], &[]).await;
     assert_eq!(
         (v["clients"].as_u64(), v["senders"].as_u64()),
         (Some(5), Some(5))
     );
     assert_eq!(v["connected"], 5, "{v}");
-    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
-    assert_eq!(v["delivered"], v["expected"], "{v}");
     assert!(
         v["presence_frames"]["namespace"].as_u64().unwrap() > 0,
         "{v}"
     );
+}
+
+/// Runs `wtgate load --url https://localhost:PORT/chat ARGS` from the directory
+/// of a default-config server on `[::1]` (its development certificate in
+/// `./certs`), with `WTGATE_SECRET` and `env`; its JSON report, which delivered
+/// every message it expected. The process is killed if the test fails.
+async fn cli_against_a_dev_style_server(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().to_owned();
+    let server = default_server_on("[::1]:0", dir).await;
+    // WebTransport and WebSockets share the port number (UDP and TCP).
+    let url = format!("https://localhost:{}/chat", server.addr.port());
+    let mut argv = vec!["--url", url.as_str()];
+    argv.extend_from_slice(args);
+    let mut vars = vec![("WTGATE_SECRET", SECRET)];
+    vars.extend_from_slice(env);
+    let stdout = run_load(Some(&cwd), &argv, &vars).await;
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["delivered"], v["expected"], "{v}");
     server.stop().await;
+    v
 }
 
 /// The same run over WebSockets (`--transport websocket`): `https://` on the
@@ -353,10 +364,7 @@ async fn websocket_clients_lose_nothing_on_a_default_server() {
         transport: Transport::WebSocket,
         ..args(&server)
     };
-    let report = tokio::time::timeout(Duration::from_secs(30), load::run(&a))
-        .await
-        .expect("the run ends in time")
-        .expect("the run starts");
+    let report = run_in_time(&a).await;
     let text = report.to_text();
     assert_eq!(report.connected, 50, "{text}");
     assert_eq!(report.transport, Transport::WebSocket);
@@ -420,23 +428,14 @@ async fn websocket_datagrams_several_rooms_and_churn() {
 /// certificate in `./certs` is pinned. The process is killed if the test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_runs_over_websockets_against_a_default_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path().to_owned();
-    let server = default_server_on("[::1]:0", dir).await;
-    let url = format!("https://localhost:{}/chat", server.api.port());
-    let stdout = run_load(
-        Some(&cwd),
-        &["--url", &url, "--clients", "10", "--rooms", "2"],
-        &[("WTGATE_SECRET", SECRET), ("WTGATE_TRANSPORT", "websocket")],
+    let v = cli_against_a_dev_style_server(
+        &["--clients", "10", "--rooms", "2"],
+        &[("WTGATE_TRANSPORT", "websocket")],
     )
     .await;
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     wtgate::load::report::check_json_shape(&v).unwrap_or_else(|e| panic!("{e}: {v}"));
     assert_eq!(v["transport"], "websocket", "{v}");
     assert_eq!(v["connected"], 10, "{v}");
-    assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
-    assert_eq!(v["delivered"], v["expected"], "{v}");
     assert_eq!(v["errors"], serde_json::json!({}), "{v}");
     assert_eq!(v["passed"], true, "{v}");
-    server.stop().await;
 }
