@@ -144,7 +144,7 @@ start_server() {
   case "$name" in
     wtgate|wtgate-ws|wtgate-loop|wtgate-wtransport)
       PORT=4433
-      local engine="${WTGATE_ENGINE:-wtransport}"
+      local engine="${WTGATE_ENGINE:-loop}"
       [ "$name" = wtgate-loop ] && engine=loop
       [ "$name" = wtgate-wtransport ] && engine=wtransport
       "${SRV_EXEC[@]}" taskset -c 0 "$WTGATE" serve --engine "$engine" --listen "$HOST:$PORT" --secret "$SECRET" \

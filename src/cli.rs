@@ -108,9 +108,9 @@ pub struct NetArgs {
     /// With --dev: loopback TCP address of the demo page (plain HTTP; port 0 picks one).
     #[arg(long, env = "WTGATE_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     pub demo_listen: SocketAddr,
-    /// What drives WebTransport sessions: wtransport's server, or wtgate's event
-    /// loop (leaner per session and per delivery; bench/RESULTS.md).
-    #[arg(long, env = "WTGATE_ENGINE", value_enum, default_value = "wtransport")]
+    /// What drives WebTransport sessions: wtgate's event loop (leaner per session
+    /// and per delivery; bench/RESULTS.md), or wtransport's server.
+    #[arg(long, env = "WTGATE_ENGINE", value_enum, default_value = "loop")]
     pub engine: Engine,
 }
 

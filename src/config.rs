@@ -702,9 +702,9 @@ impl std::fmt::Display for TlsSource {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
     /// wtransport's server: a task per connection and per session.
-    #[default]
     Wtransport,
     /// wtgate's event loop (`crate::engine`): one task for every connection.
+    #[default]
     Loop,
 }
 

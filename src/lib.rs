@@ -12,9 +12,9 @@
 //!   connection (quinn-proto), with HTTP/3 and WebTransport framing; it drives
 //!   each session in the pass that read its packets, no task per connection.
 //! - [`server`]: admission, routing by path and the WebTransport driver of each
-//!   session on the loop (`server/loop_session.rs`, `--engine loop`: feeds the core,
-//!   performs its actions, writes the hub's queued frames; `server/session.rs`, the
-//!   default, is the same over wtransport's server); the WebSocket fallback, a second driver of the same
+//!   session on the loop (`server/loop_session.rs`, the default engine: feeds the
+//!   core, performs its actions, writes the hub's queued frames; `server/session.rs`,
+//!   `--engine wtransport`, is the same over wtransport's server); the WebSocket fallback, a second driver of the same
 //!   core on the HTTPS port (`server/websocket.rs`, lanes of PROTOCOL.md §16); the
 //!   steps both drivers share (`server/driver.rs`); the HTTPS server API
 //!   (`server/http.rs`) and admission before a handshake (`server/admission.rs`).
@@ -33,7 +33,7 @@
 //! - [`demo`]: the `--dev` demo page and browser library over loopback HTTP.
 //! - [`load`]: `wtgate load`, the load tester (paced publishers, loss and latency checks).
 //!
-//! # Life of a `Publish` (on the event loop, `--engine loop`)
+//! # Life of a `Publish` (on the event loop, the default engine)
 //! 1. `engine/event_loop.rs` :: `EventLoop::run` reads the packet off the UDP
 //!    socket, hands it to its quinn-proto connection and, in the same pass,
 //!    `server/loop_session.rs` :: `LoopSession::read_command` decodes it off the

@@ -1066,7 +1066,6 @@ async fn one_webhook_per_event_across_two_nodes() {
     alice1.leave("lobby").await.unwrap();
     alice1.close().await;
     alice2.close().await;
-    bob.close().await;
 
     let summary = |got: &Webhooks| {
         let mut s: Vec<String> = got
@@ -1100,7 +1099,19 @@ async fn one_webhook_per_event_across_two_nodes() {
         "session.opened alice ",
         "session.opened bob ",
     ];
+    // bob leaves last, so the room is vacated by him: wait until n2 has seen
+    // alice's session end (two closes on one node race otherwise).
     let deadline = Instant::now() + WAIT;
+    while summary(&got)
+        .iter()
+        .filter(|e| *e == "session.closed alice ")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "only {:?}", summary(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bob.close().await;
     while got.events.lock().unwrap().len() < expected.len() {
         assert!(Instant::now() < deadline, "only {:?}", summary(&got));
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -82,10 +82,11 @@ impl TestServer {
             redis: None,
             node_id: None,
             hook_secret: None,
-            // `WTGATE_ENGINE=loop cargo test` runs the suite on the event loop.
+            // `WTGATE_ENGINE=wtransport cargo test` runs the suite on wtransport's
+            // server instead of the event loop.
             engine: match std::env::var("WTGATE_ENGINE").as_deref() {
-                Ok("loop") => wtgate::config::Engine::Loop,
-                _ => wtgate::config::Engine::Wtransport,
+                Ok("wtransport") => wtgate::config::Engine::Wtransport,
+                _ => wtgate::config::Engine::Loop,
             },
         };
         adjust(&mut settings);

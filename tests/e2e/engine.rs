@@ -1,8 +1,8 @@
-//! The event loop (`serve --engine loop`, [`wtgate::engine`]): what it owns —
-//! QUIC connections, HTTP/3 and the WebTransport request, session streams and
-//! datagrams, slow consumers, shutdown — on a server that runs it whatever
-//! `WTGATE_ENGINE` says, so the suite's default run covers it too. The HTTP/3
-//! abuse cases run on both engines.
+//! Both engines (`serve --engine loop|wtransport`): what the engine owns — QUIC
+//! connections, HTTP/3 and the WebTransport request, session streams and
+//! datagrams, slow consumers, shutdown, HTTP/3 abuse — on each, whatever
+//! `WTGATE_ENGINE` says, so the suite's default run (on the loop) covers
+//! wtransport's server too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,13 +13,17 @@ use wtgate::config::{Config, Engine};
 
 use crate::common::*;
 
-async fn on_loop() -> TestServer {
-    TestServer::start_on(Engine::Loop, Config::default()).await
-}
+const ENGINES: [Engine; 2] = [Engine::Loop, Engine::Wtransport];
 
 #[tokio::test]
 async fn members_get_every_message_in_order_and_volatile_events() {
-    let server = on_loop().await;
+    for engine in ENGINES {
+        members_get_every_message_in_order_and_volatile_events_on(engine).await;
+    }
+}
+
+async fn members_get_every_message_in_order_and_volatile_events_on(engine: Engine) {
+    let server = TestServer::start_on(engine, Config::default()).await;
     let mut clients = Vec::new();
     for user in ["ann", "bob", "cy"] {
         let c = server.client("/chat", user).await;
@@ -64,20 +68,30 @@ async fn members_get_every_message_in_order_and_volatile_events() {
 
 #[tokio::test]
 async fn an_unknown_namespace_is_refused_before_any_stream() {
-    crate::auth::unknown_namespace_is_rejected(on_loop().await).await;
+    for engine in ENGINES {
+        crate::auth::unknown_namespace_is_rejected(
+            TestServer::start_on(engine, Config::default()).await,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_grants_no_credit_is_closed_as_a_slow_consumer() {
-    crate::budgets::replay_without_credit_is_closed(|config| {
-        TestServer::start_on(Engine::Loop, config)
-    })
-    .await;
+    for engine in ENGINES {
+        crate::budgets::replay_without_credit_is_closed(|config| {
+            TestServer::start_on(engine, config)
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn shutdown_says_go_away_before_it_closes() {
-    crate::shutdown::go_away_then_close(on_loop().await).await;
+    for engine in ENGINES {
+        crate::shutdown::go_away_then_close(TestServer::start_on(engine, Config::default()).await)
+            .await;
+    }
 }
 
 /// A bare QUIC connection (ALPN `h3`) to the server, before any HTTP/3: what a
@@ -178,8 +192,9 @@ fn oversized_headers() -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_instead_of_a_request_closes_that_connection_only() {
-    bad_request_closes_that_connection_only(Engine::Loop, &data_frame()).await;
-    bad_request_closes_that_connection_only(Engine::Wtransport, &data_frame()).await;
+    for engine in ENGINES {
+        bad_request_closes_that_connection_only(engine, &data_frame()).await;
+    }
 }
 
 #[tokio::test]
@@ -189,7 +204,7 @@ async fn an_oversized_request_is_refused_at_its_bound() {
 
 #[tokio::test]
 async fn a_quic_connection_that_never_asks_for_a_session_is_closed() {
-    for engine in [Engine::Loop, Engine::Wtransport] {
+    for engine in ENGINES {
         let mut config = Config::default();
         config.limits.hello_timeout = Duration::from_millis(500);
         let server = TestServer::start_on(engine, config).await;
