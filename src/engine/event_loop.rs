@@ -239,6 +239,10 @@ struct Entry<S, T> {
     /// The key under which it sits in the timer set.
     wakes_at: Option<Instant>,
     ready: Ready,
+    /// The application has something to do in the next pass: its waker fired,
+    /// its timer is due, or its session just began. A connection woken only by
+    /// QUIC (an ACK, most often) is not driven unless its streams say so.
+    app_due: bool,
     /// Queued for a pass (in `dirty`).
     dirty: bool,
     /// The session ended (reported to the application); kept until drained.
@@ -496,6 +500,7 @@ impl<A: App> EventLoop<A> {
             started: now,
             wakes_at: None,
             ready: Ready::default(),
+            app_due: true,
             dirty: false,
             ended: false,
         });
@@ -511,9 +516,13 @@ impl<A: App> EventLoop<A> {
         }
     }
 
+    /// Marks the connections whose application wakers fired.
     fn take_woken(&mut self) {
         let woken = std::mem::take(&mut *self.woken.ids.lock().expect("woken list"));
         for index in woken {
+            if let Some(entry) = self.entries.get_mut(index).and_then(Option::as_mut) {
+                entry.app_due = true;
+            }
             self.mark(index);
         }
     }
@@ -529,6 +538,9 @@ impl<A: App> EventLoop<A> {
                 entry.wakes_at = None;
                 if entry.link.conn.poll_timeout().is_some_and(|t| t <= now) {
                     entry.link.conn.handle_timeout(now);
+                }
+                if entry.link.timer.is_some_and(|t| t <= now) {
+                    entry.app_due = true;
                 }
                 self.mark(index);
             }
@@ -604,6 +616,7 @@ impl<A: App> EventLoop<A> {
                 Ok(session) => {
                     link.wt.answer(&mut link.conn, 200);
                     entry.session = Some(session);
+                    entry.app_due = true;
                 }
                 Err(status) => {
                     link.wt.answer(&mut link.conn, status);
@@ -612,10 +625,12 @@ impl<A: App> EventLoop<A> {
             }
         }
         match &mut entry.session {
-            Some(session) => {
+            Some(session) if entry.app_due || entry.ready.any() => {
+                entry.app_due = false;
                 let ready = std::mem::take(&mut entry.ready);
                 self.app.drive(session, &mut link.io(now, ready));
             }
+            Some(_) => {}
             None => {
                 // No session yet: the only timer is the request deadline (or the
                 // linger after a refusal).

@@ -81,6 +81,13 @@ pub struct Ready {
     pub datagrams: bool,
 }
 
+impl Ready {
+    /// Whether anything happened at all.
+    pub fn any(&self) -> bool {
+        self.readable || self.writable || self.datagrams
+    }
+}
+
 /// Writes a stream could not take yet, and whether to finish it after them.
 #[derive(Debug, Default)]
 struct Pending {

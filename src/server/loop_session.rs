@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -56,6 +57,26 @@ impl LoopGateway {
 /// What an effect runs, owned so it can outlive the pass that started it.
 type Running = BoxFuture<'static, Outcome>;
 
+/// The waker of a session's close signals (the server's shutdown, the hub's
+/// close request): notes that one fired, then wakes the connection. A pass then
+/// polls those futures only when one fired, not on every delivery (each poll
+/// takes their locks).
+struct SignalWaker {
+    fired: AtomicBool,
+    conn: Waker,
+}
+
+impl Wake for SignalWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.conn.wake_by_ref();
+    }
+}
+
 /// Where a session is.
 enum Stage {
     /// Performing the core's actions and serving.
@@ -87,6 +108,11 @@ pub(super) struct LoopSession {
     closing: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// The server's shutdown, until it fired.
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Whether `closing` or `shutdown` may be ready (polled with it).
+    signal: Arc<SignalWaker>,
+    /// Whether the control stream may have bytes: QUIC said so, and the last
+    /// read did not come back empty.
+    control_readable: bool,
     hello_seen: bool,
     rooms: HashMap<u32, StreamId>,
     /// An effect in flight.
@@ -176,6 +202,11 @@ impl App for LoopGateway {
             queues: None,
             closing: None,
             shutdown: Some(Box::pin(gw.shutdown.clone().cancelled_owned())),
+            signal: Arc::new(SignalWaker {
+                fired: AtomicBool::new(true),
+                conn: io.waker().clone(),
+            }),
+            control_readable: true,
             hello_seen: false,
             rooms: HashMap::new(),
             running: None,
@@ -221,7 +252,8 @@ impl LoopSession {
         if matches!(self.stage, Stage::Closed) {
             return;
         }
-        self.signals(io);
+        self.control_readable |= io.ready().readable;
+        self.signals();
         let mut more = true;
         for _ in 0..STEPS_PER_PASS {
             more = self.step(gw, io);
@@ -233,17 +265,31 @@ impl LoopSession {
             // Commands are still buffered: the next pass goes on, after the others.
             io.waker().wake_by_ref();
         }
+        if self.signal.fired.load(Ordering::Acquire) {
+            // A close signal this pass registered (`register`): the next pass
+            // polls it, which puts its waker in place.
+            io.waker().wake_by_ref();
+        }
         if matches!(self.stage, Stage::Serving) {
             self.write_queued(gw, io);
             self.datagrams(gw, io);
             self.watch_stall(io);
+            // What those asked of the core (the close for a malformed datagram)
+            // is done in this pass: a pass comes only when something wakes it.
+            self.perform(gw, io);
+        }
+        if matches!(self.stage, Stage::Serving) {
             self.set_timer(io);
         }
     }
 
     /// A close asked by the hub (slow consumer, kick) or by the server's shutdown.
-    fn signals(&mut self, io: &mut Io<'_>) {
-        let mut cx = Context::from_waker(io.waker());
+    fn signals(&mut self) {
+        if !self.signal.fired.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let waker = Waker::from(self.signal.clone());
+        let mut cx = Context::from_waker(&waker);
         if let Some(shutdown) = &mut self.shutdown {
             if shutdown.as_mut().poll(&mut cx).is_ready() {
                 self.shutdown = None;
@@ -368,6 +414,8 @@ impl LoopSession {
         // Refused: the core queues the close.
         if let Some((rx, closer)) = register(gw, &mut self.core) {
             self.closing = Some(Box::pin(closer.requested_owned()));
+            // Polled in the next pass, which registers its waker.
+            self.signal.fired.store(true, Ordering::Release);
             self.queues = Some((rx, closer));
             self.place = None;
             self.max_frame = gw.config.limits.max_frame;
@@ -399,6 +447,9 @@ impl LoopSession {
                 return true;
             }
         }
+        if !self.control_readable {
+            return false;
+        }
         let before = self.read.len();
         match io.read(control, &mut self.read, READ_PER_PASS) {
             Ok(true) if self.read.is_empty() => {
@@ -415,7 +466,11 @@ impl LoopSession {
                 self.core.handle_read_error(&ReadError::Truncated);
                 true
             }
-            Ok(false) => self.read.len() > before,
+            Ok(false) => {
+                // Nothing new: QUIC's next Readable event says when there is.
+                self.control_readable = self.read.len() > before;
+                self.control_readable
+            }
             Err(_) => {
                 let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "stream reset");
                 self.core.handle_read_error(&ReadError::Io(e));
