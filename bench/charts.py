@@ -30,6 +30,7 @@ LABEL = {
     "wtgate-before": "wtgate before tuning",
     "wtgate-ws": "wtgate over WebSocket",
     "socketio": "Socket.IO",
+    "socketio-rs": "Socket.IO (Rust generator)",
     "floor": "bare wtransport",
 }
 COLOR = {
@@ -37,6 +38,7 @@ COLOR = {
     "wtgate-before": "tab:cyan",
     "wtgate-ws": "tab:green",
     "socketio": "tab:orange",
+    "socketio-rs": "tab:red",
     "floor": "tab:gray",
 }
 # The point drawn for a set of runs: the median, or with --best the lowest.

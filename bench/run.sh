@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: wtgate, wtgate over WebSocket, the Socket.IO 4 reference and
-# the bare-wtransport "floor", one after the other in the same run, each server pinned
-# to cpu0 and its load generator to cpu1 (taskset). Prints a table with the ratios
-# wtgate/Socket.IO, wtgate-ws/Socket.IO and wtgate/floor; raw reports (one JSON object
-# per line) go to $OUT/results.jsonl. Every run (also --quick and --only) first measures
-# the machine's raw UDP floor (examples/udp_floor.rs on cpu0: one 100-byte datagram sent
-# and received on loopback), and the table gives (a)'s cost per delivery at 10k
-# deliveries/s as a multiple of it.
+# Side-by-side benchmark: wtgate, wtgate over WebSocket, the Socket.IO 4 reference (with
+# two generators) and the bare-wtransport "floor", one after the other in the same run,
+# each server pinned to cpu0 and its load generator to cpu1 (taskset). Prints a table
+# with the ratios wtgate/Socket.IO, wtgate-ws/Socket.IO and wtgate/floor; raw reports
+# (one JSON object per line) go to $OUT/results.jsonl. Every run (also --quick and
+# --only) first measures the machine's raw UDP floor (examples/udp_floor.rs on cpu0: one
+# 100-byte datagram sent and received on loopback), and the table gives (a)'s cost per
+# delivery at 10k deliveries/s as a multiple of it.
 #
 #   bash bench/run.sh            # full run, ≤ ~25 min
 #   bash bench/run.sh --quick    # ≤ ~5 min
-#   options: --only a,b,c,d,e,f,g,h   --servers wtgate,wtgate-ws,socketio,floor   --out DIR
+#   options: --only a,b,c,d,e,f,g,h   --servers wtgate,wtgate-ws,socketio,socketio-rs,floor   --out DIR
 #            --no-build   --losses "0 1 2 5"   --charts DIR (default bench/charts)   --no-charts
 #
 # Servers: wtgate (WebTransport), wtgate-ws (the same server and settings, the
 # generator on `wtgate load --transport websocket`: wss:// on the same port's TCP
-# side, PROTOCOL.md §16), socketio, floor (bare wtransport; a, c, d only).
+# side, PROTOCOL.md §16), socketio (bench/socketio/server.js driven by load.js, one Node
+# process: its own limit near 100–300k deliveries/s), socketio-rs (the same server driven
+# by examples/sio_load.rs, the same workload and report from Rust, which goes further),
+# floor (bare wtransport; a, c, d only).
 #
 # Scenarios (see bench/RESULTS.md):
 #   a) 200 clients, 1 room, 10 senders: the rate steps up (from 50 msg/s = 10k
@@ -50,7 +53,7 @@ cd "$ROOT"
 
 QUICK=0
 ONLY="a,b,c,d,e,f,g,h"
-SERVERS="wtgate,wtgate-ws,socketio,floor"
+SERVERS="wtgate,wtgate-ws,socketio,socketio-rs,floor"
 OUT=""
 BUILD=1
 LOSSES="0 1 2 5"
@@ -94,15 +97,21 @@ if [ "$(nproc --all)" -lt 2 ]; then echo "bench/run.sh needs 2 cores (cpu0, cpu1
 
 if [ "$BUILD" = 1 ]; then
   echo "== building (release)" >&2
-  cargo build --release --quiet --bin wtgate --example floor_server --example loop_floor --example udp_floor
+  cargo build --release --quiet --bin wtgate --example floor_server --example loop_floor --example udp_floor \
+    --example sio_load
 fi
 # WTGATE_BIN runs another build (e.g. a copy of the previous commit's, for before/after).
 WTGATE="${WTGATE_BIN:-$ROOT/target/release/wtgate}"
 FLOOR="$ROOT/target/release/examples/floor_server"
 LOOP_FLOOR="$ROOT/target/release/examples/loop_floor"
 UDP_FLOOR="$ROOT/target/release/examples/udp_floor"
+SIO_LOAD="$ROOT/target/release/examples/sio_load"
 if [ ! -x "$UDP_FLOOR" ]; then
   echo "no $UDP_FLOOR: build it (cargo build --release --example udp_floor) or drop --no-build" >&2
+  exit 1
+fi
+if [[ ",$SERVERS," == *",socketio-rs,"* ]] && [ ! -x "$SIO_LOAD" ]; then
+  echo "no $SIO_LOAD: build it (cargo build --release --example sio_load) or drop --no-build" >&2
   exit 1
 fi
 if [ ! -d bench/socketio/node_modules ]; then
@@ -159,7 +168,7 @@ start_server() {
       PORT=4436
       "${SRV_EXEC[@]}" taskset -c 0 "$LOOP_FLOOR" --listen "$HOST:$PORT" --certs-dir "$WORK/certs" > "$log" 2>&1 &
       ;;
-    socketio)
+    socketio|socketio-rs)
       PORT=4435
       "${SRV_EXEC[@]}" taskset -c 0 node bench/socketio/server.js --port "$PORT" --host "$HOST" \
         --cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem" > "$log" 2>&1 &
@@ -168,7 +177,7 @@ start_server() {
   # `ip netns exec` and `taskset` exec their command: $! is the server itself.
   SERVER_PID=$!
   for _ in $(seq 100); do
-    if [ "$name" = socketio ]; then
+    if [[ "$name" == socketio* ]]; then
       grep -q "listening" "$log" 2>/dev/null && return 0
     elif grep -q "certificate sha-256:" "$log" 2>/dev/null; then
       HASH="$(grep -m1 "certificate sha-256:" "$log" | awk '{print $3}')"
@@ -199,8 +208,11 @@ load() {
   local json="$WORK/run.json" limit=180
   local loadavg; loadavg="$(cut -d' ' -f1 /proc/loadavg)"
   local drops0; drops0="$(udp_drops)"
-  if [ "$name" = socketio ]; then
-    timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 node bench/socketio/load.js --url "https://$HOST:$PORT/chat" \
+  if [[ "$name" == socketio* ]]; then
+    # socketio-rs: the same flags and report, from the Rust generator.
+    local gen=(node bench/socketio/load.js)
+    [ "$name" = socketio-rs ] && gen=("$SIO_LOAD")
+    timeout "$limit" "${GEN_EXEC[@]}" taskset -c 1 "${gen[@]}" --url "https://$HOST:$PORT/chat" \
       --ca "$WORK/certs/cert.pem" --tls-name localhost --server-pid "$SERVER_PID" --json "$@" > "$json" 2> "$WORK/gen.err" || true
   else
     local transport=webtransport

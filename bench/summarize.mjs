@@ -3,6 +3,10 @@
 // and wtgate/floor, then every step. Above the table: the machine's raw UDP floor
 // (examples/udp_floor.rs, server_name "udp-floor"), and in it each server's CPU per
 // delivery at (a)'s 10k deliveries/s step as a multiple of that floor.
+// Socket.IO has two generators: load.js ("socketio", one Node process, the limit above
+// ~100k deliveries/s) and examples/sio_load.rs ("socketio-rs"). The ratio columns divide
+// (a)'s maximum and its CPU by the run that went further, the other rows by load.js's
+// figure (the Rust one when load.js did not run).
 //
 //   node bench/summarize.mjs bench/results/DATE/results.jsonl
 
@@ -12,10 +16,10 @@ const rows = readFileSync(process.argv[2], 'utf8')
   .split('\n')
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l));
-const SERVERS = ['wtgate', 'wtgate-ws', 'socketio', 'floor'];
-const LABEL = { wtgate: 'wtgate', 'wtgate-ws': 'wtgate WebSocket', socketio: 'Socket.IO', floor: 'floor' };
+const SERVERS = ['wtgate', 'wtgate-ws', 'socketio', 'socketio-rs', 'floor'];
+const LABEL = { wtgate: 'wtgate', 'wtgate-ws': 'wtgate WebSocket', socketio: 'Socket.IO', 'socketio-rs': 'Socket.IO (Rust generator)', floor: 'floor' };
 // TCP servers have no UDP receive buffer to overflow.
-const tcp = (s) => s === 'socketio' || s === 'wtgate-ws';
+const tcp = (s) => s === 'socketio' || s === 'socketio-rs' || s === 'wtgate-ws';
 const of = (server, scenario) => rows.filter((r) => r.server_name === server && r.scenario === scenario && r.clients);
 const clean = (r) => r.latency_ms.p99 < 100 && r.lost === 0 && r.passed;
 const cleanDatagram = (r) => r.latency_ms.p99 < 100 && r.expected > 0 && r.lost <= 0.01 * r.expected;
@@ -27,12 +31,13 @@ const udpUs = typeof udp?.us_per_packet === 'number' && udp.us_per_packet > 0 ? 
 
 const fmt = (v, digits = 1) => (v === undefined || v === null || Number.isNaN(v) ? '–' : typeof v === 'number' ? (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : v.toFixed(digits)) : String(v));
 
-// Each metric: [label, (server) → number | undefined, digits]
+// Each metric: [label, (server) → number | undefined, digits, further]; `further`: the
+// ratio columns take Socket.IO's figure from the generator that went further in (a).
 const metrics = [];
-const add = (label, f, digits = 1) => metrics.push([label, f, digits]);
+const add = (label, f, digits = 1, further = false) => metrics.push([label, f, digits, further]);
 
-add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0);
-add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2);
+add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0, true);
+add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2, true);
 for (const rate of [50, 250, 500, 1000]) {
   add(`(a) ${rate * 200 / 1000}k deliveries/s: server CPU µs/delivery`, (s) => step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery, 2);
   if (rate === 50) {
@@ -81,18 +86,25 @@ console.log(udp
 const present = SERVERS.filter((s) => rows.some((r) => r.server_name === s));
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
 const header = ['metric', ...present.map((s) => LABEL[s])];
+// Socket.IO's generator that went further in (a): the larger max deliveries/s.
+const aMax = (s) => best(of(s, 'a'), clean)?.deliveries_per_sec ?? -1;
+const sioFurther = aMax('socketio-rs') > aMax('socketio') ? 'socketio-rs' : 'socketio';
+// The ratios' Socket.IO ('sio'): see the top of the file.
+const sioOf = (vals, further) => (further ? vals[sioFurther] : vals.socketio ?? vals['socketio-rs']);
+const has = (s) => (s === 'sio' ? present.includes('socketio') || present.includes('socketio-rs') : present.includes(s));
 // [column, numerator, denominator]: ratios of servers measured in the same run.
 const ratios = [
-  ['wtgate/Socket.IO', 'wtgate', 'socketio'],
-  ['WebSocket/Socket.IO', 'wtgate-ws', 'socketio'],
+  ['wtgate/Socket.IO', 'wtgate', 'sio'],
+  ['WebSocket/Socket.IO', 'wtgate-ws', 'sio'],
   ['WebSocket/wtgate', 'wtgate-ws', 'wtgate'],
   ['wtgate/floor', 'wtgate', 'floor'],
-].filter(([, a, b]) => present.includes(a) && present.includes(b));
+].filter(([, a, b]) => has(a) && has(b));
 header.push(...ratios.map(([column]) => column));
 console.log(`| ${header.join(' | ')} |`);
 console.log(`|${header.map(() => '---').join('|')}|`);
-for (const [label, f, digits] of metrics) {
+for (const [label, f, digits, further] of metrics) {
   const vals = Object.fromEntries(present.map((s) => [s, f(s)]));
+  vals.sio = sioOf(vals, further);
   const cells = [label, ...present.map((s) => fmt(vals[s], digits))];
   cells.push(...ratios.map(([, a, b]) => ratio(vals[a], vals[b])));
   console.log(`| ${cells.join(' | ')} |`);
