@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::admission::{Admission, AwaitingGuard};
 use super::driver::{register, unix_now, CLOSE_LINGER, CLOSE_READ_GRACE, OPEN_STREAM_TIMEOUT};
-use super::Gateway;
+use super::{FlushPolicy, Gateway};
 use crate::engine::{Admit, App, Io, Request};
 use crate::hub::{Closer, Outbound, SessionRx};
 use crate::protocol::{decode_frame, ClientFrame, ErrorCode};
@@ -119,6 +119,10 @@ pub(super) struct LoopSession {
     running: Option<Running>,
     /// A room stream waiting for credit: (handle, head, since).
     opening: Option<(u32, Bytes, Instant)>,
+    /// When this busy session last wrote, and when what the hub queued since
+    /// goes out.
+    flush: FlushPolicy,
+    flush_at: Option<Instant>,
     /// Since when writes have been waiting for credit (the slow-consumer clock).
     stalled_since: Option<Instant>,
     /// How long writes may wait for credit before the session is a slow consumer.
@@ -211,6 +215,8 @@ impl App for LoopGateway {
             rooms: HashMap::new(),
             running: None,
             opening: None,
+            flush: FlushPolicy::default(),
+            flush_at: None,
             stalled_since: None,
             stall_timeout: limits.stall_timeout,
             place: Some(place),
@@ -490,28 +496,56 @@ impl LoopSession {
     }
 
     /// Writes what the hub queued, unless the connection is already backlogged.
+    /// A busy session writes once per flush window so its frames share packets
+    /// ([`FlushPolicy`]), as over wtransport and WebSocket.
     fn write_queued(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>) {
+        // A stale deadline would be a timer in the past: the loop would spin.
+        self.flush_at = None;
         if self.waits() {
-            // The order of replies and room frames is the core's: wait.
+            // The order of replies and room frames is the core's: wait (what
+            // it waits for wakes the connection).
+            return;
+        }
+        let Some((rx, _)) = &mut self.queues else {
+            return;
+        };
+        let window = gw.flush_window.get();
+        let now = tokio::time::Instant::from_std(io.now());
+        if !self.flush.due(now, window) {
+            // Held until the window ends (a timer); the hub's next frames find
+            // the queue's waker still registered by the last empty poll.
+            if rx.frames.queued_bytes() > 0 {
+                self.flush_at = self.flush.deadline(window).map(|at| at.into_std());
+            }
             return;
         }
         let mut cx = Context::from_waker(io.waker());
-        for _ in 0..WRITE_BATCH {
+        let mut wrote = 0;
+        let batch_full = loop {
+            if wrote == WRITE_BATCH {
+                break true;
+            }
             // Backlogged: the stream's credit wakes the connection again.
             if io.backlog() > BACKLOG {
-                return;
+                break false;
             }
             let Some((rx, _)) = &mut self.queues else {
-                return;
+                break false;
             };
-            let item = match rx.frames.poll_recv(&mut cx) {
-                Poll::Ready(Some(item)) => item,
-                _ => return,
-            };
-            self.write_out(gw, io, item);
+            match rx.frames.poll_recv(&mut cx) {
+                Poll::Ready(Some(item)) => {
+                    wrote += 1;
+                    self.write_out(gw, io, item);
+                }
+                _ => break false,
+            }
+        };
+        if batch_full {
+            // The rest in the next pass, at once: frames enough to fill packets.
+            io.waker().wake_by_ref();
+        } else if wrote > 0 {
+            self.flush.flushed(now);
         }
-        // The batch is full: the rest in the next pass.
-        io.waker().wake_by_ref();
     }
 
     fn write_out(&mut self, gw: &Arc<Gateway>, io: &mut Io<'_>, item: Outbound) {
@@ -596,7 +630,7 @@ impl LoopSession {
             .opening
             .as_ref()
             .map(|(_, _, since)| *since + OPEN_STREAM_TIMEOUT);
-        let next = [self.core.poll_timeout(), stall, opening]
+        let next = [self.core.poll_timeout(), stall, opening, self.flush_at]
             .into_iter()
             .flatten()
             .min();
