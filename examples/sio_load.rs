@@ -41,6 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
+use wtgate::load::procfs::ProcSample;
 
 #[derive(Parser, Debug)]
 #[command(about = "Socket.IO load generator (the flags of bench/socketio/load.js)")]
@@ -967,28 +968,13 @@ struct Sample {
 fn proc_sample(shared: &Shared, pids: &[u32]) -> Sample {
     let mut s = Sample::default();
     for &pid in pids {
-        let read = || -> Option<(u64, u64, u64)> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-            let cpu = (f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) * 10;
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let kb = |key: &str| -> Option<u64> {
-                let line = status.lines().find(|l| l.starts_with(key))?;
-                line[key.len()..]
-                    .split_ascii_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            };
-            Some((cpu, kb("VmRSS:")?, kb("VmHWM:")?))
-        };
-        match read() {
-            Some((cpu, rss, peak)) => {
-                s.cpu_ms += cpu;
-                s.rss_kb += rss;
-                s.peak_kb += peak;
+        match ProcSample::read(pid) {
+            Ok(p) => {
+                s.cpu_ms += p.cpu.as_millis() as u64;
+                s.rss_kb += p.rss_kb;
+                s.peak_kb += p.peak_kb;
             }
-            None => shared.err(&format!("server pid {pid} unreadable"), 1),
+            Err(_) => shared.err(&format!("server pid {pid} unreadable"), 1),
         }
     }
     s
