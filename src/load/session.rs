@@ -15,7 +15,7 @@ use wtransport::{Connection, Endpoint, RecvStream, SendStream};
 
 use super::wire::{split_frame, WireError};
 use crate::client::{hello as hello_frame, ClientError, Handshake};
-use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ServerFrame};
+use crate::protocol::{decode_frame, frame_bytes, ClientFrame, ErrorCode, ServerFrame};
 use crate::transport::FrameReader;
 
 /// How long opening a session, `Hello` and the join may take each.
@@ -35,6 +35,54 @@ pub(super) fn fail(kind: &str, detail: impl ToString) -> SetupError {
     SetupError {
         kind: kind.to_owned(),
         detail: detail.to_string(),
+    }
+}
+
+/// A connection's end with the server's close code named: the report folds
+/// numbers into `N`, so "closed by peer: 12" alone would not say which.
+pub(super) fn describe_connection_error(e: &wtransport::error::ConnectionError) -> String {
+    match e {
+        wtransport::error::ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(close.reason());
+            format!(
+                "closed by the server: {} {reason}",
+                close_code_name(close.code().into_inner())
+            )
+            .trim_end()
+            .to_owned()
+        }
+        e => e.to_string(),
+    }
+}
+
+/// wtgate's close codes (PROTOCOL.md) and HTTP/3's (RFC 9114 §8.1) by name.
+fn close_code_name(code: u64) -> String {
+    const H3: [&str; 17] = [
+        "H3_NO_ERROR",
+        "H3_GENERAL_PROTOCOL_ERROR",
+        "H3_INTERNAL_ERROR",
+        "H3_STREAM_CREATION_ERROR",
+        "H3_CLOSED_CRITICAL_STREAM",
+        "H3_FRAME_UNEXPECTED",
+        "H3_FRAME_ERROR",
+        "H3_EXCESSIVE_LOAD",
+        "H3_ID_ERROR",
+        "H3_SETTINGS_ERROR",
+        "H3_MISSING_SETTINGS",
+        "H3_REQUEST_REJECTED",
+        "H3_REQUEST_CANCELLED",
+        "H3_REQUEST_INCOMPLETE",
+        "H3_MESSAGE_ERROR",
+        "H3_CONNECT_ERROR",
+        "H3_VERSION_FALLBACK",
+    ];
+    match code {
+        0 => "no error".to_owned(),
+        0x100..=0x110 => H3[(code - 0x100) as usize].to_owned(),
+        code => match u32::try_from(code).map(ErrorCode::from) {
+            Ok(ErrorCode::Other(_)) | Err(_) => format!("code {code:#x}"),
+            Ok(known) => format!("{known:?}"),
+        },
     }
 }
 
@@ -94,7 +142,7 @@ async fn hello(
     let (mut control, recv) = conn
         .open_bi()
         .await
-        .map_err(|e| fail("connect", e))?
+        .map_err(|e| fail("connect", describe_connection_error(&e)))?
         .await
         .map_err(|e| fail("connect", e))?;
     control
@@ -406,6 +454,19 @@ mod tests {
         assert_eq!(
             (err.kind.as_str(), err.detail.as_str()),
             ("join: TooManyRooms", "full")
+        );
+    }
+
+    #[test]
+    fn close_codes_are_named_so_the_report_keeps_them() {
+        use crate::load::report::error_kind;
+        assert_eq!(close_code_name(12), "SlowConsumer");
+        assert_eq!(close_code_name(0x10c), "H3_REQUEST_CANCELLED");
+        assert_eq!(close_code_name(0), "no error");
+        assert_eq!(close_code_name(1000), "code 0x3e8");
+        assert_eq!(
+            error_kind(&format!("closed by the server: {}", close_code_name(13))),
+            "closed by the server: GoingAway"
         );
     }
 
