@@ -249,6 +249,9 @@ struct Entry<S, T> {
     ended: bool,
 }
 
+/// A wait for work shorter than this means the loop is busy (it had work
+/// before it asked).
+const BUSY: Duration = Duration::from_micros(20);
 /// Datagrams per GSO send.
 const MAX_SEGMENTS: usize = 10;
 /// Receive batches (`recvmmsg`, 32 datagrams each) per loop iteration before the
@@ -375,12 +378,20 @@ impl<A: App> EventLoop<A> {
                     None => shutdown.cancelled().await,
                 }
             };
+            let waiting = Instant::now();
             tokio::select! {
                 biased;
                 _ = stopping => {}
                 _ = self.woken.notify.notified() => {}
                 _ = self.socket.readable() => {}
                 _ = sleep => {}
+            }
+            if waiting.elapsed() < BUSY {
+                // Work was waiting already: the loop would never give up its
+                // thread, and a task it woke (the Redis connection an effect
+                // wrote to, a hook's HTTP call) sits in this worker's LIFO
+                // slot, which no other worker steals, until it does.
+                tokio::task::yield_now().await;
             }
         }
     }
