@@ -652,6 +652,9 @@ impl<A: App> EventLoop<A> {
                 // linger after a refusal).
                 if link.timer.is_some_and(|at| at <= now) && !link.conn.is_closed() {
                     link.timer = None;
+                    // Its place among the connections awaiting a session is free
+                    // now, not once the close has drained (3 PTOs later).
+                    entry.ticket = None;
                     link.conn.close(
                         now,
                         VarInt::from_u32(H3_REQUEST_CANCELLED),

@@ -464,6 +464,7 @@ impl LoopSession {
                 } else {
                     // Finished before `Hello`: nothing to explain.
                     io.close(0, b"");
+                    self.place = None;
                     self.stage = Stage::Closed;
                 }
                 true
@@ -640,6 +641,10 @@ impl LoopSession {
     /// Writes the frame that explains the close (then finishes the control
     /// stream) and closes once the client had the time to read it.
     fn close(&mut self, close: Close, io: &mut Io<'_>) {
+        // A session closed before its Hello gives its place among those
+        // awaiting one back now: the client sees the close at once, the
+        // connection drains for a while longer.
+        self.place = None;
         let now = io.now();
         let at = match (&close.frame, self.control) {
             (Some(frame), Some(control)) => {
