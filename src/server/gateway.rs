@@ -10,12 +10,14 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
-use super::admission::{Admission, ConnectLimiter};
+use super::admission::{Admission, AwaitingGuard, ConnectLimiter};
 
 use crate::auth::{TokenVerifier, SERVER_USER};
 use crate::broker::{Broker, BrokerError};
-use crate::config::{Config, Settings};
+use crate::config::{Config, NamespaceConfig, Settings};
+use crate::engine::Admit;
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::{validate_room_name, Hub, QueuedBytes};
 use crate::metrics::Metrics;
@@ -164,6 +166,52 @@ impl Gateway {
             hooks: &self.hooks,
             webhooks: &self.webhooks,
         }
+    }
+
+    /// Whether a new QUIC connection from `peer` may start its handshake
+    /// (`validated`: it answered a Retry): with its place among the connections
+    /// awaiting `Hello`, after a Retry, or not at all (counted). Both
+    /// WebTransport engines decide through this.
+    pub(super) fn admit_quic(&self, peer: SocketAddr, validated: bool) -> Admit<AwaitingGuard> {
+        match self.admit(peer, validated) {
+            Admission::Accept => match self.awaiting_hello.enter() {
+                Some(place) => Admit::Accept(place),
+                None => {
+                    debug!(%peer, "too many connections awaiting Hello: refused");
+                    self.metrics.error(ErrorCode::TooManySessions);
+                    Admit::Refuse
+                }
+            },
+            Admission::Retry => {
+                self.metrics.connect_retries.inc();
+                Admit::Retry
+            }
+            Admission::Refuse => {
+                debug!(%peer, "connection rate limit: refused");
+                self.metrics.error(ErrorCode::TooManySessions);
+                Admit::Refuse
+            }
+        }
+    }
+
+    /// The namespace a WebTransport request for `path` (its query dropped) from
+    /// `origin` opens, or the HTTP status that refuses it (404, 403).
+    pub(super) fn route(
+        &self,
+        path: &str,
+        origin: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<(String, NamespaceConfig), u16> {
+        let path = path.split('?').next().unwrap_or_default();
+        let Some(ns_config) = self.config.namespace(path).cloned() else {
+            debug!(%peer, path, "unknown namespace");
+            return Err(404);
+        };
+        if !self.settings.origin_allowed(origin) {
+            warn!(%peer, ?origin, "origin not allowed");
+            return Err(403);
+        }
+        Ok((path.to_owned(), ns_config))
     }
 
     pub(super) fn new_session_id(&self) -> u64 {

@@ -20,9 +20,9 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use quinn_proto::{ConnectionError, StreamId};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::admission::{Admission, AwaitingGuard};
+use super::admission::AwaitingGuard;
 use super::driver::{register, unix_now, CLOSE_LINGER, CLOSE_READ_GRACE, OPEN_STREAM_TIMEOUT};
 use super::{FlushPolicy, Gateway};
 use crate::engine::{Admit, App, Io, Request};
@@ -139,25 +139,7 @@ impl App for LoopGateway {
         if self.gateway.shutdown.is_cancelled() {
             return Admit::Refuse;
         }
-        match self.gateway.admit(remote, validated) {
-            Admission::Accept => match self.gateway.awaiting_hello.enter() {
-                Some(place) => Admit::Accept(place),
-                None => {
-                    debug!(%remote, "too many connections awaiting Hello: refused");
-                    self.gateway.metrics.error(ErrorCode::TooManySessions);
-                    Admit::Refuse
-                }
-            },
-            Admission::Retry => {
-                self.gateway.metrics.connect_retries.inc();
-                Admit::Retry
-            }
-            Admission::Refuse => {
-                debug!(%remote, "connection rate limit: refused");
-                self.gateway.metrics.error(ErrorCode::TooManySessions);
-                Admit::Refuse
-            }
-        }
+        self.gateway.admit_quic(remote, validated)
     }
 
     fn request(
@@ -169,20 +151,7 @@ impl App for LoopGateway {
         io: &mut Io<'_>,
     ) -> Result<LoopSession, u16> {
         let gw = &self.gateway;
-        let path = request
-            .path
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let Some(ns_config) = gw.config.namespace(&path).cloned() else {
-            debug!(%remote, path, "unknown namespace");
-            return Err(404);
-        };
-        if !gw.settings.origin_allowed(request.origin.as_deref()) {
-            warn!(%remote, origin = ?request.origin, "origin not allowed");
-            return Err(403);
-        }
+        let (path, ns_config) = gw.route(&request.path, request.origin.as_deref(), remote)?;
         let id = gw.new_session_id();
         let core = Core::new(
             id,

@@ -39,6 +39,7 @@ use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
 use crate::broker::{Broker, Local, Redis};
 use crate::certs;
 use crate::config::{Engine, Settings};
+use crate::engine::Admit;
 use crate::hooks::{Hooks, HttpHooks, NoHooks};
 use crate::hub::{Hub, SessionLimits};
 use crate::metrics::Metrics;
@@ -365,26 +366,13 @@ impl Server {
                     // Decided before the handshake: a flood costs one packet each.
                     let peer = incoming.remote_address();
                     let validated = incoming.remote_address_validated();
-                    match gateway.admit(peer, validated) {
-                        Admission::Accept => {
-                            let Some(place) = gateway.awaiting_hello.enter() else {
-                                debug!(%peer, "too many connections awaiting Hello: refused");
-                                gateway.metrics.error(ErrorCode::TooManySessions);
-                                incoming.refuse();
-                                continue;
-                            };
+                    match gateway.admit_quic(peer, validated) {
+                        Admit::Accept(place) => {
                             let gateway = gateway.clone();
                             tasks.spawn(handle_incoming(gateway, incoming, place));
                         }
-                        Admission::Retry => {
-                            gateway.metrics.connect_retries.inc();
-                            incoming.retry();
-                        }
-                        Admission::Refuse => {
-                            debug!(%peer, "connection rate limit: refused");
-                            gateway.metrics.error(ErrorCode::TooManySessions);
-                            incoming.refuse();
-                        }
+                        Admit::Retry => incoming.retry(),
+                        Admit::Refuse => incoming.refuse(),
                     }
                 }
                 _ = shutdown.cancelled() => break,
@@ -589,23 +577,20 @@ async fn handle_incoming(
             return;
         }
     };
-    let path = request
-        .path()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
     let peer = request.remote_address();
-    let Some(ns_config) = gateway.config.namespace(&path).cloned() else {
-        debug!(%peer, path, "unknown namespace");
-        let _ = tokio::time::timeout_at(deadline, request.not_found()).await;
-        return;
+    let (path, ns_config) = match gateway.route(request.path(), request.origin(), peer) {
+        Ok(route) => route,
+        Err(status) => {
+            let refused = async {
+                match status {
+                    404 => request.not_found().await,
+                    _ => request.forbidden().await,
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, refused).await;
+            return;
+        }
     };
-    if !gateway.settings.origin_allowed(request.origin()) {
-        warn!(%peer, origin = ?request.origin(), "origin not allowed");
-        let _ = tokio::time::timeout_at(deadline, request.forbidden()).await;
-        return;
-    }
     let id = gateway.new_session_id();
     let span = info_span!("session", id, ns = %path, %peer);
     async move {
