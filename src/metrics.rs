@@ -275,6 +275,13 @@ impl Metrics {
             .clone()
     }
 
+    /// Counts a room message written to a member, accepted at `published`.
+    pub fn delivered(&self, published: std::time::Instant) {
+        self.deliveries.inc();
+        self.publish_latency
+            .observe(published.elapsed().as_secs_f64());
+    }
+
     /// Counts an error frame or close with `code`.
     pub fn error(&self, code: crate::protocol::ErrorCode) {
         self.errors.get_or_create(&CodeLabel::of(code)).inc();

@@ -394,11 +394,7 @@ impl Session {
         match guarded_write(stream, frame, &live.closer, self.stall()).await {
             Ok(()) => {
                 if let Some(published) = published {
-                    let metrics = &self.gateway.metrics;
-                    metrics.deliveries.inc();
-                    metrics
-                        .publish_latency
-                        .observe(published.elapsed().as_secs_f64());
+                    self.gateway.metrics.delivered(published);
                 }
                 Ok(())
             }

@@ -479,10 +479,8 @@ impl WsSession {
         live.flush.flushed(Instant::now());
         match written {
             Ok(()) => {
-                let metrics = &self.gateway.metrics;
                 for at in published {
-                    metrics.deliveries.inc();
-                    metrics.publish_latency.observe(at.elapsed().as_secs_f64());
+                    self.gateway.metrics.delivered(at);
                 }
                 Ok(())
             }
