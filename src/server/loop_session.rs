@@ -197,8 +197,7 @@ impl App for LoopGateway {
     }
 
     fn drive(&mut self, s: &mut LoopSession, io: &mut Io<'_>) {
-        let gw = self.gateway.clone();
-        s.drive(&gw, io);
+        s.drive(&self.gateway, io);
     }
 
     fn closed(&mut self, s: LoopSession, reason: &ConnectionError) {
@@ -240,11 +239,6 @@ impl LoopSession {
             // Commands are still buffered: the next pass goes on, after the others.
             io.waker().wake_by_ref();
         }
-        if self.signal.fired.load(Ordering::Acquire) {
-            // A close signal this pass registered (`register`): the next pass
-            // polls it, which puts its waker in place.
-            io.waker().wake_by_ref();
-        }
         if matches!(self.stage, Stage::Serving) {
             self.write_queued(gw, io);
             self.datagrams(gw, io);
@@ -260,9 +254,13 @@ impl LoopSession {
 
     /// A close asked by the hub (slow consumer, kick) or by the server's shutdown.
     fn signals(&mut self) {
-        if !self.signal.fired.swap(false, Ordering::AcqRel) {
-            return;
+        if self.signal.fired.swap(false, Ordering::AcqRel) {
+            self.poll_signals();
         }
+    }
+
+    /// Polls the close signals with their waker (which registers it).
+    fn poll_signals(&mut self) {
         let waker = Waker::from(self.signal.clone());
         let mut cx = Context::from_waker(&waker);
         if let Some(shutdown) = &mut self.shutdown {
@@ -389,9 +387,9 @@ impl LoopSession {
         // Refused: the core queues the close.
         if let Some((rx, closer)) = register(gw, &mut self.core) {
             self.closing = Some(Box::pin(closer.requested_owned()));
-            // Polled in the next pass, which registers its waker.
-            self.signal.fired.store(true, Ordering::Release);
             self.queues = Some((rx, closer));
+            // Its waker in place now; a close already asked is queued at once.
+            self.poll_signals();
             self.place = None;
             self.max_frame = gw.config.limits.max_frame;
             let sessions = gw.metrics.sessions_in(self.core.ns());
@@ -536,10 +534,7 @@ impl LoopSession {
                 };
                 if io.write(stream, frame) {
                     if let Some(published) = published {
-                        gw.metrics.deliveries.inc();
-                        gw.metrics
-                            .publish_latency
-                            .observe(published.elapsed().as_secs_f64());
+                        gw.metrics.delivered(published);
                     }
                 } else {
                     debug!(handle, "room stream stopped by the client");
