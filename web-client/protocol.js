@@ -21,6 +21,16 @@
 /** Protocol version sent in `Hello`. */
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * The tail-loss probe (PROTOCOL.md §10.1): the one-byte datagram of the reserved
+ * `Datagram` variant 2, which servers drop. Its packet reveals a lost request at
+ * once, where QUIC would wait for its probe timeout. Rust's `protocol::PROBE_DATAGRAM`.
+ */
+export const PROBE_DATAGRAM = Uint8Array.of(2);
+
+/** How long after its last write a client probes, ms (Rust's `protocol::PROBE_AFTER`). */
+export const PROBE_AFTER_MS = 1;
+
 /** Largest client frame body a server accepts by default (`Welcome.max_frame` says the real one). */
 export const DEFAULT_MAX_FRAME = 64 * 1024;
 

@@ -10,6 +10,8 @@ import {
   FrameDecoder,
   MAX_SERVER_FRAME,
   ONLINE_PAGE,
+  PROBE_AFTER_MS,
+  PROBE_DATAGRAM,
   PROTOCOL_VERSION,
   decodeDatagram,
   decodeServerFrame,
@@ -572,6 +574,12 @@ export class Session {
   }
 }
 
+/**
+ * Tail-loss probes after each control write: two, so that the loss of one probe
+ * (or of the ACK it draws) does not leave a lost request to QUIC's probe timeout.
+ */
+const PROBES_PER_WRITE = 2;
+
 /** A session over WebTransport: a control stream, one stream per room, datagrams. */
 export class WebTransportSession extends Session {
   /** @type {WebTransport} */ transport;
@@ -580,6 +588,7 @@ export class WebTransportSession extends Session {
   #reader;
   #frames;
   #datagramWriter = null;
+  #probeTimer = undefined;
 
   /** @private Use openSession(). */
   constructor(url, transport, control, welcome, handlers) {
@@ -607,6 +616,7 @@ export class WebTransportSession extends Session {
 
   async _write(bytes) {
     await this.#writer.write(bytes);
+    this.#probeTail(PROBES_PER_WRITE);
   }
 
   _sendDatagram(datagram) {
@@ -615,14 +625,32 @@ export class WebTransportSession extends Session {
     if (payload.length > max) {
       throw new WtgateError('invalid', `a datagram of ${payload.length} bytes exceeds this connection's limit of ${max}`);
     }
+    this.#datagrams().write(payload).catch((e) => {
+      if (!this.closed) this._reportError(new WtgateError('closed', `datagram not sent: ${e?.message ?? e}`, { cause: e }));
+    });
+  }
+
+  #datagrams() {
     if (this.#datagramWriter === null) {
       const datagrams = this.transport.datagrams;
       const writable = typeof datagrams.createWritable === 'function' ? datagrams.createWritable() : datagrams.writable;
       this.#datagramWriter = writable.getWriter();
     }
-    this.#datagramWriter.write(payload).catch((e) => {
-      if (!this.closed) this._reportError(new WtgateError('closed', `datagram not sent: ${e?.message ?? e}`, { cause: e }));
-    });
+    return this.#datagramWriter;
+  }
+
+  /**
+   * Sends `left` tail-loss probes (PROTOCOL.md §10.1), PROBE_AFTER_MS apart, after
+   * the last write; a later write starts over (its own packet reveals a loss).
+   */
+  #probeTail(left) {
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = setTimeout(() => {
+      if (this.closed) return;
+      // Best effort: a probe that cannot be sent is no error.
+      this.#datagrams().write(PROBE_DATAGRAM).catch(() => {});
+      if (left > 1) this.#probeTail(left - 1);
+    }, PROBE_AFTER_MS);
   }
 
   _closeTransport(code, reason) {

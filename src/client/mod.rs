@@ -35,6 +35,7 @@ use crate::transport::FrameReader;
 
 mod hello;
 mod reach;
+pub(crate) mod tail_probe;
 mod websocket;
 pub(crate) use hello::{hello, Handshake};
 pub use reach::{
@@ -263,6 +264,8 @@ enum Link {
         _endpoint: Endpoint<endpoint_side::Client>,
         conn: Connection,
         control: tokio::sync::Mutex<SendStream>,
+        /// Told after each control write ([`tail_probe`]).
+        wrote: Arc<tokio::sync::Notify>,
     },
     WebSocket {
         sink: tokio::sync::Mutex<websocket::WsSink>,
@@ -383,8 +386,11 @@ fn client_transport() -> wtransport::config::QuicTransportConfig {
             .try_into()
             .expect("a valid idle timeout"),
     ));
+    // A gap is acknowledged at once (RFC 9000's rule), so a tail probe
+    // (PROTOCOL.md §10.1) reveals a lost publish in about a millisecond.
     let mut ack = wtransport::quinn::AckFrequencyConfig::default();
-    ack.max_ack_delay(Some(SERVER_MAX_ACK_DELAY));
+    ack.max_ack_delay(Some(SERVER_MAX_ACK_DELAY))
+        .reordering_threshold(1u32.into());
     t.ack_frequency_config(Some(ack));
     t
 }
@@ -430,7 +436,7 @@ impl Client {
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let pending: Pending = Arc::default();
         let handles: Handles = Arc::default();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(read_control(
                 reader,
                 pending.clone(),
@@ -440,10 +446,13 @@ impl Client {
             tokio::spawn(accept_room_streams(conn.clone(), events_tx.clone())),
             tokio::spawn(read_datagrams(conn.clone(), handles.clone(), events_tx)),
         ];
+        let (wrote, prober) = tail_probe::spawn(conn.clone());
+        tasks.push(prober);
         let link = Link::WebTransport {
             _endpoint: endpoint,
             conn,
             control: tokio::sync::Mutex::new(send),
+            wrote,
         };
         Ok(Client::new(link, pending, handles, events, welcome, tasks))
     }
@@ -738,8 +747,10 @@ impl Client {
     /// of malformed input).
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
         let sent = match &self.link {
-            Link::WebTransport { control, .. } => {
-                control.lock().await.write_all(bytes).await.is_ok()
+            Link::WebTransport { control, wrote, .. } => {
+                let sent = control.lock().await.write_all(bytes).await.is_ok();
+                wrote.notify_one();
+                sent
             }
             Link::WebSocket { sink, .. } => {
                 let bytes = Bytes::copy_from_slice(bytes);

@@ -19,7 +19,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// under loss, but in a busy room (200 clients, 50k deliveries/s) the ACKs it
 /// brings overflowed the server's receive buffer: p50/p99 54/170 ms with 9,260 UDP
 /// drops, against 2.7/25 ms and none at 10 ms (5 ms: 3.7/49 ms); bench/RESULTS.md.
-/// Faster loss recovery needs a cheaper signal than more ACKs.
+/// Faster loss recovery comes from a cheaper signal than more ACKs: the loop's
+/// tail probe (`tail_probe.rs`).
 const CLIENT_MAX_ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// QUIC settings that bound what one client can make the server hold.
@@ -42,9 +43,12 @@ pub fn quic_transport() -> TransportConfig {
     // acknowledge every 16 packets or CLIENT_MAX_ACK_DELAY: on loopback ACKs were
     // half the packets of a fan-out, and packets are what a delivery costs
     // (PERF.md).
+    // A gap is acknowledged at once (reordering threshold 1, RFC 9000's own
+    // rule): the loop's tail probe relies on it to reveal a lost last packet.
     let mut ack = AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(16u32.into())
-        .max_ack_delay(Some(CLIENT_MAX_ACK_DELAY));
+        .max_ack_delay(Some(CLIENT_MAX_ACK_DELAY))
+        .reordering_threshold(1u32.into());
     t.ack_frequency_config(Some(ack));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a valid idle timeout")));

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::socket::{RecvBuffers, Socket};
+use super::tail_probe::{Counts, LossRate, TailProbe};
 use super::webtransport::{Ready, Request, StreamGone, WebTransport};
 
 /// What to do with a connection attempt, decided before any handshake work.
@@ -247,6 +248,8 @@ struct Entry<S, T> {
     dirty: bool,
     /// The session ended (reported to the application); kept until drained.
     ended: bool,
+    /// A PING after the last stream data, on lossy paths.
+    probe: TailProbe,
 }
 
 /// A wait for work shorter than this means the loop is busy (it had work
@@ -289,6 +292,8 @@ pub struct EventLoop<A: App> {
     /// and the same in the order they expire (so forgetting them is cheap).
     just_closed: HashMap<SocketAddr, Instant>,
     closed_order: VecDeque<(Instant, SocketAddr)>,
+    /// What share of its packets the endpoint lost lately (for [`TailProbe`]).
+    loss: LossRate,
 }
 
 impl<A: App> EventLoop<A> {
@@ -320,6 +325,7 @@ impl<A: App> EventLoop<A> {
             received: Vec::new(),
             just_closed: HashMap::new(),
             closed_order: VecDeque::new(),
+            loss: LossRate::new(Instant::now()),
         })
     }
 
@@ -519,6 +525,7 @@ impl<A: App> EventLoop<A> {
             app_due: true,
             dirty: false,
             ended: false,
+            probe: TailProbe::default(),
         });
         self.mark(index);
     }
@@ -557,6 +564,9 @@ impl<A: App> EventLoop<A> {
                 }
                 if entry.link.timer.is_some_and(|t| t <= now) {
                     entry.app_due = true;
+                }
+                if entry.probe.take_due(now) {
+                    entry.link.conn.ping();
                 }
                 self.mark(index);
             }
@@ -672,6 +682,7 @@ impl<A: App> EventLoop<A> {
             return;
         };
         let segments = self.socket.max_segments().min(MAX_SEGMENTS);
+        let mut sent = false;
         loop {
             self.send_buf.clear();
             let Some(transmit) = entry
@@ -682,6 +693,16 @@ impl<A: App> EventLoop<A> {
                 break;
             };
             self.socket.send_waiting(&transmit, &self.send_buf).await;
+            sent = true;
+        }
+        if sent {
+            let stats = entry.link.conn.stats();
+            let counts = Counts {
+                lost: stats.path.lost_packets,
+                sent: stats.path.sent_packets,
+                stream_frames: stats.frame_tx.stream,
+            };
+            entry.probe.sent(now, counts, &mut self.loss);
         }
     }
 
@@ -719,10 +740,14 @@ impl<A: App> EventLoop<A> {
             }
             return;
         }
-        let next = match (entry.link.conn.poll_timeout(), entry.link.timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            entry.link.conn.poll_timeout(),
+            entry.link.timer,
+            entry.probe.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if next != entry.wakes_at {
             if let Some(at) = entry.wakes_at.take() {
                 self.timers.remove(&(at, index));

@@ -9,10 +9,13 @@
 //!   stream and datagram headers over one connection (`wtransport-proto`).
 //! - `config.rs`: the QUIC settings every wtgate endpoint uses.
 //! - `socket.rs`: batched UDP I/O (`quinn-udp`: `recvmmsg`, GRO, GSO).
+//! - `tail_probe.rs`: a PING after the last data on lossy paths, so a lost last
+//!   packet is found in a millisecond, not a probe timeout.
 
 mod config;
 mod event_loop;
 mod socket;
+mod tail_probe;
 mod webtransport;
 
 pub use config::{quic_transport, server_config, IDLE_TIMEOUT, KEEP_ALIVE};

@@ -15,6 +15,7 @@ use super::plan::{Pacer, Plan, Stamp};
 use super::session::{self, RoomReadError, RoomReader};
 use super::tally::{Counts, RoomTally, Verdict};
 use super::{websocket, wire, Ctx, Mode, CATCH_UP};
+use crate::client::tail_probe;
 use crate::protocol::{ErrorCode, ServerFrame};
 use crate::transport::FrameReader;
 
@@ -136,6 +137,9 @@ async fn send(
     handles: Vec<u32>,
 ) {
     let mut publisher = Publisher::new(&ctx, client);
+    // What a wtgate client does after its writes (PROTOCOL.md §10.1).
+    let (wrote, prober) = tail_probe::spawn(conn.clone());
+    let _prober = tokio_util::task::AbortOnDropHandle::new(prober);
     let mut out = Vec::with_capacity(4096);
     while let Some(due) = publisher.next_due() {
         tokio::time::sleep_until((ctx.epoch + Duration::from_nanos(due)).into()).await;
@@ -150,6 +154,7 @@ async fn send(
                 ctx.error(format!("publish: {e}"), 1);
                 return;
             }
+            wrote.notify_one();
         }
     }
     // Hold `control` until the run stops (`until` drops this future then).

@@ -291,6 +291,16 @@ pub enum ServerFrame {
     },
 }
 
+/// A tail-loss probe (PROTOCOL.md §10.1): the one-byte datagram of the reserved
+/// `Datagram` variant index 2, which a server drops. The packet that carries it
+/// is what counts: it reveals a lost packet before it at once, where a lost last
+/// packet would wait for QUIC's probe timeout.
+pub const PROBE_DATAGRAM: [u8; 1] = [2];
+
+/// How long after its last stream data a sender probes (PROTOCOL.md §10.1): long
+/// enough to let more data reveal a loss itself, short beside a probe timeout.
+pub const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Volatile frames, one per QUIC datagram; never retransmitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Datagram {

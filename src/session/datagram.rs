@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::{Phase, Session};
-use crate::protocol::{decode_datagram, CodecError, Datagram, ErrorCode};
+use crate::protocol::{decode_datagram, CodecError, Datagram, ErrorCode, PROBE_DATAGRAM};
 
 /// A volatile event to hand to the broker.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +34,8 @@ impl Session {
                 self.fatal(ErrorCode::Protocol, "clients send Datagram::Send only");
                 return None;
             }
+            // Its packet did its work on arrival.
+            Err(CodecError::UnknownVariant(_)) if payload == PROBE_DATAGRAM => return None,
             // A newer client's volatile event type: dropping it is what volatile means.
             Err(CodecError::UnknownVariant(tag)) => {
                 debug!(tag, "datagram of an unknown type; dropped");

@@ -11,7 +11,7 @@ use crate::broker::{BrokerError, BrokerHealth};
 use crate::hub::{HubError, Recovery, Registered};
 use crate::notify::Notification;
 use crate::protocol::{
-    decode_frame, encode_datagram, encode_frame, Datagram, Since, DEFAULT_MAX_FRAME,
+    decode_frame, encode_datagram, encode_frame, Datagram, Since, DEFAULT_MAX_FRAME, PROBE_DATAGRAM,
 };
 
 const SECRET: &[u8] = b"unit test secret";
@@ -799,6 +799,20 @@ fn datagrams_beyond_the_rate_are_dropped() {
         .handle_datagram(t0 + Duration::from_secs(1), &send(3, b"typing"))
         .is_some());
     assert!(s.poll_action().is_none(), "dropping is silent");
+}
+
+#[test]
+fn tail_probes_are_dropped_silently_and_spend_no_datagram_credit() {
+    let t0 = Instant::now();
+    let mut s = live(t0);
+    join_room(&mut s, "lobby", 3, None);
+    for _ in 0..100 {
+        assert!(s.handle_datagram(t0, &PROBE_DATAGRAM).is_none());
+    }
+    assert!(s.poll_action().is_none(), "no error, no close");
+    // The bucket still holds its burst of two.
+    assert!(s.handle_datagram(t0, &send(3, b"a")).is_some());
+    assert!(s.handle_datagram(t0, &send(3, b"b")).is_some());
 }
 
 #[test]

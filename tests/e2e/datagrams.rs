@@ -86,3 +86,51 @@ async fn datagrams_for_rooms_not_joined_are_dropped() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_probes_the_tail_of_its_writes_and_probes_go_nowhere() {
+    let server = TestServer::start().await;
+    let ann = server.client("/chat", "ann").await;
+    let mut bob = server.client("/chat", "bob").await;
+    ann.join("r", None).await.unwrap();
+    bob.join("r", None).await.unwrap();
+    let writes = 4.0;
+    for i in 0..3 {
+        ann.publish("r", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    // Two probes follow the last write 1 and 2 ms later (PROTOCOL.md §10.1);
+    // earlier ones may have been cut short by the next write.
+    let counted = within("the probes of the last write", async {
+        loop {
+            let metrics = server.gateway.metrics_text().await;
+            let n = sample(&metrics, "wtgate_datagrams_in_total");
+            if n >= 3.0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = server.gateway.metrics_text().await;
+    let n = sample(&metrics, "wtgate_datagrams_in_total");
+    assert!(
+        n <= 2.0 * (writes + 1.0),
+        "at most two probes per write of either client: {n} (first {counted})"
+    );
+    assert_eq!(sample(&metrics, "wtgate_datagrams_dropped_total"), 0.0);
+    expect_no_event(
+        &mut bob,
+        "a probe forwarded",
+        Duration::from_millis(100),
+        |e| volatile(e).is_some(),
+    )
+    .await;
+    // The session is unharmed.
+    ann.publish("r", Bytes::from_static(b"after"))
+        .await
+        .unwrap();
+    server.stop().await;
+}

@@ -271,6 +271,23 @@ test('notifications: duplicates dropped, ack() sends AckNotification and empties
   assert.deepEqual(c.notifications, []);
 });
 
+test('two tail-loss probes follow the last control write; a later write starts them over', async () => {
+  FakeTransport.onCreate = welcoming('ann');
+  const c = await client();
+  const t = FakeTransport.made[0];
+  joining(t, { handle: 4 });
+  const room = await c.join('lobby');
+  await until(() => t.probesSent.length >= 2, 'the probes of the Join');
+  await tick(20);
+  assert.equal(t.probesSent.length, 2, 'two probes per write, no more');
+  t.handlers.Publish = (f) => t.send({ type: 'Ack', req: f.req, seq: 1 });
+  await room.publish('hi');
+  await until(() => t.probesSent.length >= 4, 'the probes of the Publish');
+  await tick(20);
+  assert.equal(t.probesSent.length, 4);
+  assert.deepEqual(t.datagramsSent, [], 'probes are not volatile events');
+});
+
 test('limits are checked before sending: max_frame, volatile size; volatile uses the room handle', async () => {
   FakeTransport.onCreate = welcoming('ann', { maxFrame: 100 });
   const c = await client();

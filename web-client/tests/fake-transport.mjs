@@ -12,6 +12,7 @@ import {
   encodeServerFrame,
   encodeVolatileMessage,
   parseLaneMessage,
+  PROBE_DATAGRAM,
 } from '../protocol.js';
 
 /** A ReadableStream plus the controller that feeds it. */
@@ -36,8 +37,10 @@ export class FakeTransport {
     this.options = options;
     /** Client frames received on the control stream, decoded. */
     this.received = [];
-    /** Client datagrams, decoded. */
+    /** Client datagrams, decoded (tail-loss probes apart). */
     this.datagramsSent = [];
+    /** Tail-loss probes the client sent (PROTOCOL.md §10.1), with when. */
+    this.probesSent = [];
     this.closeInfo = null;
     this.ready = new Promise((resolve, reject) => { this.#ready = { resolve, reject }; });
     this.closed = new Promise((resolve, reject) => { this.#closed = { resolve, reject }; });
@@ -51,7 +54,12 @@ export class FakeTransport {
     this.datagrams = {
       maxDatagramSize: 1200,
       readable: datagramsIn.readable,
-      createWritable: () => new WritableStream({ write: (chunk) => { this.datagramsSent.push(decodeDatagram(chunk)); } }),
+      createWritable: () => new WritableStream({
+        write: (chunk) => {
+          if (chunk.length === 1 && chunk[0] === PROBE_DATAGRAM[0]) this.probesSent.push(Date.now());
+          else this.datagramsSent.push(decodeDatagram(chunk));
+        },
+      }),
     };
     FakeTransport.made.push(this);
     this.handlers = {};
