@@ -76,6 +76,40 @@ async fn an_unknown_namespace_is_refused_before_any_stream() {
     }
 }
 
+#[tokio::test]
+async fn a_query_string_does_not_change_the_namespace() {
+    for engine in ENGINES {
+        let server = TestServer::start_on(engine, Config::default()).await;
+        let token = server.token("ann");
+        let chat = wtgate::client::Client::connect(
+            &server.url("/chat?room=lobby&v=1"),
+            &token,
+            &server.trust(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{engine:?}: /chat with a query: {e}"));
+        // The same namespace as /chat: a member there gets what this one publishes.
+        let mut bob = server.client("/chat", "bob").await;
+        bob.join("lobby", None).await.unwrap();
+        chat.join("lobby", None).await.unwrap();
+        chat.publish("lobby", Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        let body = expect_event(&mut bob, "ann's message", |e| match e {
+            Event::Message { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(&body[..], b"hi", "{engine:?}");
+        let err =
+            wtgate::client::Client::connect(&server.url("/nope?ns=/chat"), &token, &server.trust())
+                .await
+                .unwrap_err();
+        assert!(err.to_string().contains("rejected"), "{engine:?}: {err}");
+        server.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_grants_no_credit_is_closed_as_a_slow_consumer() {
     for engine in ENGINES {

@@ -286,3 +286,47 @@ async fn a_graceful_restart_keeps_recovery_working() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_udp_does_not_starve_sessions() {
+    let server = TestServer::start().await;
+    let mut listen = listener(&server).await;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Bounded in count and time: datagrams no connection owns (short headers with
+    // unknown ids, and long headers that are not a valid Initial), as fast as the
+    // socket takes them.
+    let flood = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut junk = [0u8; 1200];
+            while sent < 300_000
+                && started.elapsed() < Duration::from_secs(5)
+                && !stop.is_cancelled()
+            {
+                junk[0] = if sent % 2 == 0 { 0x40 } else { 0xc0 };
+                junk[1..9].copy_from_slice(&sent.to_le_bytes());
+                if socket.send_to(&junk, target).await.is_ok() {
+                    sent += 1;
+                }
+                if sent % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    polite_traffic_is_unharmed(&server, &mut listen, 10, Duration::from_secs(1)).await;
+    stop.cancel();
+    let sent = flood.await.unwrap();
+    assert!(sent > 1_000, "the flood ran: {sent} datagrams");
+    eprintln!("junk datagrams sent during the polite traffic: {sent}");
+    // New sessions still open.
+    let late = server.client("/chat", "late").await;
+    late.join("r", None).await.unwrap();
+    server.stop().await;
+}
