@@ -38,6 +38,10 @@ const add = (label, f, digits = 1, further = false) => metrics.push([label, f, d
 
 add('(a) max deliveries/s at p99 < 100 ms, no loss', (s) => best(of(s, 'a'), clean)?.deliveries_per_sec, 0, true);
 add('(a) server CPU µs/delivery at that rate', (s) => best(of(s, 'a'), clean)?.server?.cpu_us_per_delivery, 2, true);
+// Strings, so the ratio columns stay empty. Over 80 % the generator, not the
+// server, may be what stopped the figure (issue 15's rule).
+const genCpu = (r) => (typeof r?.generator_cpu_percent === 'number' ? `${r.generator_cpu_percent.toFixed(0)} %` : undefined);
+add('(a) generator CPU at that rate (over 80 %: it may be the limit)', (s) => genCpu(best(of(s, 'a'), clean)));
 for (const rate of [50, 250, 500, 1000]) {
   add(`(a) ${rate * 200 / 1000}k deliveries/s: server CPU µs/delivery`, (s) => step(of(s, 'a'), rate)?.server?.cpu_us_per_delivery, 2);
   if (rate === 50) {
@@ -62,6 +66,7 @@ add('(b) lost / duplicated / misrouted', (s) => {
   const r = of(s, 'b')[0];
   return r ? `${r.lost} / ${r.duplicates} / ${r.misrouted}` : undefined;
 });
+add('(b) generator CPU (over 80 %: it may be the limit)', (s) => genCpu(of(s, 'b')[0]));
 add('(b) server peak RSS MiB', (s) => { const r = of(s, 'b')[0]; return r?.server ? r.server.rss_kb_peak / 1024 : undefined; });
 add('(c) idle sessions connected', (s) => of(s, 'c')[0]?.connected, 0);
 add('(c) server RSS KiB per idle session', (s) => of(s, 'c')[0]?.server?.rss_kb_per_session, 1);

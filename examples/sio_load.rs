@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
-use wtgate::load::procfs::ProcSample;
+use wtgate::load::procfs::{cpu_percent, ProcSample};
 
 #[derive(Parser, Debug)]
 #[command(about = "Socket.IO load generator (the flags of bench/socketio/load.js)")]
@@ -1089,6 +1089,9 @@ struct Report {
     passed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<Server>,
+    /// This generator's CPU over the measured window, % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generator_cpu_percent: Option<f64>,
 }
 
 fn connect_figures(h: &Histogram<u64>) -> Connect {
@@ -1264,9 +1267,14 @@ async fn run(
     }
     tokio::time::sleep_until(instant_at(epoch + shared.warmup_us)).await;
     let w0 = proc_sample(&shared, pids);
+    let own0 = (ProcSample::own_cpu(), std::time::Instant::now());
     let a0 = shared.counts.borrow().arrived;
     tokio::time::sleep_until(instant_at(epoch + shared.end_us)).await;
     let w1 = proc_sample(&shared, pids);
+    let generator_cpu_percent = match (own0, ProcSample::own_cpu()) {
+        ((Some(c0), at), Some(c1)) => Some(cpu_percent(c1.saturating_sub(c0), at.elapsed())),
+        _ => None,
+    };
     let a1 = shared.counts.borrow().arrived;
     let drain_until = now_us() + if shared.datagram { 1e6 } else { 5e6 };
     while now_us() < drain_until && shared.counts.borrow().measured < shared.expected() {
@@ -1406,6 +1414,7 @@ async fn run(
         }),
         passed: failures.is_empty(),
         server,
+        generator_cpu_percent,
     };
     if a.json {
         println!(
@@ -1459,6 +1468,9 @@ fn print_human(r: &Report, failures: &[String]) {
             "server       {}",
             serde_json::to_string(s).expect("serializes")
         );
+    }
+    if let Some(g) = r.generator_cpu_percent {
+        println!("generator    {g:.1} % of a core over the measured window");
     }
     let errors = if r.errors.0.is_empty() {
         "none".to_owned()

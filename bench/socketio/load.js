@@ -307,8 +307,11 @@ if (churnRate > 0) {
 const sleepUntil = (us) => new Promise((r) => setTimeout(r, Math.max(0, (us - nowUs()) / 1000)));
 await sleepUntil(epochUs + warmupUs);
 const w0 = procSample(); const a0 = arrived;
+// The generator's own CPU over the window (user + system, µs), against wall time.
+const own0 = process.cpuUsage(); const ownAt0 = performance.now();
 await sleepUntil(epochUs + endUs);
 const w1 = procSample(); const a1 = arrived;
+const ownCpu = process.cpuUsage(own0); const ownWallMs = performance.now() - ownAt0;
 const receivers = (m) => (datagram ? Math.max(0, m - 1) : m);
 const expectedNow = () => sentPerRoom.reduce((sum, s, r) => sum + s * receivers(members[r]), 0);
 const drainUntil = nowUs() + (datagram ? 1e6 : 5e6);
@@ -366,6 +369,9 @@ if (pids.length) {
     rss_kb_per_session: connected ? r3((w0.rssKb - before.rssKb) / connected) : 0,
   };
 }
+if (ownWallMs > 0) {
+  report.generator_cpu_percent = Math.round(((ownCpu.user + ownCpu.system) / 1000 / ownWallMs) * 1000) / 10;
+}
 if (a.json) {
   process.stdout.write(JSON.stringify(report) + '\n');
 } else {
@@ -378,6 +384,7 @@ if (a.json) {
   console.log(`connect ms   p50 ${c.p50} · p99 ${c.p99} · max ${c.max} · ${report.connects_per_sec.toFixed(0)} sessions/s`);
   if (report.churn) { const ch = report.churn; console.log(`churn        ${ch.sessions} sessions (${ch.rate}/s, ${ch.life_s}s each), ${ch.failed} failed · connect ms p50 ${ch.connect_ms.p50} · p99 ${ch.connect_ms.p99} · max ${ch.connect_ms.max}`); }
   if (report.server) console.log(`server       ${JSON.stringify(report.server)}`);
+  if (report.generator_cpu_percent !== undefined) console.log(`generator    ${report.generator_cpu_percent.toFixed(1)} % of a core over the measured window`);
   console.log(`errors       ${Object.keys(errors).length ? JSON.stringify(errors) : 'none'}`);
   console.log(`result       ${failures.length ? 'FAIL: ' + failures.join(', ') : 'PASS'}`);
 }

@@ -506,6 +506,8 @@ struct Measured {
     churn: Option<ChurnReport>,
     /// Filled in from the window and the samples around the connect phase.
     server: Option<ServerUsage>,
+    /// The generator's own CPU over the window, as a share of one core.
+    generator_cpu_percent: Option<f64>,
 }
 
 /// Phases 2 and 3 of a run: what they need besides the connected clients.
@@ -542,8 +544,15 @@ impl Traffic<'_> {
         };
         tokio::time::sleep_until((ctx.epoch + args.warmup).into()).await;
         let start = mark();
+        let own_start = (ProcSample::own_cpu(), Instant::now());
         tokio::time::sleep_until((ctx.epoch + args.warmup + args.duration).into()).await;
         let end = mark();
+        let generator_cpu_percent = match (own_start, ProcSample::own_cpu()) {
+            ((Some(cpu0), at), Some(cpu1)) => {
+                Some(procfs::cpu_percent(cpu1.saturating_sub(cpu0), at.elapsed()))
+            }
+            _ => None,
+        };
 
         drain(ctx, self.members).await;
         stop.cancel();
@@ -562,6 +571,7 @@ impl Traffic<'_> {
             window: (start, end),
             churn,
             server: None,
+            generator_cpu_percent,
         }
     }
 }
@@ -609,6 +619,7 @@ impl Ctx {
                 room: self.presence_frames.load(Ordering::Relaxed),
             },
             server: measured.server,
+            generator_cpu_percent: measured.generator_cpu_percent,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! A server process's CPU time and memory from `/proc`, for `--server-pid`.
+//! A server process's CPU time and memory from `/proc`, for `--server-pid`, and
+//! the generator's own CPU time.
 //!
 //! Parsing is separate from reading so it is tested on fixed text.
 
@@ -33,6 +34,11 @@ impl ProcSample {
         })
     }
 
+    /// This process's own CPU time so far (the generator's).
+    pub fn own_cpu() -> Option<Duration> {
+        parse_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
     /// Adds the samples of several processes (one per `--url`).
     pub fn sum(samples: &[ProcSample]) -> ProcSample {
         samples
@@ -56,6 +62,14 @@ pub fn parse_cpu(stat: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
+/// CPU time `cpu` as a share of one core over `wall`, in percent (rounded to 0.1).
+pub fn cpu_percent(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    (cpu.as_secs_f64() / wall.as_secs_f64() * 1000.0).round() / 10.0
+}
+
 /// A `Key:   123 kB` line of `/proc/PID/status`, in KiB.
 pub fn status_kb(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
@@ -76,6 +90,18 @@ mod tests {
         assert_eq!(parse_cpu(stat), Some(Duration::from_millis(3250)));
         assert_eq!(parse_cpu("garbage"), None);
         assert_eq!(parse_cpu("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn cpu_share_of_a_core() {
+        let ms = Duration::from_millis;
+        assert_eq!(cpu_percent(ms(4_500), ms(5_000)), 90.0);
+        assert_eq!(cpu_percent(ms(1), ms(3)), 33.3);
+        assert_eq!(cpu_percent(ms(7), Duration::ZERO), 0.0);
+        assert!(
+            ProcSample::own_cpu().is_some(),
+            "this process reads its own stat"
+        );
     }
 
     #[test]

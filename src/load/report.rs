@@ -301,6 +301,8 @@ pub struct RunFacts {
     pub presence: PresenceFrames,
     /// Server CPU and memory, with `--server-pid`.
     pub server: Option<ServerUsage>,
+    /// The generator's own CPU over the measured window, % of one core.
+    pub generator_cpu_percent: Option<f64>,
 }
 
 /// A load run's report; its JSON form is the object `wtgate load --json` prints.
@@ -364,7 +366,15 @@ pub struct Report {
     /// The server's CPU and memory, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
+    /// This generator's CPU over the measured window, in % of one core: near
+    /// 100 % the generator, not the server, may be what limits the figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_percent: Option<f64>,
 }
+
+/// Generator CPU (% of one core) from which its figures may show the generator's
+/// limit rather than the server's (issue 15's rule for Socket.IO's generators).
+pub const GENERATOR_BUSY_PERCENT: f64 = 80.0;
 
 fn as_text<S: serde::Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(t)
@@ -446,6 +456,7 @@ impl Report {
             presence_frames: f.presence,
             passed: false,
             server: f.server,
+            generator_cpu_percent: f.generator_cpu_percent,
         };
         report.passed = report.failures().is_empty();
         report
@@ -551,6 +562,17 @@ impl Report {
                 s,
                 "server RSS   {} → {} KiB connected ({:.1} KiB/session) · {} KiB at end · peak {} KiB",
                 u.rss_kb_before, u.rss_kb_connected, u.rss_kb_per_session, u.rss_kb_end, u.rss_kb_peak
+            );
+        }
+        if let Some(g) = self.generator_cpu_percent {
+            let _ = writeln!(
+                s,
+                "generator    {g:.1} % of a core over the measured window{}",
+                if g >= GENERATOR_BUSY_PERCENT {
+                    " — busy: the generator may be the limit"
+                } else {
+                    ""
+                }
             );
         }
         let p = &self.presence_frames;
@@ -678,6 +700,7 @@ mod tests {
                 room: 90,
             },
             server: None,
+            generator_cpu_percent: None,
         }
     }
 

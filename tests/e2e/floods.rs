@@ -307,12 +307,12 @@ async fn a_flood_of_junk_udp_does_not_starve_sessions() {
                 && started.elapsed() < Duration::from_secs(5)
                 && !stop.is_cancelled()
             {
-                junk[0] = if sent % 2 == 0 { 0x40 } else { 0xc0 };
+                junk[0] = if sent.is_multiple_of(2) { 0x40 } else { 0xc0 };
                 junk[1..9].copy_from_slice(&sent.to_le_bytes());
                 if socket.send_to(&junk, target).await.is_ok() {
                     sent += 1;
                 }
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
