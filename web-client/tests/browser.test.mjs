@@ -55,6 +55,25 @@ for (const name of ENGINES) {
   });
 }
 
+/** The server's `wtgate_datagrams_in_total` (its `/metrics`, on the WebTransport port's TCP listener). */
+async function datagramsIn(target = server) {
+  const { request } = await import('node:https');
+  const [, host, port] = /^\[?([^\]]+)\]?:(\d+)$/.exec(target.webtransport);
+  const text = await new Promise((resolve, reject) => {
+    const req = request({ host, port: Number(port), path: '/metrics', rejectUnauthorized: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const line = text.split('\n').find((l) => l.startsWith('wtgate_datagrams_in_total '));
+  assert.ok(line, 'the server counts datagrams in');
+  return Number(line.split(' ')[1]);
+}
+
 /** A page as `label`, on the demo origin (a secure context), with the library loaded as `window.lib`. */
 async function libraryPage(label, target = server, on = browser) {
   const page = await newPage(on, label);
@@ -227,6 +246,36 @@ function libraryTests() {
     assert.ok(b.some((e) => e.event === 'volatile' && e.from === 'lib-ann' && e.text === 'typing'));
     assert.ok(!result.seen.a.some((e) => e.event === 'volatile'), 'a sender does not get its own datagrams');
     assert.match(result.tooLarge, /^invalid: a volatile body is at most 1024 bytes/);
+    await closePages();
+  });
+
+  test('tail-loss probes follow each request over WebTransport; the server drops them', { timeout: 60_000 }, async () => {
+    const page = await libraryPage('lib');
+    const before = await datagramsIn();
+    const result = await page.evaluate(async () => {
+      const { connect } = window.lib;
+      const a = await connect(`${window.base}/chat`, window.options('probe-ann'));
+      const room = await a.join('probe-room');
+      const seqs = [];
+      for (const text of ['one', 'two', 'three']) seqs.push(Number(await room.publish(text)));
+      await new Promise((r) => setTimeout(r, 100));
+      const state = a.state;
+      const transport = a.transport;
+      window.probeClient = a;
+      return { seqs, transport, state };
+    });
+    assert.equal(result.transport, 'webtransport');
+    assert.deepEqual(result.seqs, [1, 2, 3]);
+    // Two probes after the last write (PROTOCOL.md §10.1); earlier writes' probes
+    // may be cut short by the next write. Four writes: Join and three Publishes.
+    let got = 0;
+    for (let i = 0; i < 50 && got < 2; i++) {
+      got = (await datagramsIn()) - before;
+      if (got < 2) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(got >= 2 && got <= 8, `probe datagrams the server counted: ${got}`);
+    assert.equal(result.state, 'connected', 'the session is unharmed');
+    await page.evaluate(() => window.probeClient.close());
     await closePages();
   });
 
