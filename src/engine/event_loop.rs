@@ -696,12 +696,7 @@ impl<A: App> EventLoop<A> {
             sent = true;
         }
         if sent {
-            let stats = entry.link.conn.stats();
-            let counts = Counts {
-                lost: stats.path.lost_packets,
-                sent: stats.path.sent_packets,
-                stream_frames: stats.frame_tx.stream,
-            };
+            let counts = Counts::of(&entry.link.conn.stats());
             entry.probe.sent(now, counts, &mut self.loss);
         }
     }

@@ -5,16 +5,18 @@
 //! re-sending it. A PING shortly after the last stream data reveals the loss
 //! instead: the client acknowledges a gap at once (ACK frequency's reordering
 //! threshold 1, and any RFC 9000 peer), and the server's time threshold declares
-//! the packet lost about [`PROBE_DELAY`] after it left. The price is one small
+//! the packet lost about [`PROBE_AFTER`] after it left. The price is one small
 //! packet per burst, so it is paid only where it pays: on connections that lost a
 //! packet lately, or when the endpoint as a whole is losing packets (a new
 //! connection has no history of its own).
 
 use std::time::{Duration, Instant};
 
-/// How long after its last stream data a connection sends its probe. More data
-/// within it postpones the probe (that data reveals a loss itself).
-pub(crate) const PROBE_DELAY: Duration = crate::protocol::PROBE_AFTER;
+use quinn_proto::ConnectionStats;
+
+// How long after its last stream data a connection sends its probe (more data
+// within it postpones the probe): the same delay as a client's probe.
+use crate::protocol::PROBE_AFTER;
 /// How long a connection that lost a packet keeps probing.
 pub(crate) const LOSSY_SPAN: Duration = Duration::from_secs(30);
 /// The span over which the endpoint's loss rate is taken.
@@ -34,6 +36,17 @@ pub(crate) struct Counts {
     pub(crate) sent: u64,
     /// STREAM frames sent (new data and retransmissions).
     pub(crate) stream_frames: u64,
+}
+
+impl Counts {
+    /// The counts a probe needs from quinn-proto's statistics.
+    pub(crate) fn of(stats: &ConnectionStats) -> Counts {
+        Counts {
+            lost: stats.path.lost_packets,
+            sent: stats.path.sent_packets,
+            stream_frames: stats.frame_tx.stream,
+        }
+    }
 }
 
 /// The endpoint's loss rate over the last full [`RATE_WINDOW`].
@@ -58,8 +71,13 @@ impl LossRate {
 
     /// Adds what one connection sent and lost since it was last counted.
     pub(crate) fn record(&mut self, now: Instant, lost: u64, sent: u64) {
-        if now.saturating_duration_since(self.window_start) >= RATE_WINDOW {
-            self.lossy = self.sent >= MIN_SAMPLE && self.lost * LOSSY_ONE_IN >= self.sent;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= RATE_WINDOW {
+            // A window that ended more than a window ago is not the last full
+            // one: the span since held nothing, and says the endpoint is clean.
+            self.lossy = elapsed < 2 * RATE_WINDOW
+                && self.sent >= MIN_SAMPLE
+                && self.lost * LOSSY_ONE_IN >= self.sent;
             self.window_start = now;
             self.lost = 0;
             self.sent = 0;
@@ -94,7 +112,7 @@ impl TailProbe {
         }
         let lossy = self.lossy_until.is_some_and(|until| now < until) || endpoint.lossy();
         if counts.stream_frames > self.seen.stream_frames && lossy {
-            self.due = Some(now + PROBE_DELAY);
+            self.due = Some(now + PROBE_AFTER);
         }
         self.seen = counts;
     }
@@ -126,11 +144,15 @@ mod tests {
         }
     }
 
+    /// A clock, the endpoint's rate from it, and one connection's probe.
+    fn start() -> (Instant, LossRate, TailProbe) {
+        let t0 = Instant::now();
+        (t0, LossRate::new(t0), TailProbe::default())
+    }
+
     #[test]
     fn a_clean_path_never_probes() {
-        let t0 = Instant::now();
-        let mut rate = LossRate::new(t0);
-        let mut probe = TailProbe::default();
+        let (t0, mut rate, mut probe) = start();
         for i in 1..1_000u64 {
             let now = t0 + Duration::from_millis(i * 20);
             probe.sent(now, counts(0, i, i), &mut rate);
@@ -141,48 +163,42 @@ mod tests {
 
     #[test]
     fn a_loss_arms_a_probe_after_each_later_send_of_stream_data() {
-        let t0 = Instant::now();
-        let mut rate = LossRate::new(t0);
-        let mut probe = TailProbe::default();
+        let (t0, mut rate, mut probe) = start();
         probe.sent(t0, counts(0, 10, 10), &mut rate);
         assert_eq!(probe.due(), None);
         // A retransmission after a loss: probed.
         let t1 = t0 + Duration::from_millis(20);
         probe.sent(t1, counts(1, 11, 11), &mut rate);
-        assert_eq!(probe.due(), Some(t1 + PROBE_DELAY));
+        assert_eq!(probe.due(), Some(t1 + PROBE_AFTER));
         assert!(!probe.take_due(t1));
-        assert!(probe.take_due(t1 + PROBE_DELAY));
+        assert!(probe.take_due(t1 + PROBE_AFTER));
         assert_eq!(probe.due(), None);
         // The probe's own PING carries no stream data: no probe of the probe.
-        probe.sent(t1 + PROBE_DELAY, counts(1, 12, 11), &mut rate);
+        probe.sent(t1 + PROBE_AFTER, counts(1, 12, 11), &mut rate);
         assert_eq!(probe.due(), None);
         // Later data within the span is probed; after it, not.
         let t2 = t1 + LOSSY_SPAN - Duration::from_millis(1);
         probe.sent(t2, counts(1, 13, 12), &mut rate);
-        assert_eq!(probe.due(), Some(t2 + PROBE_DELAY));
-        assert!(probe.take_due(t2 + PROBE_DELAY));
+        assert_eq!(probe.due(), Some(t2 + PROBE_AFTER));
+        assert!(probe.take_due(t2 + PROBE_AFTER));
         probe.sent(t1 + LOSSY_SPAN, counts(1, 14, 13), &mut rate);
         assert_eq!(probe.due(), None);
     }
 
     #[test]
     fn more_data_postpones_the_probe() {
-        let t0 = Instant::now();
-        let mut rate = LossRate::new(t0);
-        let mut probe = TailProbe::default();
+        let (t0, mut rate, mut probe) = start();
         probe.sent(t0, counts(1, 5, 5), &mut rate);
-        let t1 = t0 + PROBE_DELAY / 2;
+        let t1 = t0 + PROBE_AFTER / 2;
         probe.sent(t1, counts(1, 6, 6), &mut rate);
-        assert!(!probe.take_due(t0 + PROBE_DELAY));
-        assert!(probe.take_due(t1 + PROBE_DELAY));
+        assert!(!probe.take_due(t0 + PROBE_AFTER));
+        assert!(probe.take_due(t1 + PROBE_AFTER));
     }
 
     #[test]
     fn a_lossy_endpoint_probes_connections_without_losses_of_their_own() {
-        let t0 = Instant::now();
-        let mut rate = LossRate::new(t0);
+        let (t0, mut rate, mut lossy) = start();
         // One connection loses 1 % over the first window.
-        let mut lossy = TailProbe::default();
         lossy.sent(t0, counts(10, 1_000, 1_000), &mut rate);
         let mut clean = TailProbe::default();
         clean.sent(t0, counts(0, 1, 1), &mut rate);
@@ -190,7 +206,7 @@ mod tests {
         let t1 = t0 + RATE_WINDOW;
         clean.sent(t1, counts(0, 2, 2), &mut rate);
         assert!(rate.lossy());
-        assert_eq!(clean.due(), Some(t1 + PROBE_DELAY));
+        assert_eq!(clean.due(), Some(t1 + PROBE_AFTER));
         // A clean window ends it.
         clean.sent(t1, counts(0, 1_002, 1_002), &mut rate);
         clean.sent(t1 + RATE_WINDOW, counts(0, 1_003, 1_003), &mut rate);
@@ -198,11 +214,33 @@ mod tests {
     }
 
     #[test]
+    fn losses_followed_by_silence_do_not_make_the_endpoint_lossy_later() {
+        let (t0, mut rate, _) = start();
+        rate.record(t0, 10, 1_000);
+        // The next packet leaves long after that window: it was not the last one.
+        rate.record(t0 + 3 * RATE_WINDOW, 0, 1);
+        assert!(!rate.lossy());
+        // Right after its end, it was.
+        let (t0, mut rate, _) = start();
+        rate.record(t0, 10, 1_000);
+        rate.record(t0 + RATE_WINDOW, 0, 1);
+        assert!(rate.lossy());
+    }
+
+    #[test]
     fn a_few_losses_among_few_packets_do_not_make_the_endpoint_lossy() {
-        let t0 = Instant::now();
-        let mut rate = LossRate::new(t0);
+        let (t0, mut rate, _) = start();
         rate.record(t0, 5, MIN_SAMPLE - 1);
         rate.record(t0 + RATE_WINDOW, 0, 0);
         assert!(!rate.lossy());
+    }
+
+    #[test]
+    fn counts_come_from_quinn_statistics() {
+        let mut stats = ConnectionStats::default();
+        stats.path.lost_packets = 3;
+        stats.path.sent_packets = 40;
+        stats.frame_tx.stream = 25;
+        assert_eq!(Counts::of(&stats), counts(3, 40, 25));
     }
 }
