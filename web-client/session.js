@@ -647,8 +647,13 @@ export class WebTransportSession extends Session {
     clearTimeout(this.#probeTimer);
     this.#probeTimer = setTimeout(() => {
       if (this.closed) return;
-      // Best effort: a probe that cannot be sent is no error.
-      this.#datagrams().write(PROBE_DATAGRAM).catch(() => {});
+      // Best effort: a probe that cannot be sent (no datagrams, a transport
+      // closing under it) is no error, and must not throw from a timer.
+      try {
+        this.#datagrams().write(PROBE_DATAGRAM).catch(() => {});
+      } catch {
+        return;
+      }
       if (left > 1) this.#probeTail(left - 1);
     }, PROBE_AFTER_MS);
   }

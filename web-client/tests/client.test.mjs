@@ -288,6 +288,24 @@ test('two tail-loss probes follow the last control write; a later write starts t
   assert.deepEqual(t.datagramsSent, [], 'probes are not volatile events');
 });
 
+test('a transport that cannot send datagrams gets no probes, and no error from them', async () => {
+  const welcome = welcoming('ann');
+  FakeTransport.onCreate = (t) => {
+    t.datagrams.createWritable = () => { throw new TypeError('no datagrams here'); };
+    welcome(t);
+  };
+  const c = await client();
+  const t = FakeTransport.made[0];
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  joining(t, { handle: 4 });
+  await c.join('lobby');
+  await tick(30);
+  assert.deepEqual(t.probesSent, []);
+  assert.deepEqual(errors, []);
+  assert.equal(c.state, 'connected');
+});
+
 test('limits are checked before sending: max_frame, volatile size; volatile uses the room handle', async () => {
   FakeTransport.onCreate = welcoming('ann', { maxFrame: 100 });
   const c = await client();
