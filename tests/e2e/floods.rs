@@ -330,3 +330,41 @@ async fn a_flood_of_junk_udp_does_not_starve_sessions() {
     late.join("r", None).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_probe_datagrams_costs_others_nothing() {
+    let server = TestServer::start().await;
+    let mut listen = listener(&server).await;
+    let prober = server.client("/chat", "prober").await;
+    prober.join("r", None).await.unwrap();
+    // Probes spend no datagram credit (PROTOCOL.md §10.1): nothing limits them
+    // but QUIC's datagram buffer, and each costs the server one decode.
+    let started = Instant::now();
+    let mut sent = 0u32;
+    while sent < 20_000 && started.elapsed() < Duration::from_secs(3) {
+        if prober
+            .send_raw_datagram(Bytes::from_static(&wtgate::protocol::PROBE_DATAGRAM))
+            .is_ok()
+        {
+            sent += 1;
+        }
+        if sent.is_multiple_of(64) {
+            tokio::task::yield_now().await;
+        }
+    }
+    polite_traffic_is_unharmed(&server, &mut listen, 10, Duration::from_secs(1)).await;
+    expect_no_event(
+        &mut listen,
+        "a probe forwarded",
+        Duration::from_millis(200),
+        |e| matches!(e, Event::Volatile { .. }),
+    )
+    .await;
+    // Nothing to close the prober for: it is still served.
+    prober
+        .publish("r", Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    assert!(sent >= 1_000, "the flood ran: {sent} probes");
+    server.stop().await;
+}
